@@ -1,0 +1,3 @@
+"""yfpo: neuron-guided preference optimization for mathematical reasoning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,76 @@
+"""The `yfpo` command: one entry point; each subcommand is a thin shell over one stage function.
+
+Each stage package registers its own subcommands through a `register(subparsers)` function in its
+`cli.py` module (yfpo.models.cli, yfpo.eval.cli, yfpo.neurons.cli, yfpo.pairs.cli, yfpo.train.cli,
+yfpo.report.cli, yfpo.run); this file only wires them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+STAGE_CLIS = [
+    "yfpo.models.cli",
+    "yfpo.eval.cli",
+    "yfpo.neurons.cli",
+    "yfpo.pairs.cli",
+    "yfpo.train.cli",
+    "yfpo.report.cli",
+    "yfpo.run_cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from yfpo import __version__
+
+    p = argparse.ArgumentParser(
+        prog="yfpo",
+        description="Neuron-guided preference optimization for math reasoning: find math neurons (AttnLRP), "
+                    "build preference pairs from the model's own samples, train (DPO family + YFPO neuron reward + FDT), "
+                    "evaluate on GSM8K & co., and report with statistics.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `yfpo COMMAND --help` for a command's options. The default model is the embedded "
+               "SmolLM2-135M-Instruct (`yfpo models prepare`).",
+    )
+    p.add_argument("--version", action="version", version=f"yfpo {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in STAGE_CLIS:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            if e.name == mod_name:
+                continue  # stage not present in this build
+            raise
+        mod.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "accepts_overrides", False):
+        args.overrides = extra
+    try:
+        rc = args.func(args)
+    except KeyboardInterrupt:
+        print("\n[yfpo] interrupted; finished work is kept on disk and a rerun resumes.", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as e:
+        if os.environ.get("YFPO_DEBUG"):
+            raise
+        print(f"yfpo {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

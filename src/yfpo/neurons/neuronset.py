@@ -1,0 +1,146 @@
+"""The NeuronSet file: which neurons are "math neurons", with the statistics stage 3 needs.
+
+Format (JSON, one file, `format: yfpo.neuronset/v1`):
+
+    {
+      "format": "yfpo.neuronset/v1",
+      "provenance": {model, model_type, weight_hash, num_layers, intermediate_size, method, target,
+                     corpora: {math: {name, n}, contrast: {name, n}}, k, selection, tool_version, date, ...},
+      "neurons": [{"layer": int, "index": int, "score": float, "mean": float, "std": float}, ...]
+    }
+
+`score` is the math score (mean normalised math relevance minus contrast relevance); its sign is
+`s_lj` in SPEC section 3. `mean` / `std` are the neuron's activation statistics on the identification
+corpus (over response tokens), used to standardise activations in the neuron reward.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "yfpo.neuronset/v1"
+
+
+class NeuronSetError(ValueError):
+    pass
+
+
+@dataclass
+class NeuronSet:
+    layers: torch.Tensor  # (K,) long
+    indices: torch.Tensor  # (K,) long
+    scores: torch.Tensor  # (K,) float32
+    mean: torch.Tensor  # (K,) float32
+    std: torch.Tensor  # (K,) float32
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.layers = torch.as_tensor(self.layers, dtype=torch.long)
+        self.indices = torch.as_tensor(self.indices, dtype=torch.long)
+        self.scores = torch.as_tensor(self.scores, dtype=torch.float32)
+        self.mean = torch.as_tensor(self.mean, dtype=torch.float32)
+        self.std = torch.as_tensor(self.std, dtype=torch.float32)
+        n = len(self.layers)
+        for name in ("indices", "scores", "mean", "std"):
+            if len(getattr(self, name)) != n:
+                raise NeuronSetError(f"NeuronSet: {name} has {len(getattr(self, name))} entries, layers has {n}")
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def signs(self) -> torch.Tensor:
+        """s_lj = sign of the math score (+1 for a zero score)."""
+        return torch.where(self.scores < 0, -1.0, 1.0)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.provenance["num_layers"]), int(self.provenance["intermediate_size"])
+
+    def by_layer(self) -> dict[int, torch.Tensor]:
+        """{layer: positions (into this set) of its neurons}, layers in increasing order."""
+        out: dict[int, torch.Tensor] = {}
+        for layer in sorted(set(self.layers.tolist())):
+            out[layer] = (self.layers == layer).nonzero().flatten()
+        return out
+
+    def per_layer_counts(self) -> list[int]:
+        n_layers = self.shape[0]
+        counts = torch.bincount(self.layers, minlength=n_layers)
+        return counts.tolist()
+
+    # ------------------------------------------------------------------ io
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "provenance": self.provenance,
+            "neurons": [
+                {"layer": int(l), "index": int(i), "score": float(s), "mean": float(m), "std": float(d)}
+                for l, i, s, m, d in zip(self.layers, self.indices, self.scores, self.mean, self.std)
+            ],
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        from yfpo.utils import atomic_write_json
+
+        for key in ("num_layers", "intermediate_size"):
+            if key not in self.provenance:
+                raise NeuronSetError(f"NeuronSet.save: provenance needs {key!r}")
+        path = Path(path)
+        atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model: torch.nn.Module | None = None) -> "NeuronSet":
+        """Read a NeuronSet file; with `model`, refuse it unless the model's family and neuron grid match."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"NeuronSet file {path} does not exist")
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise NeuronSetError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise NeuronSetError(f"{path}: field 'format' must be {FORMAT!r}, got {d.get('format') if isinstance(d, dict) else d!r}")
+        prov = d.get("provenance")
+        if not isinstance(prov, dict) or "num_layers" not in prov or "intermediate_size" not in prov:
+            raise NeuronSetError(f"{path}: field 'provenance' must hold num_layers and intermediate_size")
+        rows = d.get("neurons")
+        if not isinstance(rows, list) or not rows:
+            raise NeuronSetError(f"{path}: field 'neurons' must be a non-empty list")
+        cols: dict[str, list] = {k: [] for k in ("layer", "index", "score", "mean", "std")}
+        L, W = int(prov["num_layers"]), int(prov["intermediate_size"])
+        for i, r in enumerate(rows):
+            for k in cols:
+                if k not in r or not isinstance(r[k], (int, float)):
+                    raise NeuronSetError(f"{path}: neurons[{i}].{k} missing or not a number")
+                cols[k].append(r[k])
+            if not (0 <= r["layer"] < L and 0 <= r["index"] < W):
+                raise NeuronSetError(f"{path}: neurons[{i}] = (layer {r['layer']}, index {r['index']}) is outside "
+                                     f"the {L} x {W} grid named in provenance")
+            if not r["std"] > 0:
+                raise NeuronSetError(f"{path}: neurons[{i}].std must be > 0, got {r['std']}")
+        ns = cls(cols["layer"], cols["index"], cols["score"], cols["mean"], cols["std"], prov)
+        if model is not None:
+            ns.check_model(model, where=str(path))
+        return ns
+
+    def check_model(self, model: torch.nn.Module, where: str = "NeuronSet") -> None:
+        from yfpo.models import arch
+
+        L, W = arch.neuron_shape(model)
+        want_L, want_W = self.shape
+        fam = arch.get_arch(arch.unwrap(model)).family
+        want_fam = self.provenance.get("family")
+        if (L, W) != (want_L, want_W) or (want_fam is not None and want_fam != fam):
+            raise NeuronSetError(
+                f"{where} was made for a {want_fam or '?'} model with {want_L} layers x {want_W} neurons "
+                f"({self.provenance.get('model', '?')}), but this model is {fam} with {L} x {W}; "
+                "find neurons for this model first (yfpo neurons find)."
+            )

@@ -1,0 +1,123 @@
+"""Small helpers every stage uses: atomic writes, hashing, library versions, seeding, progress."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temp file + rename, so an interrupted write never leaves a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Append whole lines and fsync: a kill leaves at most one partial trailing line (see read_jsonl_resume)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl_resume(path: str | os.PathLike) -> list[dict]:
+    """Rows of an append-only JSONL written by append_jsonl; a torn last line (from a kill) is dropped
+    and truncated away so the next append starts clean. A torn line elsewhere is an error."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    rows, good_len = [], 0
+    for i, line in enumerate(lines):
+        if not line.strip():
+            good_len += len(line) + (1 if i < len(lines) - 1 else 0)
+            continue
+        try:
+            rows.append(json.loads(line))
+            good_len += len(line) + 1
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # torn tail
+                with open(path, "r+b") as f:
+                    f.truncate(good_len)
+                break
+            raise ValueError(f"{path}:{i + 1}: not valid JSON (file damaged in the middle; not a torn tail)") from None
+    return rows
+
+
+def sha256_text(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def stable_hash(obj: Any, n: int = 12) -> str:
+    """Hash of a JSON-able object, independent of dict key order."""
+    return sha256_text(json.dumps(obj, sort_keys=True, default=str))[:n]
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on, plus machine facts."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": str(os.cpu_count())}
+    for pkg in ("yfpo", "torch", "transformers", "accelerate", "peft", "trl", "math-verify", "vllm", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        out["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+        out["torch_threads"] = str(torch.get_num_threads())
+    except Exception:
+        pass
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def progress(iterable=None, total: int | None = None, desc: str = "", unit: str = "it", disable: bool | None = None):
+    """A tqdm bar (stderr); disabled when YFPO_NO_PROGRESS=1."""
+    from tqdm.auto import tqdm
+
+    if disable is None:
+        disable = os.environ.get("YFPO_NO_PROGRESS") == "1"
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True)
