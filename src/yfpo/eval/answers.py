@@ -1,4 +1,29 @@
-"""Answer extraction and grading (placeholder: being written; only last_boxed exists yet)."""
+"""Answer extraction and grading. Pure functions: strings in, strings/bools out.
+
+Four extractors, reported side by side (SPEC section 7):
+  strict       the number after the last `#### ` or `The answer is` (the format the prompt asks for)
+  flexible     the last number anywhere in the output (lm-eval-harness "flexible-extract")
+  boxed        the content of the last `\\boxed{...}`
+  math_verify  math-verify's parse + verify of the whole output against the gold answer (LaTeX/expr aware)
+PRIMARY is the extractor used to decide correctness when one flag is needed (the pairs builder).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+
+EXTRACTORS = ("strict", "flexible", "boxed", "math_verify")
+PRIMARY = "flexible"
+
+# a number: optional sign, optional $, digits with thousands commas, decimals, or a simple fraction a/b
+_NUM = r"[-−]?\s?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?|[-−]?\.\d+"
+_NUM_RE = re.compile(_NUM)
+_STRICT_RE = re.compile(
+    r"(?:####|the\s+(?:final\s+)?answer\s+is|answer\s*:)\s*[:=]?\s*\**\s*(?:\\\(|\$)?\s*(?:\\boxed\{)?\s*(" + _NUM + r")",
+    re.IGNORECASE,
+)
 
 
 def last_boxed(text: str) -> str | None:
@@ -8,7 +33,9 @@ def last_boxed(text: str) -> str | None:
         return None
     i = text.find("{", idx)
     if i < 0:
-        return None
+        # "\boxed 5" form
+        m = re.match(r"\\boxed\s+([^\s$]+)", text[idx:])
+        return m.group(1) if m else None
     depth = 0
     for j in range(i, len(text)):
         if text[j] == "{":
@@ -18,3 +45,142 @@ def last_boxed(text: str) -> str | None:
             if depth == 0:
                 return text[i + 1 : j].strip()
     return None
+
+
+def normalize_number(s: str | None) -> str | None:
+    """'$1,234.50' -> '1234.5'; '-3/4' -> '-0.75'; '\\frac{1}{2}' -> '0.5'; non-numbers -> None."""
+    if s is None:
+        return None
+    t = s.strip()
+    t = re.sub(r"\\(?:text|mathrm|textbf)\{[^{}]*\}", "", t)
+    t = re.sub(r"\\d?frac\{([^{}]+)\}\{([^{}]+)\}", r"\1/\2", t)
+    t = t.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "").replace("−", "-")
+    t = t.replace("\\!", "").replace("{,}", "").replace("\\,", "")
+    t = t.strip().rstrip(".").strip()
+    m = re.fullmatch(r"([-+]?)\s*((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:\s*/\s*((?:\d+)(?:\.\d+)?))?", t)
+    if not m:
+        # leading number followed by a unit word: "18 dollars", "5 hours."
+        m2 = re.match(r"([-+]?)\s*((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s*[a-zA-Z]", t)
+        if not m2:
+            return None
+        sign, num, den = m2.group(1), m2.group(2), None
+    else:
+        sign, num, den = m.group(1), m.group(2), m.group(3)
+    num = num.replace(",", "")
+    try:
+        val = Fraction(num)
+        if den is not None:
+            d = Fraction(den)
+            if d == 0:
+                return None
+            val = val / d
+    except (ValueError, ZeroDivisionError):
+        return None
+    if sign == "-":
+        val = -val
+    if val.denominator == 1:
+        return str(val.numerator)
+    f = float(val)
+    return repr(round(f, 10)).rstrip("0").rstrip(".") if "e" not in repr(f) else repr(f)
+
+
+def _clean_num_match(s: str) -> str:
+    return s.replace(" ", "")
+
+
+def extract_strict(text: str) -> str | None:
+    ms = list(_STRICT_RE.finditer(text))
+    if not ms:
+        return None
+    return normalize_number(_clean_num_match(ms[-1].group(1)))
+
+
+def extract_flexible(text: str) -> str | None:
+    # drop GSM8K-style calculator annotations <<a*b=c>> so their inner numbers are not picked twice
+    t = re.sub(r"<<[^<>]*>>", "", text)
+    ms = _NUM_RE.findall(t)
+    for cand in reversed(ms):
+        n = normalize_number(_clean_num_match(cand))
+        if n is not None:
+            return n
+    return None
+
+
+def extract_boxed(text: str) -> str | None:
+    b = last_boxed(text)
+    if b is None:
+        return None
+    n = normalize_number(b)
+    return n if n is not None else b.strip()
+
+
+def numbers_equal(a: str | None, b: str | None, rel: float = 1e-6) -> bool:
+    if a is None or b is None:
+        return False
+    na, nb = normalize_number(a), normalize_number(b)
+    if na is None or nb is None:
+        return a.strip() == b.strip() and a.strip() != ""
+    fa, fb = float(Fraction(na)) if "/" in na else float(na), float(Fraction(nb)) if "/" in nb else float(nb)
+    return math.isclose(fa, fb, rel_tol=rel, abs_tol=1e-9)
+
+
+def _math_verify(text: str, gold: str, kind: str) -> tuple[str | None, bool]:
+    """math-verify equivalence. Signal-based timeouts are off so it works in threads."""
+    try:
+        import logging
+
+        from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+        logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every call without a timeout
+    except ImportError:  # pragma: no cover - math-verify is a dependency
+        return None, False
+    if not text.strip():
+        return None, False
+    try:
+        cfg = [LatexExtractionConfig(), ExprExtractionConfig()]
+        g = gold if kind == "math" and ("\\" in gold or "{" in gold) else gold
+        gold_parsed = parse(f"${g}$" if kind == "math" else g, extraction_config=cfg, parsing_timeout=None)
+        pred = parse(text, extraction_config=cfg, parsing_timeout=None)
+        if not pred:
+            return None, False
+        ok = bool(verify(gold_parsed, pred, timeout_seconds=None))
+        return str(pred[-1]) if len(pred) else None, ok
+    except Exception:  # math-verify raises on exotic input; count as not verified
+        return None, False
+
+
+def grade(output: str, gold: str, kind: str = "number") -> dict:
+    """All extractors on one output: {"extracted": {ext: str|None}, "correct": {ext: bool}}.
+
+    kind="number" (GSM8K, SVAMP, MAWPS, ASDiv): numeric comparison; kind="math" (MATH): the boxed
+    answer is compared as a string after light normalisation, and math-verify decides equivalence.
+    """
+    output = output or ""
+    ext = {
+        "strict": extract_strict(output),
+        "flexible": extract_flexible(output),
+        "boxed": extract_boxed(output),
+    }
+    mv_pred, mv_ok = _math_verify(output, gold, kind)
+    ext["math_verify"] = mv_pred
+    correct = {}
+    for name in ("strict", "flexible", "boxed"):
+        if kind == "math":
+            val = ext[name]
+            correct[name] = val is not None and (_norm_tex(val) == _norm_tex(gold) or numbers_equal(val, gold))
+        else:
+            correct[name] = numbers_equal(ext[name], gold)
+    correct["math_verify"] = mv_ok
+    return {"extracted": ext, "correct": correct}
+
+
+def _norm_tex(s: str) -> str:
+    s = s.strip().strip("$").replace("\\left", "").replace("\\right", "").replace("\\!", "")
+    s = s.replace("dfrac", "frac").replace("tfrac", "frac").replace(" ", "").rstrip(".")
+    s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
+    return s
+
+
+def is_correct(output: str, gold: str, kind: str = "number") -> bool:
+    """The PRIMARY grader (one flag), used by the pairs builder."""
+    return grade(output, gold, kind)["correct"][PRIMARY]

@@ -1,0 +1,155 @@
+"""Batched generation: Hugging Face backend (always), vLLM backend (when vLLM and a GPU are present).
+
+HF backend: prompts are sorted by length and cut into batches (less padding), left-padded, generated
+with the KV cache, and returned in the caller's order. Sampling is reproducible: each batch seeds its
+own generator from `seed` and the batch's prompt texts, so the same prompts give the same samples
+whatever else is in the call (resume-safe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Generation:
+    text: str
+    n_tokens: int
+    truncated: bool  # stopped by max_new_tokens (no end-of-turn token, no stop string)
+    finish: str = "eos"  # eos | stop | length
+
+
+def _batch_seed(seed: int, prompts: list[str]) -> int:
+    h = hashlib.sha256(("\x00".join(prompts) + f"|{seed}").encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+def _vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+
+def _model_dir(model) -> str | None:
+    p = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "name_or_path", None)
+    return p if p and os.path.isdir(p) else None
+
+
+def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 256, batch_size: int = 16,
+             stop: list[str] | None = None, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+             num_return_sequences: int = 1, seed: int = 0, backend: str = "auto", progress: bool = True,
+             desc: str = "generate") -> list[Generation]:
+    """Generate for already-templated prompt strings; returns prompt-major list (len(prompts) * n)."""
+    if backend not in ("auto", "hf", "vllm"):
+        raise ValueError(f"backend {backend!r}: expected auto, hf or vllm")
+    if backend == "vllm" or (backend == "auto" and _vllm_available() and _model_dir(model)):
+        if not _vllm_available():
+            raise RuntimeError("backend 'vllm' needs the vllm package and a CUDA GPU; use --backend hf")
+        return _generate_vllm(_model_dir(model) or model, prompts, max_new_tokens=max_new_tokens, stop=stop,
+                              do_sample=do_sample, temperature=temperature, top_p=top_p,
+                              num_return_sequences=num_return_sequences, seed=seed)
+    return _generate_hf(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop,
+                        do_sample=do_sample, temperature=temperature, top_p=top_p,
+                        num_return_sequences=num_return_sequences, seed=seed, progress=progress, desc=desc)
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = set()
+    for src in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if src is None:
+            continue
+        ids.update(src if isinstance(src, (list, tuple)) else [src])
+    for tok in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"):
+        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
+        if tid is not None and tid != tokenizer.unk_token_id and tok in (tokenizer.eos_token, "<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+            ids.add(tid)
+    return sorted(ids)
+
+
+@torch.no_grad()
+def _generate_hf(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop, do_sample, temperature, top_p,
+                 num_return_sequences, seed, progress, desc) -> list[Generation]:
+    from yfpo.utils import progress as bar
+
+    n = num_return_sequences
+    results: list[Generation | None] = [None] * (len(prompts) * n)
+    if not prompts:
+        return []
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos_ids = _eos_ids(model, tokenizer)
+    device = next(model.parameters()).device
+    lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    rows_per_batch = max(1, batch_size // n) if n > 1 else batch_size
+    batches = [order[i:i + rows_per_batch] for i in range(0, len(order), rows_per_batch)]
+    was_training = model.training
+    model.eval()
+    total_new, t0 = 0, time.time()
+    pbar = bar(total=len(prompts) * n, desc=desc, unit="seq", disable=None if progress else True)
+    try:
+        for idx in batches:
+            texts = [prompts[i] for i in idx]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_return_sequences=n,
+                              pad_token_id=pad_id, eos_token_id=eos_ids)
+            if do_sample:
+                gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+                torch.manual_seed(_batch_seed(seed, texts))
+            else:
+                gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+            if stop:
+                gen_kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
+            out = model.generate(**enc, **gen_kwargs)
+            new = out[:, enc.input_ids.shape[1]:]
+            for r in range(new.shape[0]):
+                row = new[r].tolist()
+                n_tok, finish = len(row), "length"
+                for j, t in enumerate(row):
+                    if t in eos_ids:
+                        n_tok, finish = j + 1, "eos"
+                        break
+                # after an early finish HF pads the rest of the row with pad_id (== eos for some models)
+                text = tokenizer.decode(row[:n_tok], skip_special_tokens=True)
+                if stop:
+                    cut = [text.find(s) for s in stop if s in text]
+                    if cut:
+                        text, finish = text[: min(cut)], "stop" if finish == "length" or n_tok < len(row) else finish
+                        if finish == "length":
+                            finish = "stop"
+                if finish == "length" and n_tok < max_new_tokens:
+                    finish = "stop"  # a stop string ended it (HF stopped the row before max_new_tokens)
+                prompt_i = idx[r // n]
+                results[prompt_i * n + (r % n)] = Generation(text, n_tok, finish == "length", finish)
+                total_new += n_tok
+            pbar.update(new.shape[0])
+            pbar.set_postfix(tok_s=f"{total_new / max(time.time() - t0, 1e-9):.0f}")
+    finally:
+        pbar.close()
+        tokenizer.padding_side = old_side
+        if was_training:
+            model.train()
+    return results  # type: ignore[return-value]
+
+
+def _generate_vllm(model_path, prompts, *, max_new_tokens, stop, do_sample, temperature, top_p,
+                   num_return_sequences, seed) -> list[Generation]:  # pragma: no cover - needs a GPU + vllm
+    """vLLM backend (GPU only). Not exercised by the CPU test suite."""
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=str(model_path), seed=seed, dtype="auto")
+    sp = SamplingParams(n=num_return_sequences, max_tokens=max_new_tokens, stop=stop or None,
+                        temperature=temperature if do_sample else 0.0, top_p=top_p if do_sample else 1.0, seed=seed)
+    outs = llm.generate(prompts, sp)
+    res = []
+    for o in outs:
+        for c in o.outputs:
+            res.append(Generation(c.text, len(c.token_ids), c.finish_reason == "length",
+                                  "length" if c.finish_reason == "length" else "eos"))
+    return res

@@ -1,0 +1,58 @@
+"""Teacher-forced log-likelihood of responses given prompts (batched, right-padded, no generation)."""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 8,
+                      max_length: int = 1024, progress: bool = True, desc: str = "loglik") -> list[tuple[float, int]]:
+    """(sum of log p(response token | prefix), number of response tokens) for each (prompt, response).
+
+    Prompts are already-templated strings; the response is tokenized separately and appended, so the
+    split between prompt and response tokens is exact. Sequences longer than max_length are cut from the
+    left of the prompt.
+    """
+    from yfpo.utils import progress as bar
+
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts vs {len(responses)} responses")
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    seqs = []
+    for p, r in zip(prompts, responses):
+        pi = tokenizer(p, add_special_tokens=False).input_ids
+        ri = tokenizer(r, add_special_tokens=False).input_ids
+        ids = (pi + ri)[-max_length:]
+        n_resp = min(len(ri), len(ids) - 1)
+        seqs.append((ids, n_resp))
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
+    was_training = model.training
+    model.eval()
+    pbar = bar(total=len(seqs), desc=desc, unit="seq", disable=None if progress else True)
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            L = max(len(seqs[i][0]) for i in idx)
+            ids = torch.full((len(idx), L), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), L), dtype=torch.long)
+            for r, i in enumerate(idx):
+                t = seqs[i][0]
+                ids[r, : len(t)] = torch.tensor(t)
+                mask[r, : len(t)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            tok_lp = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+            for r, i in enumerate(idx):
+                t, n_resp = seqs[i]
+                end = len(t) - 1  # predictions for tokens 1..len-1 live at positions 0..len-2
+                lp = tok_lp[r, end - n_resp:end].sum().item() if n_resp > 0 else 0.0
+                out[i] = (lp, n_resp)
+            pbar.update(len(idx))
+    finally:
+        pbar.close()
+        if was_training:
+            model.train()
+    return out

@@ -1,0 +1,83 @@
+"""Statistics for evaluation results. Pure functions: lists/numbers in, numbers out."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+
+def wilson_ci(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score 95% interval for k successes out of n (0, 0 when n == 0)."""
+    if n <= 0:
+        return 0.0, 0.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy(flags: Sequence[bool]) -> dict:
+    k, n = int(sum(bool(f) for f in flags)), len(flags)
+    lo, hi = wilson_ci(k, n)
+    return {"acc": k / n if n else 0.0, "lo": lo, "hi": hi, "n_correct": k, "n": n}
+
+
+def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict:
+    """Exact (binomial) McNemar test on paired correctness flags.
+
+    b01 = items A got wrong and B right, b10 = A right and B wrong; p = two-sided binomial test of
+    b01 vs b10 at 1/2 (1.0 when there are no discordant pairs).
+    """
+    if len(a) != len(b):
+        raise ValueError(f"mcnemar_exact: {len(a)} vs {len(b)} items; pair them by id first")
+    b10 = sum(1 for x, y in zip(a, b) if x and not y)
+    b01 = sum(1 for x, y in zip(a, b) if y and not x)
+    n = b10 + b01
+    if n == 0:
+        p = 1.0
+    else:
+        from scipy.stats import binomtest
+
+        p = float(binomtest(b01, n, 0.5, alternative="two-sided").pvalue)
+    return {"b01": b01, "b10": b10, "n_discordant": n, "p": p}
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 10000, seed: int = 0) -> dict:
+    """Bootstrap over items of mean(b) - mean(a): the difference, its 95% percentile CI, and the share
+    of resamples with the opposite sign (a one-sided bootstrap p, doubled for two-sided)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired_bootstrap: {x.shape} vs {y.shape}; pair them by id first")
+    n = len(x)
+    if n == 0:
+        return {"diff": 0.0, "lo": 0.0, "hi": 0.0, "p": 1.0, "n": 0}
+    d = y - x
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    means = d[idx].mean(axis=1)
+    diff = float(d.mean())
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    if diff >= 0:
+        p = 2 * float(np.mean(means <= 0))
+    else:
+        p = 2 * float(np.mean(means >= 0))
+    return {"diff": diff, "lo": float(lo), "hi": float(hi), "p": min(1.0, p), "n": n}
+
+
+def mean_ci(values: Sequence[float], conf: float = 0.95) -> dict:
+    """Mean and Student-t confidence interval over independent runs (e.g. seeds). n=1 gives a zero-width CI."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    if n == 0:
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0, "sd": float("nan")}
+    m = float(v.mean())
+    if n == 1:
+        return {"mean": m, "lo": m, "hi": m, "n": 1, "sd": 0.0}
+    from scipy.stats import t
+
+    sd = float(v.std(ddof=1))
+    half = float(t.ppf(0.5 + conf / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": m, "lo": m - half, "hi": m + half, "n": n, "sd": sd}

@@ -1,0 +1,50 @@
+"""Configs of the neuron stage (find, check)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class NeuronsConfig:
+    """`yfpo neurons find`: score every neuron on a math and a contrast corpus, write a NeuronSet."""
+
+    model: str = "default"  # alias, HF folder or hub id
+    out: str = "runs/neurons/neurons.json"  # the NeuronSet file; work files go beside it
+    method: str = "attnlrp"  # attnlrp | actgrad (activation x gradient) | lape (activation probability) | random
+    n_math: int = 128
+    n_contrast: int = 128
+    math_split: str = "train"  # GSM8K split of the math corpus
+    contrast_sources: str = "self_instruct,dolly"
+    k: float = 0.01  # count (>= 1) or fraction of all neurons (< 1); per layer: of the width
+    selection: str = "global"  # global | per_layer
+    match: str | None = None  # method=random: NeuronSet whose per-layer counts to copy
+    seed: int = 0
+    batch_size: int = 4
+    max_length: int = 256
+    data_dir: str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass
+class CheckConfig:
+    """`yfpo neurons check`: ablate the selected neurons vs random neurons of the same per-layer counts."""
+
+    neurons: str = "runs/neurons/neurons.json"
+    model: str | None = None  # default: the model named in the NeuronSet provenance
+    out_dir: str | None = None  # default: <neurons file dir>/check
+    ablation: str = "zero"  # zero | mean (the NeuronSet's activation mean)
+    n_random: int = 3
+    n_math: int = 64  # held-out GSM8K *test* solutions for math NLL
+    n_contrast: int = 64  # contrast texts (other seed than find's) for contrast NLL
+    n_eval: int = 30  # GSM8K test problems for greedy accuracy (0 = NLL only)
+    max_new_tokens: int = 256
+    seed: int = 1
+    batch_size: int = 8
+    max_length: int = 256
+    data_dir: str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    progress: bool = True

@@ -1,0 +1,56 @@
+"""TrainConfig: one preference-training run (DPO family + YFPO neuron reward + FDT, full or LoRA)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    model: str = "default"  # hub id, local folder, or 'default' (embedded SmolLM2-135M-Instruct)
+    pairs: str = ""  # pairs JSONL (plain or Step-DPO format)
+    neurons: str | None = None  # NeuronSet file; needed when gamma != 0
+    output_dir: str = "runs/train/run"
+    name: str = "run"
+
+    # loss
+    loss_type: str = "sigmoid"  # any TRL pairwise loss type: sigmoid, hinge, ipo, robust, exo_pair, nca_pair, ...
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    # YFPO neuron reward (SPEC section 3): gamma = 0 is the plain loss
+    gamma: float = 0.0
+    variant: str = "yoked"  # yoked | yoked_ref | aux
+    lam: float = 1.0  # lambda of the `aux` variant
+    # FDT plug-in (SPEC section 4)
+    fdt: bool = False
+    # Step-DPO data: None = from the file (initial_reason_steps present)
+    step_dpo: bool | None = None
+
+    # model / adapters
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    merge_final: bool = True  # final/ holds a merged full model (loadable anywhere) instead of an adapter
+    dtype: str = "float32"
+    device: str = "auto"
+
+    # optimisation
+    lr: float = 5e-5
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 2  # pairs per device step
+    grad_accum: int = 1
+    max_length: int = 384
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    gradient_checkpointing: bool = False
+    precompute_ref: bool = False
+    seed: int = 0
+    limit_pairs: int | None = None
+    logging_steps: int = 1
+    save_steps: int = 25
+    save_total_limit: int = 2
+    num_workers: int = 0

@@ -1,0 +1,80 @@
+"""Pairwise preference losses (pure tensor functions), with the YFPO neuron reward.
+
+`pairwise_loss` reproduces TRL 1.16 DPOTrainer's loss types for the standard (reverse-KL) DPO reward,
+so that with gamma = 0 training equals TRL's (tests/test_train_trl_equivalence.py pins it). The neuron
+margin m (SPEC section 3) joins the implicit reward: the chosen log-ratio gets + gamma*m/(2 beta) and
+the rejected one - gamma*m/(2 beta), so every loss that reads the margin sees
+beta * [logratio(y_w) - logratio(y_l)] + gamma * m, exactly SPEC's `yoked` form for the sigmoid loss,
+and losses that read the two rewards separately see the same margin split symmetrically.
+If TRL grows a hook for an extra reward term, this module becomes a call to it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+              "apo_zero", "apo_down", "discopop", "sigmoid_norm", "sft")
+VARIANTS = ("yoked", "yoked_ref", "aux")
+
+
+def pairwise_loss(loss_type: str, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float, *,
+                  label_smoothing: float = 0.0, chosen_len: torch.Tensor | None = None,
+                  rejected_len: torch.Tensor | None = None, discopop_tau: float = 0.05,
+                  sft_loss: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pair loss (shape (B,)) of one TRL loss type from the policy-minus-reference log-ratios."""
+    delta = chosen_logratios - rejected_logratios
+    if loss_type == "sigmoid":
+        return -F.logsigmoid(beta * delta)
+    if loss_type == "hinge":
+        return torch.relu(1 - beta * delta)
+    if loss_type == "ipo":
+        c = chosen_logratios / chosen_len.clamp(min=1.0)
+        r = rejected_logratios / rejected_len.clamp(min=1.0)
+        return (c - r - 1 / (2 * beta)) ** 2
+    if loss_type == "exo_pair":
+        eps = torch.tensor(label_smoothing, device=delta.device, dtype=delta.dtype)
+        qw, log_qw = torch.sigmoid(beta * delta), F.logsigmoid(beta * delta)
+        ql, log_ql = torch.sigmoid(-beta * delta), F.logsigmoid(-beta * delta)
+        return qw * (log_qw - torch.log1p(-eps)) + ql * (log_ql - torch.log(eps))
+    if loss_type == "nca_pair":
+        cr, rr = beta * chosen_logratios, beta * rejected_logratios
+        return -F.logsigmoid(cr) - 0.5 * F.logsigmoid(-cr) - 0.5 * F.logsigmoid(-rr)
+    if loss_type == "robust":
+        clean = -(1 - label_smoothing) * F.logsigmoid(beta * delta)
+        flipped = -label_smoothing * F.logsigmoid(-beta * delta)
+        return (clean - flipped) / (1 - 2 * label_smoothing)
+    if loss_type == "bco_pair":
+        return -F.logsigmoid(beta * chosen_logratios) - F.logsigmoid(-beta * rejected_logratios)
+    if loss_type == "sppo_hard":
+        return (chosen_logratios - 0.5 / beta) ** 2 + (rejected_logratios + 0.5 / beta) ** 2
+    if loss_type == "apo_zero":
+        return (1 - torch.sigmoid(beta * chosen_logratios)) + torch.sigmoid(beta * rejected_logratios)
+    if loss_type == "apo_down":
+        return torch.sigmoid(beta * chosen_logratios) + (1 - torch.sigmoid(beta * delta))
+    if loss_type == "discopop":
+        logits = beta * delta
+        mod = torch.sigmoid(logits / discopop_tau)
+        return -F.logsigmoid(logits) * (1 - mod) + torch.exp(-logits) * mod
+    if loss_type == "sigmoid_norm":
+        c = chosen_logratios / chosen_len.clamp(min=1.0)
+        r = rejected_logratios / rejected_len.clamp(min=1.0)
+        return -F.logsigmoid(beta * (c - r))
+    if loss_type == "sft":
+        if sft_loss is None:
+            raise ValueError("loss_type sft needs sft_loss (mean NLL of the chosen tokens)")
+        return sft_loss.expand(chosen_logratios.shape[0])
+    raise ValueError(f"unknown loss_type {loss_type!r}; supported: {', '.join(LOSS_TYPES)}")
+
+
+def yoke(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, margin: torch.Tensor, gamma: float,
+         beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add the neuron reward gamma*m to the implicit-reward margin, split symmetrically over the pair."""
+    shift = gamma * margin / (2 * beta)
+    return chosen_logratios + shift, rejected_logratios - shift
+
+
+def aux_neuron_loss(margin: torch.Tensor, gamma: float) -> torch.Tensor:
+    """SPEC's `aux` term per pair: -log sigmoid(gamma * m)."""
+    return -F.logsigmoid(gamma * margin)

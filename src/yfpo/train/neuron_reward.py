@@ -1,0 +1,104 @@
+"""The YFPO neuron feature phi(x, y) and the hooks that capture it from the policy forward.
+
+phi(x, y) = mean over (l, j) in N of  s_lj * mean over response tokens t of (u_ljt - mu_lj) / sigma_lj
+(SPEC section 3). The activations u come from forward pre-hooks on each selected layer's down projection
+(its input is the neuron vector), gathered only at the selected indices, during the same forward that
+computes the log-probabilities, so the margin costs no extra forward and its gradient flows into the network.
+
+Capture records only inside `with capture.window("policy"):` around the policy forward: calls outside that
+window — the reference forward, a gradient-checkpointing recomputation during backward, generation — are
+ignored, so nothing is counted twice or taken from the wrong model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from yfpo.models import arch
+from yfpo.neurons.neuronset import NeuronSet
+
+
+def phi_from_acts(acts: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                  signs: torch.Tensor) -> torch.Tensor:
+    """phi per sequence. acts (B, T, K) at the selected neurons; mask (B, T) response tokens; mean/std/signs (K,)."""
+    z = (acts.float() - mean) / std  # (B, T, K)
+    m = mask.to(z.dtype).unsqueeze(-1)
+    per_neuron = (z * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, K): mean over response tokens
+    return (per_neuron * signs).mean(-1)  # (B,)
+
+
+class NeuronCapture:
+    """Hooks on the down-projection inputs of a NeuronSet's layers, for one model instance."""
+
+    def __init__(self, model: torch.nn.Module, neurons: NeuronSet):
+        neurons.check_model(model)
+        self.model = model
+        self.neurons = neurons
+        self.layers = sorted(neurons.by_layer())
+        groups = neurons.by_layer()
+        # positions into the NeuronSet order, and the neuron indices, per layer
+        self._pos = {l: groups[l] for l in self.layers}
+        self._idx = {l: neurons.indices[groups[l]] for l in self.layers}
+        self._order = torch.cat([self._pos[l] for l in self.layers])
+        self.mean = neurons.mean[self._order]
+        self.std = neurons.std[self._order]
+        self.signs = neurons.signs[self._order]
+        self._recording: str | None = None
+        self._acts: dict[str, dict[int, torch.Tensor]] = {}
+        self._handles: list = []
+        self._attach()
+
+    def _attach(self) -> None:
+        for l in self.layers:
+            mod = arch.down_proj(self.model, l)
+            self._handles.append(mod.register_forward_pre_hook(self._make_hook(l)))
+
+    def _make_hook(self, layer: int):
+        def hook(module, args):
+            if self._recording is None:
+                return None
+            u = args[0]
+            idx = self._idx[layer].to(u.device)
+            self._acts.setdefault(self._recording, {})[layer] = u.index_select(-1, idx)
+            return None
+
+        return hook
+
+    @contextlib.contextmanager
+    def window(self, tag: str):
+        """Record the down-projection inputs of forwards run inside the block under `tag` ('policy' / 'ref')."""
+        self._acts.pop(tag, None)
+        self._recording = tag
+        try:
+            yield
+        finally:
+            self._recording = None
+
+    def acts(self, tag: str) -> torch.Tensor:
+        """(B, T, K) activations of the last `tag` forward, neurons in the capture's layer order."""
+        got = self._acts.get(tag)
+        if not got or len(got) != len(self.layers):
+            raise RuntimeError(f"no '{tag}' activations captured (was the forward run inside capture.window('{tag}')?)")
+        return torch.cat([got[l] for l in self.layers], dim=-1)
+
+    def phi(self, tag: str, mask: torch.Tensor) -> torch.Tensor:
+        a = self.acts(tag)
+        dev = a.device
+        return phi_from_acts(a, mask.to(dev), self.mean.to(dev), self.std.to(dev), self.signs.to(dev))
+
+    def clear(self) -> None:
+        self._acts.clear()
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._acts.clear()
+
+
+def neuron_margin(phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split phi over the stacked [chosen; rejected] batch: (phi_w, phi_l, m = phi_w - phi_l)."""
+    w, l = phi.chunk(2, dim=0)
+    return w, l, w - l

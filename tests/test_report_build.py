@@ -1,0 +1,138 @@
+"""Report: built from a synthetic run directory in the documented schemas; statistics checked by hand."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from yfpo.neurons.neuronset import NeuronSet
+from yfpo.report.build import build_report, comparison, mcnemar, read_run, seed_ci, wilson
+
+
+def test_wilson_and_seed_ci_and_mcnemar_values():
+    lo, hi = wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-3) and hi == pytest.approx(0.7634, abs=1e-3)
+    assert wilson(0, 0) == (0.0, 1.0)
+    m, lo, hi = seed_ci([0.2, 0.4])
+    assert m == pytest.approx(0.3) and lo == pytest.approx(0.3 - 12.7062 * (0.02 ** 0.5) / 2 ** 0.5, rel=1e-4)
+    assert seed_ci([0.5]) == (0.5, 0.5, 0.5)
+    r = mcnemar([True] * 10 + [False] * 5, [False] * 10 + [False] * 5)
+    assert r["a_only"] == 10 and r["b_only"] == 0 and r["p"] == pytest.approx(2 * 0.5 ** 10)
+    assert mcnemar([True, False], [True, False])["p"] == 1.0
+
+
+def _write_eval(folder: Path, correct: list[bool], bench: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "items.jsonl", "w") as f:
+        for i, c in enumerate(correct):
+            f.write(json.dumps({"id": f"{bench}-{i}", "question": "q", "gold": "1", "prompt": "p", "output": "o",
+                                "n_tokens": 3, "truncated": False, "extracted": {"flexible": "1"},
+                                "correct": {"flexible": c, "strict": False}}) + "\n")
+    k, n = sum(correct), len(correct)
+    (folder / "summary.json").write_text(json.dumps({
+        "bench": bench, "model": "m", "n": n, "primary": "flexible",
+        "accuracy": {"flexible": {"acc": k / n, "lo": 0, "hi": 1, "n_correct": k}},
+        "protocol": {"template": "chatml", "shots": 0, "decoding": "greedy", "max_new_tokens": 64,
+                     "extractors": ["flexible"], "stop": None}}))
+    (folder / "done.json").write_text("{}")
+
+
+def make_run(root: Path) -> Path:
+    run = root / "runs" / "synth"
+    stages = []
+    nd = run / "stages" / "neurons-aaa"
+    nd.mkdir(parents=True)
+    NeuronSet([0, 0, 1], [3, 7, 2], [0.5, -0.2, 0.1], [0.0, 0.1, 0.2], [1.0, 1.0, 1.0],
+              {"num_layers": 2, "intermediate_size": 16, "family": "llama", "model": "tiny", "method": "attnlrp"}
+              ).save(nd / "neurons.json")
+    (nd / "done.json").write_text("{}")
+    stages.append({"name": "neurons", "kind": "neurons", "dir": "stages/neurons-aaa", "hash": "aaa"})
+    pd = run / "stages" / "pairs-bbb"
+    pd.mkdir(parents=True)
+    (pd / "summary.json").write_text(json.dumps({"questions": 8, "samples": 32, "sample_accuracy": 0.25,
+                                                 "pairs": 10, "pairs_by_source": {"self": 6, "gold": 4},
+                                                 "dropped": {"truncated": 2}, "bench": "gsm8k_train"}))
+    (pd / "done.json").write_text("{}")
+    stages.append({"name": "pairs", "kind": "pairs", "dir": "stages/pairs-bbb", "hash": "bbb"})
+    n = 40
+    # yfpo: right on 15 items where dpo is wrong (significant); yfpo_fdt vs dpo_fdt: 2 vs 1 discordant (not)
+    dpo = [i < 10 for i in range(n)]
+    patterns = {"base": [i < 4 for i in range(n)], "dpo": dpo, "yfpo": [i < 25 for i in range(n)],
+                "dpo_fdt": [i < 11 for i in range(n)], "yfpo_fdt": [i < 12 or i == 39 for i in range(n)]}
+    for method, corr in patterns.items():
+        for seed in ([None] if method == "base" else [0, 1]):
+            tag = "base" if seed is None else f"{method}-s{seed}"
+            d = f"eval/{tag}-ccc/gsm8k"
+            _write_eval(run / d, corr, "gsm8k")
+            stages.append({"name": f"eval/{tag}/gsm8k", "kind": "eval", "dir": d, "hash": "c", "method": method,
+                           "seed": seed, "bench": "gsm8k"})
+            dd = run / f"eval/{tag}-ccc/discrimination"
+            dd.mkdir(parents=True)
+            (dd / "discrimination.json").write_text(json.dumps({"n": 20, "accuracy": 0.6 if "yfpo" in method else 0.5}))
+            (dd / "done.json").write_text("{}")
+            stages.append({"name": f"eval/{tag}/discrimination", "kind": "discrimination",
+                           "dir": f"eval/{tag}-ccc/discrimination", "hash": "d", "method": method, "seed": seed})
+            if seed is not None:
+                td = run / f"train/{tag}-ttt"
+                td.mkdir(parents=True)
+                with open(td / "metrics.jsonl", "w") as f:
+                    for step in range(1, 6):
+                        f.write(json.dumps({"step": step, "loss": 0.69 - 0.05 * step, "rewards/margins": 0.1 * step,
+                                            "rewards/accuracies": 0.5, "neuron/margin": 0.02 * step,
+                                            "neuron/accuracy": 0.6}) + "\n")
+                (td / "done.json").write_text("{}")
+                stages.append({"name": f"train/{tag}", "kind": "train", "dir": f"train/{tag}-ttt", "hash": "t",
+                               "method": method, "seed": seed})
+    # an unfinished stage: folder without done.json
+    (run / "eval/extra-s0-eee/gsm8k").mkdir(parents=True)
+    stages.append({"name": "eval/extra-s0/gsm8k", "kind": "eval", "dir": "eval/extra-s0-eee/gsm8k", "hash": "e",
+                   "method": "extra", "seed": 0, "bench": "gsm8k"})
+    (run / "run.json").write_text(json.dumps({"name": "synth", "stages": stages, "config": {
+        "name": "synth", "model": "tiny", "seeds": [0, 1], "methods": {m: {} for m in patterns if m != "base"},
+        "eval": {"benches": ["gsm8k"]}}}))
+    return run
+
+
+def test_comparison_numbers(tmp_path):
+    rd = read_run(make_run(tmp_path))
+    comp = comparison(rd)
+    assert comp["methods"] == ["base", "dpo", "yfpo", "dpo_fdt", "yfpo_fdt"]
+    c = comp["table"]["yfpo"]["gsm8k"]
+    assert c["acc"] == pytest.approx(25 / 40) and c["n_items"] == 80 and c["seeds"] == 2
+    assert (c["lo"], c["hi"]) == pytest.approx(wilson(50, 80))
+    assert c["vs_dpo"]["n"] == 80 and c["vs_dpo"]["a_only"] == 30 and c["vs_dpo"]["p"] < 1e-6
+    assert comp["table"]["base"]["gsm8k"]["vs_dpo"]["n"] == 80  # base paired with each DPO seed
+    assert "vs_dpo" not in comp["table"]["dpo"]["gsm8k"]
+    assert comp["discrimination"]["yfpo"]["acc"] == pytest.approx(0.6)
+    assert "extra" not in comp["methods"]  # unfinished stage ignored
+
+
+def test_report_files_and_verdicts(tmp_path):
+    run = make_run(tmp_path)
+    page = build_report(run)
+    md = (page.parent / "report.md").read_text()
+    html = page.read_text()
+    assert "YFPO vs DPO on gsm8k: 62.5% vs 25.0%" in md and "the neuron reward helped (significant at 0.05)" in md
+    assert "YFPO+FDT vs DPO+FDT on gsm8k" in md and "not significant at 0.05" in md
+    m = re.search(r"YFPO\+FDT vs DPO\+FDT on gsm8k: .*McNemar exact p = ([0-9.e-]+)", md)
+    assert float(m.group(1)) == pytest.approx(mcnemar([True] * 4, [False] * 4)["p"]) == pytest.approx(0.125)
+    assert "| DPO | 2 |" in md
+    assert "Unfinished stages (missing from the tables below): eval/extra-s0/gsm8k." in md
+    for png in ("accuracy.png", "training_curves.png", "neuron_layers.png"):
+        assert (page.parent / png).stat().st_size > 1000
+    assert html.count("data:image/png;base64,") == 3
+    assert not re.search(r"src=\"(?!data:)", html)  # self-contained
+    assert "10 pairs by source" in md and "25.0%" in md
+
+
+def test_report_cli_and_missing_run(tmp_path, capsys):
+    from yfpo.cli import main
+
+    run = make_run(tmp_path)
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "report.html").exists()
+    assert main(["report", str(tmp_path / "nope")]) == 1
+    assert "run.json does not exist" in capsys.readouterr().err
