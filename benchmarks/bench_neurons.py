@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=160)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ig-layers", type=int, default=2)
+    ap.add_argument("--ig-rounds", type=int, default=None, help="run the (slow) IG peers in the first N rounds only")
+    ap.add_argument("--resume", help="folder of an earlier run: reuse its batch and finished measurements")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--batch", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -124,15 +126,24 @@ def main() -> None:
     _, tok = load_model("default")
     recs = math_corpus(args.n, seed=123)
     batch = collate([encode_record(tok, r.prompt, r.response, args.max_length, r.id) for r in recs], tok.pad_token_id)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_neurons_"))
+    tmp = Path(args.resume) if args.resume else Path(tempfile.mkdtemp(prefix="bench_neurons_"))
     bp = tmp / "batch.pt"
-    torch.save(batch, bp)
+    if args.resume and bp.exists():
+        batch = torch.load(bp)
+    else:
+        torch.save(batch, bp)
+    print(f"work folder: {tmp}", file=sys.stderr)
     methods = ["attnlrp", "actgrad", "ig_joint", "ig_layer"] + (["lxt"] if LXT_PY.exists() else [])
     res: dict[str, list[dict]] = {m: [] for m in methods}
     env = dict(os.environ, YFPO_NO_PROGRESS="1", PYTHONWARNINGS="ignore")
     for r in range(args.rounds):
         for m in methods:  # interleaved
             out = tmp / f"{m}-{r}.pt"
+            if m.startswith("ig_") and args.ig_rounds is not None and r >= args.ig_rounds:
+                continue
+            if out.exists():
+                res[m].append(torch.load(out))
+                continue
             if m == "lxt":
                 cmd = [str(LXT_PY), str(ROOT / "scripts" / "lxt_reference" / "bench_lxt.py"),
                        str(embedded_dir("smollm2-135m-instruct")), str(bp), str(out), str(torch.get_num_threads())]
@@ -146,15 +157,17 @@ def main() -> None:
     ours = statistics.median(x["time_s"] for x in res["attnlrp"])
     tokens = int(batch["target_mask"].sum())
     print(f"\nbatch: {n} GSM8K train samples, padded length {batch['input_ids'].shape[1]}, {tokens} target tokens; "
-          f"{args.rounds} interleaved rounds, median time; threads {torch.get_num_threads()}")
-    print(f"{'method':<34} {'time (s)':>9} {'samples/s':>10} {'x slower than ours':>19} {'peak RSS (GB)':>14}")
+          f"{args.rounds} interleaved rounds (IG: {args.ig_rounds or args.rounds}), median time; "
+          f"threads {torch.get_num_threads()}")
+    print(f"{'method':<38} {'time (s)':>9} {'samples/s':>10} {'x slower than ours':>19} {'peak RSS (GB)':>14} runs")
     label = {"attnlrp": "yfpo AttnLRP (1 fwd+bwd)", "actgrad": "activation x gradient (no rules)",
              "ig_joint": f"IG {STEPS} steps, all layers jointly", "ig_layer": f"IG {STEPS} steps per layer (extrap.)",
              "lxt": "lxt 2.1 efficient (transformers 4.57)"}
     for m in methods:
         t = statistics.median(x["time_s"] for x in res[m])
         rss = max(x["peak_rss_gb"] for x in res[m])
-        print(f"{label[m]:<34} {t:>9.2f} {n / t:>10.3f} {t / ours:>19.2f} {rss:>14.2f}")
+        each = "/".join(f"{x['time_s']:.1f}" for x in res[m])
+        print(f"{label[m]:<38} {t:>9.2f} {n / t:>10.3f} {t / ours:>19.2f} {rss:>14.2f} {each}")
     ref = res["attnlrp"][0]["relevance"]
     if "lxt" in res:
         lx = res["lxt"][0]["relevance"]

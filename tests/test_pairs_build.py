@@ -244,3 +244,19 @@ def test_build_pairs_real_generate_on_tiny_model_reproducible(tmp_path):
     assert outs[0] == outs[1]
     summ = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summ["questions"] == 3 and summ["samples"] == 6
+
+
+def test_pairs_cli_on_tiny_model(tmp_path, capsys):
+    pytest.importorskip("yfpo.eval.generate")
+    from yfpo.cli import main
+    from yfpo.models.tiny import save_tiny
+
+    model_dir = save_tiny(tmp_path / "tiny")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"pairs: {{model: {model_dir}, limit: 2, k: 2, max_new_tokens: 4, progress: false}}\n")
+    rc = main(["pairs", "build", "--config", str(cfg), "--out_dir", str(tmp_path / "out"), "--backend", "hf"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "2 questions, 4 samples" in out and "wrote" in out
+    assert main(["pairs", "build", "--out_dir", str(tmp_path / "o2"), "--k", "two"]) == 1
+    assert "expected an integer" in capsys.readouterr().err

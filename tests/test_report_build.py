@@ -15,7 +15,6 @@ from yfpo.report.build import build_report, comparison, mcnemar, read_run, seed_
 def test_wilson_and_seed_ci_and_mcnemar_values():
     lo, hi = wilson(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-3) and hi == pytest.approx(0.7634, abs=1e-3)
-    assert wilson(0, 0) == (0.0, 1.0)
     m, lo, hi = seed_ci([0.2, 0.4])
     assert m == pytest.approx(0.3) and lo == pytest.approx(0.3 - 12.7062 * (0.02 ** 0.5) / 2 ** 0.5, rel=1e-4)
     assert seed_ci([0.5]) == (0.5, 0.5, 0.5)
@@ -83,6 +82,7 @@ def make_run(root: Path) -> Path:
                         f.write(json.dumps({"step": step, "loss": 0.69 - 0.05 * step, "rewards/margins": 0.1 * step,
                                             "rewards/accuracies": 0.5, "neuron/margin": 0.02 * step,
                                             "neuron/accuracy": 0.6}) + "\n")
+                    f.write(json.dumps({"step": 5, "train_runtime": 3.0, "train_loss": 0.5}) + "\n")  # trainer's end row
                 (td / "done.json").write_text("{}")
                 stages.append({"name": f"train/{tag}", "kind": "train", "dir": f"train/{tag}-ttt", "hash": "t",
                                "method": method, "seed": seed})
@@ -119,7 +119,7 @@ def test_report_files_and_verdicts(tmp_path):
     assert "YFPO+FDT vs DPO+FDT on gsm8k" in md and "not significant at 0.05" in md
     m = re.search(r"YFPO\+FDT vs DPO\+FDT on gsm8k: .*McNemar exact p = ([0-9.e-]+)", md)
     assert float(m.group(1)) == pytest.approx(mcnemar([True] * 4, [False] * 4)["p"]) == pytest.approx(0.125)
-    assert "| DPO | 2 |" in md
+    assert "| DPO | 2 |" in md and "| dpo-s0 | 5 | 0.440 | 0.500 |" in md
     assert "Unfinished stages (missing from the tables below): eval/extra-s0/gsm8k." in md
     for png in ("accuracy.png", "training_curves.png", "neuron_layers.png"):
         assert (page.parent / png).stat().st_size > 1000

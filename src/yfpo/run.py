@@ -37,7 +37,7 @@ DEFAULT_METHODS = {
 }
 # config keys that only say where or how visibly a stage works; they do not enter its hash
 _NO_HASH = {"out", "out_dir", "output_dir", "progress", "neurons", "pairs", "pairs_path", "neurons_path",
-            "train_file", "pairs_file", "neurons_file", "neuron_set", "save_dir", "run_dir", "model", "resume"}
+            "train_file", "pairs_file", "neurons_file", "neuron_set", "save_dir", "run_dir", "model", "resume", "name"}
 
 
 @dataclass
@@ -139,6 +139,7 @@ def train_config(rc: RunConfig, method: str, seed: int, pairs_path: Path, neuron
         "pairs": _pick(names, "pairs", "pairs_path", "train_file", "data"),
         "neurons": _pick(names, "neurons", "neurons_path", "neuron_set"),
         "out": _pick(names, "out_dir", "output_dir", "out"),
+        "name": _pick(names, "name"),
         "seed": _pick(names, "seed"),
         "dtype": _pick(names, "dtype"),
         "device": _pick(names, "device"),
@@ -147,7 +148,7 @@ def train_config(rc: RunConfig, method: str, seed: int, pairs_path: Path, neuron
     if missing:
         raise ValueError(f"{TrainConfig.__name__} has no field for {missing} (fields: {sorted(names)})")
     values = {"model": rc.model, "pairs": str(pairs_path), "neurons": str(neurons_path), "out": str(out_dir),
-              "seed": seed, "dtype": rc.dtype, "device": rc.device}
+              "seed": seed, "dtype": rc.dtype, "device": rc.device, "name": f"{rc.name}/{method}-s{seed}"}
     for logical, fname in where.items():
         if fname is None:
             continue
@@ -234,8 +235,8 @@ class Pipeline:
         entry = {"name": name, "kind": kind, "dir": str(folder.relative_to(self.dir)), "hash": h, **(meta or {})}
         self.index["stages"] = [s for s in self.index["stages"] if s["name"] != name] + [entry]
         done = folder / "done.json"
-        if done.exists():
-            rec = json.loads(done.read_text())
+        rec = json.loads(done.read_text()) if done.exists() else None
+        if rec is not None and rec.get("hash") == h and "outputs" in rec:  # (a stage's own done.json is not ours)
             entry["status"] = "cached"
             self.log(f"[yfpo run] {name}: done before, skipped ({entry['dir']})")
             self._write_index()

@@ -19,7 +19,7 @@ import random
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from yfpo.pairs.config import PairsConfig
 

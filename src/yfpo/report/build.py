@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,45 +27,29 @@ METHOD_LABELS = {"base": "base (untrained)", "dpo": "DPO", "yfpo": "YFPO", "dpo_
 NEURON_COMPARISONS = (("yfpo", "dpo"), ("yfpo_fdt", "dpo_fdt"))
 
 
-# ----------------------------------------------------------------------------- statistics (pure)
+# ----------------------------------------------------------------------------- statistics (yfpo.eval.stats)
 
-def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score 95% interval of a proportion k/n ((0, 1) when n == 0)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """Wilson score 95% interval of a proportion k/n."""
+    from yfpo.eval.stats import wilson_ci
+
+    return wilson_ci(k, n)
 
 
 def seed_ci(values: list[float]) -> tuple[float, float, float]:
-    """Mean and t-based 95% interval over seeds (the mean twice when fewer than 2 values)."""
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, m, m
-    from scipy import stats
+    """Mean and Student-t 95% interval over seeds (zero width with one seed)."""
+    from yfpo.eval.stats import mean_ci
 
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-    h = stats.t.ppf(0.975, len(values) - 1) * sd / math.sqrt(len(values))
-    return m, m - h, m + h
+    r = mean_ci(values)
+    return r["mean"], r["lo"], r["hi"]
 
 
 def mcnemar(a: list[bool], b: list[bool]) -> dict:
-    """McNemar's exact test on paired outcomes: b01 = a wrong & b right, b10 = a right & b wrong."""
-    if len(a) != len(b):
-        raise ValueError(f"mcnemar: {len(a)} vs {len(b)} paired outcomes")
-    b10 = sum(x and not y for x, y in zip(a, b))
-    b01 = sum(y and not x for x, y in zip(a, b))
-    n = b10 + b01
-    if n == 0:
-        p = 1.0
-    else:
-        from scipy.stats import binomtest
+    """McNemar's exact test on paired outcomes; a_only = items only a got right, b_only = only b."""
+    from yfpo.eval.stats import mcnemar_exact
 
-        p = float(binomtest(min(b10, b01), n, 0.5).pvalue)
-    return {"n": len(a), "a_only": b10, "b_only": b01, "p": p}
+    r = mcnemar_exact(a, b)
+    return {"n": len(a), "a_only": r["b10"], "b_only": r["b01"], "p": r["p"]}
 
 
 # ----------------------------------------------------------------------------- reading the run
@@ -121,7 +104,7 @@ def read_run(run_dir: str | Path) -> RunData:
         elif kind == "pairs" and (folder / "summary.json").exists():
             rd.pairs = json.loads((folder / "summary.json").read_text())
         elif kind == "train":
-            rows = _jsonl(folder / "metrics.jsonl")
+            rows = [r for r in _jsonl(folder / "metrics.jsonl") if "train_runtime" not in r]  # drop the end summary
             if rows:
                 rd.metrics[f"{s['method']}-s{s['seed']}"] = rows
         elif kind == "eval" and s["finished"] and (folder / "summary.json").exists():

@@ -79,8 +79,8 @@ def accuracy_bars(table: dict[str, dict[str, dict]], benches: Sequence[str], png
                 continue
             xs.append(bi + mi * width)
             ys.append(100 * c["acc"])
-            lo.append(100 * (c["acc"] - c["lo"]))
-            hi.append(100 * (c["hi"] - c["acc"]))
+            lo.append(max(0.0, 100 * (c["acc"] - c["lo"])))  # pooled-item CI vs the seed mean; rounding
+            hi.append(max(0.0, 100 * (c["hi"] - c["acc"])))
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=m)
     ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(benches))])
     ax.set_xticklabels(benches)

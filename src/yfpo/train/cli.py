@@ -1,0 +1,64 @@
+"""`yfpo train CONFIG [--key value ...]` and `yfpo plot-train RUN_DIR ...`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="preference training: DPO-family loss + YFPO neuron reward + FDT (TRL DPOTrainer), full or LoRA",
+        description="Train on a pairs JSONL. CONFIG is a YAML file (keys of TrainConfig, or a `train:` section); any key "
+                    "can be overridden: --gamma 1.0 --fdt true --loss_type ipo --lora false --neurons N.json --pairs P.jsonl. "
+                    "gamma=0 is plain DPO (or the chosen loss_type); variant yoked|yoked_ref|aux. The run directory gets "
+                    "config.yaml, versions.json, metrics.jsonl, checkpoints/ and final/ (loadable by `yfpo eval --model`). "
+                    "A rerun of the same command resumes from the last checkpoint.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML config (optional; every key can be given as --key value)")
+    p.add_argument("--out", default=None, help="run directory (default: output_dir of the config)")
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints (start over in a new --out)")
+    p.add_argument("--keys", action="store_true", help="list the config keys with their defaults and exit")
+    p.set_defaults(func=_train, accepts_overrides=True)
+
+    q = sub.add_parser("plot-train", help="plot training curves (loss, reward margin, neuron margin, accuracies) to PNG")
+    q.add_argument("runs", nargs="+", help="training run directories (with metrics.jsonl); several are overlaid")
+    q.add_argument("--out", default=None, help="PNG path (default: RUN/curves.png for one run, curves.png otherwise)")
+    q.set_defaults(func=_plot)
+
+
+def _train(args) -> int:
+    import dataclasses
+
+    import yaml
+
+    from yfpo.config import load_config
+    from yfpo.train.config import TrainConfig
+    from yfpo.train.trainer import train
+
+    if args.keys:
+        for f in dataclasses.fields(TrainConfig):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            print(f"{f.name:24s} {default!r}")
+        return 0
+    section = None
+    if args.config:
+        with open(args.config) as fh:
+            data = yaml.safe_load(fh) or {}
+        section = "train" if isinstance(data, dict) and isinstance(data.get("train"), dict) else None
+    overrides = list(args.overrides or [])
+    if args.out:
+        overrides += ["--output_dir", args.out]
+    cfg = load_config(TrainConfig, args.config, overrides, section=section)
+    out = train(cfg, resume=not args.no_resume)
+    print(f"run directory: {out}  (final model: {out / 'final'})")
+    return 0
+
+
+def _plot(args) -> int:
+    from yfpo.train.plot import plot_runs
+
+    path = plot_runs(args.runs, args.out)
+    print(f"wrote {path}")
+    return 0
