@@ -20,10 +20,19 @@ PRIMARY = "flexible"
 # a number: optional sign, optional $, digits with thousands commas, decimals, or a simple fraction a/b
 _NUM = r"[-−]?\s?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?|[-−]?\.\d+"
 _NUM_RE = re.compile(_NUM)
+# a LaTeX fraction \frac{a}{b} / \dfrac / \tfrac, or the short form \frac34
+_FRAC = r"[-−]?\s?\\[dt]?frac\s*(?:\{[^{}]+\}\s*\{[^{}]+\}|\d\d)"
+_FRAC_RE = re.compile(r"\\[dt]?frac\s*(?:\{([^{}]+)\}\s*\{([^{}]+)\}|(\d)(\d))")
 _STRICT_RE = re.compile(
-    r"(?:####|the\s+(?:final\s+)?answer\s+is|answer\s*:)\s*[:=]?\s*\**\s*(?:\\\(|\$)?\s*(?:\\boxed\{)?\s*(" + _NUM + r")",
+    r"(?:####|the\s+(?:final\s+)?answer\s+is|answer\s*:)\s*[:=]?\s*\**\s*(?:\\\(|\\\[|\$)?\s*(?:\\boxed\{)?\s*\+?\s*("
+    + _FRAC + "|" + _NUM + r")",
     re.IGNORECASE,
 )
+
+
+def _frac_to_slash(text: str) -> str:
+    """'\\frac{3}{4}' -> '3/4' (also \\dfrac, \\tfrac, \\frac34); other text unchanged."""
+    return _FRAC_RE.sub(lambda m: f"{m.group(1) or m.group(3)}/{m.group(2) or m.group(4)}", text)
 
 
 def last_boxed(text: str) -> str | None:
@@ -52,8 +61,9 @@ def normalize_number(s: str | None) -> str | None:
     if s is None:
         return None
     t = s.strip()
-    t = re.sub(r"\\(?:text|mathrm|textbf)\{[^{}]*\}", "", t)
-    t = re.sub(r"\\d?frac\{([^{}]+)\}\{([^{}]+)\}", r"\1/\2", t)
+    t = re.sub(r"\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}", "", t)
+    t = re.sub(r"\^\s*\{?\\circ\}?|°", "", t)  # degrees: 90^\circ, 90^{\circ}, 90°
+    t = _frac_to_slash(t)
     t = t.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "").replace("−", "-")
     t = t.replace("\\!", "").replace("{,}", "").replace("\\,", "")
     t = t.strip().rstrip(".").strip()
@@ -98,6 +108,7 @@ def extract_strict(text: str) -> str | None:
 def extract_flexible(text: str) -> str | None:
     # drop GSM8K-style calculator annotations <<a*b=c>> so their inner numbers are not picked twice
     t = re.sub(r"<<[^<>]*>>", "", text)
+    t = _frac_to_slash(t)  # \\frac{3}{4} is one number (0.75), not 3 then 4
     ms = _NUM_RE.findall(t)
     for cand in reversed(ms):
         n = normalize_number(_clean_num_match(cand))
@@ -108,7 +119,7 @@ def extract_flexible(text: str) -> str | None:
 
 def extract_boxed(text: str) -> str | None:
     b = last_boxed(text)
-    if b is None:
+    if not b:  # absent, or an empty \\boxed{}
         return None
     n = normalize_number(b)
     return n if n is not None else b.strip()
@@ -138,8 +149,7 @@ def _math_verify(text: str, gold: str, kind: str) -> tuple[str | None, bool]:
         return None, False
     try:
         cfg = [LatexExtractionConfig(), ExprExtractionConfig()]
-        g = gold if kind == "math" and ("\\" in gold or "{" in gold) else gold
-        gold_parsed = parse(f"${g}$" if kind == "math" else g, extraction_config=cfg, parsing_timeout=None)
+        gold_parsed = parse(f"${gold}$" if kind == "math" else gold, extraction_config=cfg, parsing_timeout=None)
         pred = parse(text, extraction_config=cfg, parsing_timeout=None)
         if not pred:
             return None, False

@@ -35,6 +35,24 @@ def summarize(rows: list[dict], bench: str, model_name: str, protocol: dict, ext
             "protocol": protocol, **(extra or {})}
 
 
+# protocol fields that change outputs: a rerun into the same folder must match them to resume
+_RESUME_KEYS = ("bench", "model", "template", "instruction", "shots", "decoding", "max_new_tokens", "kind")
+
+
+def _check_protocol(out: Path, protocol: dict, resuming: bool) -> None:
+    """Write out/protocol.json; when resuming, refuse to mix items generated under another protocol."""
+    import json
+
+    p = out / "protocol.json"
+    if resuming and p.exists():
+        old = json.loads(p.read_text())
+        diff = [k for k in _RESUME_KEYS if k in old and old.get(k) != protocol.get(k)]
+        if diff:
+            raise ValueError(f"{out} holds items from another protocol ({', '.join(f'{k}: {old[k]!r} -> {protocol.get(k)!r}' for k in diff)}); "
+                             "use another --out folder or delete it")
+    atomic_write_json(p, protocol)
+
+
 def run_eval(model, bench: str, *, tokenizer=None, limit: int | None = None, shots: int = 0, out_dir=None,
              batch_size: int = 16, max_new_tokens: int = 256, data_dir=None, backend: str = "auto",
              dtype: str = "float32", device: str = "cpu", bench_file: str | None = None,
@@ -51,6 +69,8 @@ def run_eval(model, bench: str, *, tokenizer=None, limit: int | None = None, sho
                 "shots": shots, "shot_source": "gsm8k_train[:shots]" if shots else None,
                 "decoding": "greedy", "max_new_tokens": max_new_tokens, "extractors": list(EXTRACTORS),
                 "primary": PRIMARY, "stop": "end-of-turn token", "batch_size": batch_size, "kind": kind}
+    if out:
+        _check_protocol(out, {**protocol, "model": model_name, "bench": bench}, resuming=bool(done))
     rows = [done[p.id] for p in probs if p.id in done]
     t0 = time.time()
     new_tokens = 0

@@ -17,6 +17,15 @@ from yfpo.eval.stats import accuracy
 from yfpo.utils import atomic_write_json, now
 
 
+def _pair_id(p: dict, i: int) -> str:
+    """A unique, stable id per pair (question_index alone repeats: one question gives up to 4 pairs)."""
+    if p.get("id") is not None:
+        return str(p["id"])
+    if p.get("question_index") is not None and p.get("chosen_source") and p.get("rejected_source"):
+        return f"q{p['question_index']}:{p['chosen_source']}>{p['rejected_source']}"
+    return f"pair-{i}"
+
+
 def run_discrimination(model, tokenizer, pairs: list[dict] | None = None, *, limit: int | None = None, out_dir=None,
                        batch_size: int = 8, data_dir=None, progress: bool = True, max_length: int = 1024) -> dict:
     from yfpo.data.pairs import load_solution_pairs
@@ -39,7 +48,7 @@ def run_discrimination(model, tokenizer, pairs: list[dict] | None = None, *, lim
         sc, sr = lc / max(nc, 1), lr / max(nr, 1)
         ok = sc > sr
         flags.append(ok)
-        items.append({"id": p.get("id", p.get("question_index", i)), "chosen_score": sc, "rejected_score": sr,
+        items.append({"id": _pair_id(p, i), "question_index": p.get("question_index"), "chosen_score": sc, "rejected_score": sr,
                       "chosen_tokens": nc, "rejected_tokens": nr, "correct": ok})
     acc = accuracy(flags)
     summary = {"bench": "discrimination", "n": n, "accuracy": acc["acc"], "lo": acc["lo"], "hi": acc["hi"],

@@ -64,11 +64,40 @@ def _eos_ids(model, tokenizer) -> list[int]:
         if src is None:
             continue
         ids.update(src if isinstance(src, (list, tuple)) else [src])
+    vocab = tokenizer.get_vocab()  # (slow on big vocabularies: once, not per token)
     for tok in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"):
-        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
+        tid = vocab.get(tok)
         if tid is not None and tid != tokenizer.unk_token_id and tok in (tokenizer.eos_token, "<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
             ids.add(tid)
     return sorted(ids)
+
+
+def _finish_row(row: list[int], tokenizer, eos_ids: list[int], pad_id: int | None,
+                stop: list[str] | None) -> tuple[int, str, str]:
+    """One generated row -> (number of generated tokens, text, finish reason).
+
+    A row ends at its first end-of-turn token (finish "eos", the token counted, not in the text). HF pads
+    a row that finished before the others with pad_id; a row stopped by a stop string is such a row, so
+    trailing pads are not counted. The text is cut before the first stop string (finish "stop"); a row
+    that ran to max_new_tokens has finish "length".
+    """
+    eos = set(eos_ids)
+    n_tok, finish = len(row), "length"
+    for j, t in enumerate(row):
+        if t in eos:
+            n_tok, finish = j + 1, "eos"
+            break
+    if finish == "length" and pad_id is not None:
+        while n_tok > 0 and row[n_tok - 1] == pad_id:
+            n_tok -= 1
+        if n_tok < len(row):
+            finish = "stop"  # HF finished this row early (stop string) and padded it
+    text = tokenizer.decode(row[: n_tok - 1] if finish == "eos" else row[:n_tok], skip_special_tokens=True)
+    if stop:
+        cut = [text.find(s) for s in stop if s and s in text]
+        if cut:
+            text, finish = text[: min(cut)], "stop"
+    return n_tok, text, finish
 
 
 @torch.no_grad()
@@ -80,8 +109,10 @@ def _generate_hf(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop,
     results: list[Generation | None] = [None] * (len(prompts) * n)
     if not prompts:
         return []
-    old_side = tokenizer.padding_side
+    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
     tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:  # batching needs a pad token; restored below
+        tokenizer.pad_token = tokenizer.eos_token
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_ids = _eos_ids(model, tokenizer)
     device = next(model.parameters()).device
@@ -109,22 +140,7 @@ def _generate_hf(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop,
             out = model.generate(**enc, **gen_kwargs)
             new = out[:, enc.input_ids.shape[1]:]
             for r in range(new.shape[0]):
-                row = new[r].tolist()
-                n_tok, finish = len(row), "length"
-                for j, t in enumerate(row):
-                    if t in eos_ids:
-                        n_tok, finish = j + 1, "eos"
-                        break
-                # after an early finish HF pads the rest of the row with pad_id (== eos for some models)
-                text = tokenizer.decode(row[:n_tok], skip_special_tokens=True)
-                if stop:
-                    cut = [text.find(s) for s in stop if s in text]
-                    if cut:
-                        text, finish = text[: min(cut)], "stop" if finish == "length" or n_tok < len(row) else finish
-                        if finish == "length":
-                            finish = "stop"
-                if finish == "length" and n_tok < max_new_tokens:
-                    finish = "stop"  # a stop string ended it (HF stopped the row before max_new_tokens)
+                n_tok, text, finish = _finish_row(new[r].tolist(), tokenizer, eos_ids, pad_id, stop)
                 prompt_i = idx[r // n]
                 results[prompt_i * n + (r % n)] = Generation(text, n_tok, finish == "length", finish)
                 total_new += n_tok
@@ -133,23 +149,33 @@ def _generate_hf(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop,
     finally:
         pbar.close()
         tokenizer.padding_side = old_side
+        if old_pad is None:
+            tokenizer.pad_token = None
         if was_training:
             model.train()
     return results  # type: ignore[return-value]
 
 
+_VLLM_ENGINES: dict = {}
+
+
 def _generate_vllm(model_path, prompts, *, max_new_tokens, stop, do_sample, temperature, top_p,
                    num_return_sequences, seed) -> list[Generation]:  # pragma: no cover - needs a GPU + vllm
-    """vLLM backend (GPU only). Not exercised by the CPU test suite."""
+    """vLLM backend (GPU only). Not exercised by the CPU test suite. One engine per model path and seed is
+    kept for the process: run_eval calls generate once per chunk, and an engine takes a while to start."""
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=str(model_path), seed=seed, dtype="auto")
+    key = (str(model_path), seed)
+    if key not in _VLLM_ENGINES:
+        _VLLM_ENGINES.clear()  # one engine at a time: each reserves most of the GPU memory
+        _VLLM_ENGINES[key] = LLM(model=str(model_path), seed=seed, dtype="auto")
+    llm = _VLLM_ENGINES[key]
     sp = SamplingParams(n=num_return_sequences, max_tokens=max_new_tokens, stop=stop or None,
                         temperature=temperature if do_sample else 0.0, top_p=top_p if do_sample else 1.0, seed=seed)
     outs = llm.generate(prompts, sp)
     res = []
     for o in outs:
         for c in o.outputs:
-            res.append(Generation(c.text, len(c.token_ids), c.finish_reason == "length",
-                                  "length" if c.finish_reason == "length" else "eos"))
+            finish = "length" if c.finish_reason == "length" else ("stop" if isinstance(c.stop_reason, str) else "eos")
+            res.append(Generation(c.text, len(c.token_ids), finish == "length", finish))
     return res

@@ -56,3 +56,44 @@ def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str]
         if was_training:
             model.train()
     return out
+
+
+@torch.no_grad()
+def next_token_logprobs(model, tokenizer, prompts: list[str], token_ids: list[int], *, batch_size: int = 8,
+                        max_length: int = 1024, progress: bool = True, desc: str = "loglik") -> list[list[float]]:
+    """log p(token | prompt) for each prompt and each of `token_ids`: one forward pass per prompt.
+
+    The same numbers as response_logprobs(prompt, response) for single-token responses, at 1/len(token_ids)
+    of the cost (multiple-choice scoring by answer letter).
+    """
+    from yfpo.utils import progress as bar
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    seqs = [tokenizer(p, add_special_tokens=False).input_ids[-max_length:] for p in prompts]
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    out: list[list[float]] = [[] for _ in seqs]
+    cand = torch.tensor(token_ids, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    pbar = bar(total=len(seqs), desc=desc, unit="seq", disable=None if progress else True)
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            L = max(len(seqs[i]) for i in idx)
+            ids = torch.full((len(idx), L), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), L), dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
+                mask[r, : len(seqs[i])] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            last = torch.tensor([len(seqs[i]) - 1 for i in idx], device=device)
+            lp = torch.log_softmax(logits[torch.arange(len(idx), device=device), last].float(), dim=-1)[:, cand]
+            for r, i in enumerate(idx):
+                out[i] = lp[r].tolist()
+            pbar.update(len(idx))
+    finally:
+        pbar.close()
+        if was_training:
+            model.train()
+    return out

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from yfpo.data.problems import DataNotFoundError, candidate_data_dirs, find_data_file, read_jsonl
-from yfpo.eval.loglik import response_logprobs
+from yfpo.eval.loglik import next_token_logprobs, response_logprobs
 from yfpo.eval.stats import accuracy
 from yfpo.utils import atomic_write_json, now
 
@@ -48,21 +48,32 @@ def mmlu_prompt(tokenizer, row: dict) -> str:
     return user + "\nAnswer:"
 
 
+def letter_token_ids(tokenizer, letters: str = LETTERS) -> list[int] | None:
+    """The token id of each answer letter when each is exactly one token (as the response), else None."""
+    ids = [tokenizer(L, add_special_tokens=False).input_ids for L in letters]
+    return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None
+
+
 def score_rows(model, tokenizer, rows: list[dict], batch_size: int = 8, progress: bool = True) -> list[bool]:
-    prompts, resps = [], []
-    for r in rows:
-        p = mmlu_prompt(tokenizer, r)
-        for L in LETTERS[: len(r["choices"])]:
-            prompts.append(p)
-            resps.append(L)
-    lps = response_logprobs(model, tokenizer, prompts, resps, batch_size=batch_size, progress=progress, desc="mmlu")
-    flags, k = [], 0
-    for r in rows:
-        m = len(r["choices"])
-        scores = [lps[k + j][0] for j in range(m)]
-        k += m
-        flags.append(int(max(range(m), key=lambda j: scores[j])) == int(r["answer"]))
-    return flags
+    """Per row: is the highest-log-probability answer letter the gold one (ties -> the first letter)."""
+    prompts = [mmlu_prompt(tokenizer, r) for r in rows]
+    single = letter_token_ids(tokenizer)
+    if single is not None:  # one forward pass per question, all letters read off the last position
+        lps = next_token_logprobs(model, tokenizer, prompts, single, batch_size=batch_size, progress=progress, desc="mmlu")
+        scores_all = [s[: len(r["choices"])] for s, r in zip(lps, rows)]
+    else:  # multi-token letters: score each letter as a response
+        ps, resps = [], []
+        for p, r in zip(prompts, rows):
+            for L in LETTERS[: len(r["choices"])]:
+                ps.append(p)
+                resps.append(L)
+        lp = response_logprobs(model, tokenizer, ps, resps, batch_size=batch_size, progress=progress, desc="mmlu")
+        scores_all, k = [], 0
+        for r in rows:
+            m = len(r["choices"])
+            scores_all.append([lp[k + j][0] for j in range(m)])
+            k += m
+    return [max(range(len(sc)), key=lambda j: sc[j]) == int(r["answer"]) for sc, r in zip(scores_all, rows)]
 
 
 def run_mmlu(model, tokenizer=None, *, per_subject: int | None = 5, out_dir=None, data_dir=None, batch_size: int = 8,

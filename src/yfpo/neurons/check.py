@@ -8,7 +8,7 @@ pre-hooks on this model instance that are removed afterwards. Measured per condi
 
 - math NLL: mean per-token NLL of held-out GSM8K *test* gold solutions (teacher-forced, response tokens);
 - contrast NLL: the same on contrast texts not used by `find`;
-- math accuracy: greedy on `n_eval` GSM8K test problems through yfpo.eval (generate + answers); skipped
+- math accuracy: greedy on `n_eval` problems of `eval_bench` (default GSM8K test) through yfpo.eval (generate + answers); skipped
   with a note when those modules are not available.
 
 Writes check.json and check.png; the verdict is measured, not assumed.
@@ -172,7 +172,7 @@ def causal_check(cfg: CheckConfig) -> dict:
         conditions.append(d)
 
     tools = _eval_tools() if cfg.n_eval > 0 else "accuracy not measured: n_eval = 0"
-    problems = load_benchmark("gsm8k", data_dir=cfg.data_dir, limit=cfg.n_eval) if not isinstance(tools, str) else []
+    problems = load_benchmark(cfg.eval_bench, data_dir=cfg.data_dir, limit=cfg.n_eval) if not isinstance(tools, str) else []
 
     results: dict[str, dict[str, Any]] = {}
     for c in conditions:
@@ -243,7 +243,7 @@ def causal_check(cfg: CheckConfig) -> dict:
         "corpora": {"math": {"name": "gsm8k_test solutions", "n": len(math_recs), "seed": cfg.seed},
                     "contrast": {"name": "self_instruct+dolly (after find's records)", "n": len(con_recs),
                                  "offset": skip, "seed": find_seed},
-                    "eval": {"name": "gsm8k", "n": len(problems)} if problems else None},
+                    "eval": {"name": cfg.eval_bench, "n": len(problems)} if problems else None},
         "accuracy_note": tools if isinstance(tools, str) else None,
         "summary": summary, "verdict": verdict, "verdict_text": verdict_text,
         "per_item": {name: {"math_nll": r["math_nll"], "contrast_nll": r["contrast_nll"],
@@ -254,11 +254,12 @@ def causal_check(cfg: CheckConfig) -> dict:
     paths = {"json": str(out_dir / "check.json"), "png": str(out_dir / "check.png")}
     res["paths"] = paths
     atomic_write_json(paths["json"], res)
-    _plot(summary, paths["png"], title=f"{cfg.ablation} ablation of {len(ns)} neurons ({prov.get('method')})")
+    _plot(summary, paths["png"], title=f"{cfg.ablation} ablation of {len(ns)} neurons ({prov.get('method')})",
+          acc_label=f"{cfg.eval_bench} accuracy (n = {len(problems)})")
     return res
 
 
-def _plot(summary: dict[str, dict[str, Any]], png: str, title: str) -> None:
+def _plot(summary: dict[str, dict[str, Any]], png: str, title: str, acc_label: str = "accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,7 +286,7 @@ def _plot(summary: dict[str, dict[str, Any]], png: str, title: str) -> None:
         ax2.bar(range(len(allnames)), [summary[n]["accuracy"] for n in allnames], color="tab:green")
         ax2.set_xticks(range(len(allnames)))
         ax2.set_xticklabels(allnames, rotation=30)
-        ax2.set_ylabel("GSM8K accuracy")
+        ax2.set_ylabel(acc_label)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)

@@ -19,7 +19,8 @@ def register(sub) -> None:
 
     c = s.add_parser("check", help="ablate the selected neurons vs random ones; math/contrast NLL and accuracy",
                      description="Config keys (CheckConfig) as --key value: neurons, model, out_dir, ablation "
-                                 "(zero|mean), n_random, n_math, n_contrast, n_eval, max_new_tokens, seed, batch_size.")
+                                 "(zero|mean), n_random, n_math, n_contrast, n_eval, eval_bench (gsm8k, mawps_singleop, ...), "
+                                 "max_new_tokens, seed, batch_size.")
     c.add_argument("--config", help="YAML file (section `check` or top level)")
     c.set_defaults(func=_check, accepts_overrides=True)
 

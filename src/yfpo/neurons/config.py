@@ -39,7 +39,8 @@ class CheckConfig:
     n_random: int = 3
     n_math: int = 64  # held-out GSM8K *test* solutions for math NLL
     n_contrast: int = 64  # contrast texts (other seed than find's) for contrast NLL
-    n_eval: int = 30  # GSM8K test problems for greedy accuracy (0 = NLL only)
+    n_eval: int = 30  # problems of `eval_bench` for greedy accuracy (0 = NLL only)
+    eval_bench: str = "gsm8k"  # any yfpo.eval benchmark; mawps_singleop suits models near 0% on GSM8K
     max_new_tokens: int = 256
     seed: int = 1
     batch_size: int = 8

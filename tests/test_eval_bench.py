@@ -1,0 +1,174 @@
+"""run_eval end to end on a tiny model, resume, the `yfpo eval` / `yfpo compare` commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import yfpo.eval.bench as bench_mod
+from yfpo.data.problems import load_benchmark
+from yfpo.eval.answers import EXTRACTORS, grade
+from yfpo.eval.bench import compare_items, load_items, run_eval
+from yfpo.eval.generate import Generation
+from yfpo.eval.stats import wilson_ci
+from yfpo.models.tiny import save_tiny, tiny_model
+
+ROW_KEYS = {"id", "question", "gold", "prompt", "output", "n_tokens", "truncated", "finish", "extracted", "correct"}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model()
+
+
+def test_run_eval_tiny_model(tiny, tmp_path):
+    model, tok = tiny
+    out = tmp_path / "gsm8k"
+    s = run_eval(model, "gsm8k", tokenizer=tok, limit=3, out_dir=out, batch_size=2, max_new_tokens=6, progress=False)
+    rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    probs = load_benchmark("gsm8k", limit=3)
+    assert [r["id"] for r in rows] == [p.id for p in probs]
+    for r, p in zip(rows, probs):
+        assert set(r) == ROW_KEYS
+        assert r["gold"] == p.answer and r["question"] == p.question
+        assert p.question in r["prompt"] and r["prompt"].endswith("<|im_start|>assistant\n")
+        assert set(r["extracted"]) == set(EXTRACTORS) and set(r["correct"]) == set(EXTRACTORS)
+        assert r["correct"] == grade(r["output"], r["gold"])["correct"]
+        assert r["n_tokens"] == 6 and r["finish"] == "length" and r["truncated"]
+    disk = json.loads((out / "summary.json").read_text())
+    assert disk == json.loads(json.dumps(s))
+    assert s["n"] == 3 and s["bench"] == "gsm8k" and s["model"] == "tiny-llama-seed0"
+    for e in EXTRACTORS:
+        a = s["accuracy"][e]
+        k = sum(r["correct"][e] for r in rows)
+        assert (a["n"], a["n_correct"]) == (3, k) and a["acc"] == pytest.approx(k / 3)
+        assert (a["lo"], a["hi"]) == pytest.approx(wilson_ci(k, 3))
+    prot = s["protocol"]
+    assert prot["decoding"] == "greedy" and prot["max_new_tokens"] == 6 and prot["shots"] == 0
+    assert prot["extractors"] == list(EXTRACTORS) and prot["template"] and prot["instruction"]
+    assert "torch" in s["versions"] and "transformers" in s["versions"]
+    assert s["tokens_generated"] == 18 and s["tokens_per_s"] > 0 and s["truncated"] == 3
+    assert (out / "protocol.json").exists()
+
+
+def _fake_generate(answers: dict[str, str], calls: list):
+    """A generate stand-in that answers each prompt with a fixed text (by the question it contains)."""
+    def fake(model, tok, prompts, **kw):
+        calls.append(len(prompts))
+        res = []
+        for p in prompts:
+            text = next(v for q, v in answers.items() if q in p)
+            res.append(Generation(text, 5, False, "eos"))
+        return res
+    return fake
+
+
+def test_run_eval_known_outcome_and_resume(tiny, tmp_path, monkeypatch):
+    model, tok = tiny
+    probs = load_benchmark("gsm8k", limit=4)
+    outputs = {probs[0].question: f"So it is {probs[0].answer}.\nThe answer is {probs[0].answer}.",
+               probs[1].question: f"The answer is {int(probs[1].answer) + 1}.",  # wrong
+               probs[2].question: f"The total is \\boxed{{{probs[2].answer}}}",  # right, no answer line
+               probs[3].question: "I do not know."}
+    calls: list[int] = []
+    monkeypatch.setattr(bench_mod, "generate", _fake_generate(outputs, calls))
+    out = tmp_path / "run"
+    s = run_eval(model, "gsm8k", tokenizer=tok, limit=3, out_dir=out, progress=False)
+    assert calls == [3]
+    acc = {e: s["accuracy"][e]["n_correct"] for e in EXTRACTORS}
+    assert acc == {"strict": 1, "flexible": 2, "boxed": 1, "math_verify": 2}
+    assert (s["accuracy"]["flexible"]["lo"], s["accuracy"]["flexible"]["hi"]) == pytest.approx(wilson_ci(2, 3))
+
+    # a rerun into the same folder skips finished items: nothing to generate for the same 3
+    s2 = run_eval(model, "gsm8k", tokenizer=tok, limit=3, out_dir=out, progress=False)
+    assert calls == [3] and s2["n"] == 3 and s2["new_items"] == 0
+    assert s2["accuracy"] == s["accuracy"]
+    # a larger limit generates only the new item
+    s3 = run_eval(model, "gsm8k", tokenizer=tok, limit=4, out_dir=out, progress=False)
+    assert calls == [3, 1] and s3["n"] == 4 and s3["new_items"] == 1
+    assert len(load_items(out)) == 4 and len(load_items(out / "items.jsonl")) == 4
+    assert s3["accuracy"]["flexible"]["n_correct"] == 2
+    # a smaller limit reports on the first items only
+    assert run_eval(model, "gsm8k", tokenizer=tok, limit=2, out_dir=out, progress=False)["n"] == 2
+    # a torn last line (killed mid-write) is dropped and regenerated
+    with open(out / "items.jsonl", "a") as f:
+        f.write('{"id": "gsm8k-9", "outp')
+    assert run_eval(model, "gsm8k", tokenizer=tok, limit=4, out_dir=out, progress=False)["n"] == 4
+    # resuming under another protocol would mix outputs: refused
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        run_eval(model, "gsm8k", tokenizer=tok, limit=4, out_dir=out, max_new_tokens=99, progress=False)
+    with pytest.raises(FileNotFoundError):
+        load_items(tmp_path / "nothing")
+
+
+def _write_items(path, flags: dict[str, list[bool]], ids=None):
+    n = len(next(iter(flags.values())))
+    ids = ids or [f"q{i}" for i in range(n)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for i, id_ in enumerate(ids):
+            f.write(json.dumps({"id": id_, "correct": {e: flags[e][i] for e in EXTRACTORS}}) + "\n")
+
+
+A_FLAGS = [True] * 5 + [False] * 5
+B_FLAGS = [True] * 9 + [False]
+
+
+def _ab(tmp_path):
+    a = {"strict": A_FLAGS, "flexible": A_FLAGS, "boxed": [False] * 10, "math_verify": A_FLAGS}
+    b = {"strict": B_FLAGS, "flexible": B_FLAGS, "boxed": [False] * 10, "math_verify": A_FLAGS}
+    _write_items(tmp_path / "a" / "items.jsonl", a)
+    _write_items(tmp_path / "b" / "items.jsonl", b)
+    # an item only A has is left out of the pairing
+    with open(tmp_path / "a" / "items.jsonl", "a") as f:
+        f.write(json.dumps({"id": "extra", "correct": {e: True for e in EXTRACTORS}}) + "\n")
+    return tmp_path / "a", tmp_path / "b" / "items.jsonl"
+
+
+def test_compare_items_known(tmp_path):
+    a, b = _ab(tmp_path)
+    res = compare_items(load_items(a), load_items(b), n_boot=2000)
+    assert (res["n"], res["only_a"], res["only_b"]) == (10, 1, 0)
+    f = res["by_extractor"]["flexible"]
+    assert (f["acc_a"], f["acc_b"], f["b01"], f["b10"]) == (0.5, 0.9, 4, 0)
+    assert f["diff"] == pytest.approx(0.4) and f["mcnemar_p"] == pytest.approx(0.125)
+    assert f["ci_lo"] <= 0.4 <= f["ci_hi"]
+    same = res["by_extractor"]["math_verify"]
+    assert (same["diff"], same["mcnemar_p"], same["b01"], same["b10"]) == (0.0, 1.0, 0, 0)
+    assert res["by_extractor"]["boxed"]["acc_a"] == 0.0
+
+
+def test_compare_cli(tmp_path, capsys):
+    from yfpo.cli import main
+
+    a, b = _ab(tmp_path)
+    assert main(["compare", str(a), str(b), "--json", "--n-boot", "500"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["by_extractor"]["strict"]["mcnemar_p"] == pytest.approx(0.125)
+    assert res["by_extractor"]["strict"]["diff"] == pytest.approx(0.4)
+    assert main(["compare", str(a), str(b), "--n-boot", "500"]) == 0
+    text = capsys.readouterr().out
+    assert "0.125" in text and "+0.400" in text and "1 items only in A" in text
+    assert main(["compare", str(tmp_path / "missing"), str(b)]) == 1
+
+
+def test_eval_cli_tiny(tmp_path):
+    from yfpo.cli import main
+
+    mdir = save_tiny(tmp_path / "tiny")
+    out = tmp_path / "eval"
+    rc = main(["eval", "--model", str(mdir), "--bench", "gsm8k,svamp", "--bench", "discrimination", "--limit", "2",
+               "--max-new-tokens", "4", "--batch-size", "2", "--device", "cpu", "--backend", "hf", "--out", str(out)])
+    assert rc == 0
+    for b in ("gsm8k", "svamp"):
+        s = json.loads((out / b / "summary.json").read_text())
+        assert s["n"] == 2 and s["protocol"]["max_new_tokens"] == 4 and s["model"] == str(mdir)
+        assert len((out / b / "items.jsonl").read_text().splitlines()) == 2
+    d = json.loads((out / "discrimination" / "discrimination.json").read_text())
+    assert d["n"] == 2 and 0.0 <= d["accuracy"] <= 1.0
+    # rerun: resumes, same summary numbers
+    assert main(["eval", "--model", str(mdir), "--bench", "gsm8k", "--limit", "2", "--max-new-tokens", "4",
+                 "--device", "cpu", "--backend", "hf", "--out", str(out)]) == 0
+    s = json.loads((out / "gsm8k" / "summary.json").read_text())
+    assert s["new_items"] == 0 and s["n"] == 2

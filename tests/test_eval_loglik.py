@@ -1,0 +1,144 @@
+"""Teacher-forced log-likelihood, pair discrimination and MMLU retention on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import yfpo.eval.discrimination as disc_mod
+import yfpo.eval.mmlu as mmlu_mod
+from yfpo.data.pairs import load_solution_pairs
+from yfpo.eval.discrimination import run_discrimination
+from yfpo.eval.loglik import next_token_logprobs, response_logprobs
+from yfpo.eval.mmlu import letter_token_ids, mmlu_prompt, run_mmlu, score_rows
+from yfpo.eval.prompts import build_prompt
+from yfpo.models.tiny import tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model()
+
+
+def _direct(model, tok, prompt: str, response: str) -> tuple[float, int]:
+    """Sum of log p(response tokens | prefix), one unpadded sequence, written out token by token."""
+    p = tok(prompt, add_special_tokens=False).input_ids
+    r = tok(response, add_special_tokens=False).input_ids
+    ids = torch.tensor([p + r])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)
+    total = sum(float(logp[len(p) + i - 1, t]) for i, t in enumerate(r))
+    return total, len(r)
+
+
+def test_response_logprobs_matches_direct_computation(tiny):
+    model, tok = tiny
+    prompts = [build_prompt(tok, "What is 2+3?"), build_prompt(tok, "Betty has 5 apples and buys 7 more. How many?"),
+               "short", build_prompt(tok, "x")]
+    responses = ["2 + 3 = 5. The answer is 5.", "5 + 7 = 12.\nThe answer is 12.", " and a much longer response " * 3, "7"]
+    got = response_logprobs(model, tok, prompts, responses, batch_size=3, progress=False)  # padded batches
+    for (lp, n), p, r in zip(got, prompts, responses):
+        ref_lp, ref_n = _direct(model, tok, p, r)
+        assert n == ref_n > 0
+        assert lp == pytest.approx(ref_lp, abs=1e-3)
+        assert lp < 0
+    with pytest.raises(ValueError):
+        response_logprobs(model, tok, ["a"], [], progress=False)
+
+
+def test_response_logprobs_truncates_prompt_from_left(tiny):
+    model, tok = tiny
+    prompt, resp = build_prompt(tok, "Betty has 5 apples and buys 7 more. How many?"), "The answer is 12."
+    n_resp = len(tok(resp, add_special_tokens=False).input_ids)
+    L = n_resp + 6
+    (lp, n), = response_logprobs(model, tok, [prompt], [resp], max_length=L, progress=False)
+    p_ids = tok(prompt, add_special_tokens=False).input_ids[-6:]
+    ref, ref_n = _direct(model, tok, tok.decode(p_ids), resp)
+    assert n == n_resp == ref_n
+    # the kept prompt tokens are the last 6 (re-tokenising their decoded text gives the same ids here)
+    assert tok(tok.decode(p_ids), add_special_tokens=False).input_ids == p_ids
+    assert lp == pytest.approx(ref, abs=1e-3)
+    (lp2, n2), = response_logprobs(model, tok, [prompt], [resp], max_length=4, progress=False)
+    assert n2 == 3  # only the last 3 response tokens have a prefix inside the window
+
+
+def test_next_token_logprobs_equals_single_token_responses(tiny):
+    model, tok = tiny
+    ids = letter_token_ids(tok)
+    assert ids is not None and len(ids) == 4
+    prompts = [build_prompt(tok, q) for q in ("a", "What is 2+3?", "Betty has 5 apples and buys 7 more. How many?")]
+    fast = next_token_logprobs(model, tok, prompts, ids, batch_size=2, progress=False)
+    slow = response_logprobs(model, tok, [p for p in prompts for _ in "ABCD"], list("ABCD") * 3, progress=False)
+    for i in range(3):
+        assert fast[i] == pytest.approx([slow[4 * i + j][0] for j in range(4)], abs=1e-4)
+
+
+def test_discrimination_tiny(tiny, tmp_path):
+    model, tok = tiny
+    s = run_discrimination(model, tok, limit=3, out_dir=tmp_path, batch_size=2, progress=False)
+    assert s["n"] == 3 and 0.0 <= s["accuracy"] <= 1.0 and s["lo"] <= s["accuracy"] <= s["hi"]
+    assert s["n_correct"] == round(s["accuracy"] * 3) and s["score"].startswith("mean log-prob")
+    items = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
+    assert len(items) == 3 and len({it["id"] for it in items}) == 3  # unique ids, pairable across runs
+    assert json.loads((tmp_path / "discrimination.json").read_text())["n"] == 3
+    pair = load_solution_pairs(limit=1)[0]
+    prompt = build_prompt(tok, pair["question"])
+    lc, nc = _direct(model, tok, prompt, pair["chosen"])
+    lr, nr = _direct(model, tok, prompt, pair["rejected"])
+    it = items[0]
+    assert (it["chosen_tokens"], it["rejected_tokens"]) == (nc, nr)
+    assert it["chosen_score"] == pytest.approx(lc / nc, abs=1e-4)  # length-normalised: mean per token
+    assert it["rejected_score"] == pytest.approx(lr / nr, abs=1e-4)
+    assert it["correct"] == (it["chosen_score"] > it["rejected_score"])
+
+
+def test_discrimination_known_scores(tiny, monkeypatch):
+    """Scores are normalised by length before comparing: a longer chosen with a lower sum can still win."""
+    model, tok = tiny
+    pairs = [{"question": "q1", "chosen": "c", "rejected": "r"}, {"question": "q2", "chosen": "c", "rejected": "r"},
+             {"question": "q3", "chosen": "c", "rejected": "r"}]
+    # chosen (sum, n) then rejected (sum, n), pair by pair
+    fixed = [(-10.0, 10), (-3.0, 1), (-4.0, 2), (-5.0, 2), (-2.0, 1), (-4.0, 2)]
+
+    def fake(model, tok, prompts, responses, **kw):
+        return fixed
+
+    monkeypatch.setattr(disc_mod, "response_logprobs", fake)
+    s = run_discrimination(model, tok, pairs, progress=False)
+    # pair 1: -1.0 vs -5.0 -> right (though its sum is lower); pair 2: -3.0 vs -2.5 -> wrong; pair 3: tie -> wrong
+    assert s["n_correct"] == 1 and s["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_mmlu_tiny(tiny, tmp_path):
+    model, tok = tiny
+    res = run_mmlu(model, tok, per_subject=1, out_dir=tmp_path, batch_size=16, progress=False)
+    test = [json.loads(x) for x in open(mmlu_mod.find_data_file("mmlu/test.jsonl"))]
+    redux = [json.loads(x) for x in open(mmlu_mod.find_data_file("mmlu_redux/mmlu_redux.jsonl"))]
+    n_subj = len({r["subject"] for r in test if r.get("subcategory") != "math"})
+    n_redux = len({r["subject"] for r in redux if r.get("error_type") == "ok"})
+    assert res["non_math"]["n"] == n_subj and n_subj > 40
+    assert res["redux_ok"]["n"] == n_redux and n_redux > 20
+    for part in ("non_math", "redux_ok"):
+        a = res[part]
+        assert 0.0 <= a["lo"] <= a["acc"] <= a["hi"] <= 1.0
+    assert res["protocol"]["per_subject"] == 1
+    assert json.loads((tmp_path / "mmlu.json").read_text())["non_math"] == res["non_math"]
+
+
+def test_mmlu_prompt_and_scoring(tiny, monkeypatch):
+    model, tok = tiny
+    rows = [{"subject": "world_religions", "question": "Q1?", "choices": ["a", "b", "c", "d"], "answer": 2},
+            {"subject": "law", "question": "Q2?", "choices": ["a", "b", "c", "d"], "answer": 0},
+            {"subject": "law", "question": "Q3?", "choices": ["a", "b", "c"], "answer": 1}]
+    p = mmlu_prompt(tok, rows[0])
+    assert "about world religions" in p and "\nA. a\nB. b\nC. c\nD. d\n" in p and p.endswith("<|im_start|>assistant\n")
+    fast = score_rows(model, tok, rows, progress=False)
+    monkeypatch.setattr(mmlu_mod, "letter_token_ids", lambda tok: None)  # the multi-token path
+    assert score_rows(model, tok, rows, progress=False) == fast
+    monkeypatch.setattr(mmlu_mod, "letter_token_ids", lambda tok: [1, 2, 3, 4])
+    monkeypatch.setattr(mmlu_mod, "next_token_logprobs",
+                        lambda m, t, prompts, ids, **kw: [[-3, -2, -1, -4], [-1, -2, -3, -4], [-2, -1, -3, -0.1]])
+    # row 3 has 3 choices: the 4th score is ignored
+    assert score_rows(model, tok, rows, progress=False) == [True, True, True]
