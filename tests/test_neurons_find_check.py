@@ -154,3 +154,24 @@ def test_check_accuracy_uses_eval_contract(found, tmp_path, monkeypatch):
     assert all(0 <= s["accuracy"] <= 1 for s in res["summary"].values())
     assert res["accuracy_note"] is None and "accuracy" in res["verdict"]
     assert len(res["per_item"]["selected"]["correct"]) == 4
+
+
+def test_check_accuracy_real_eval_on_chosen_bench(found, tmp_path, monkeypatch):
+    """The real yfpo.eval path: accuracy per condition on the benchmark named by eval_bench."""
+    import yfpo.data.problems as problems
+
+    seen = []
+    real = problems.load_benchmark
+
+    def spy(name, **kw):
+        seen.append(name)
+        return real(name, **kw)
+
+    monkeypatch.setattr(problems, "load_benchmark", spy)
+    res = causal_check(CheckConfig(neurons=str(found), out_dir=str(tmp_path), n_math=2, n_contrast=2, n_eval=2,
+                                   eval_bench="mawps_singleop", max_new_tokens=3, n_random=1, max_length=48,
+                                   progress=False))
+    assert "mawps_singleop" in seen
+    assert res["corpora"]["eval"] == {"name": "mawps_singleop", "n": 2}
+    assert all(len(v["correct"]) == 2 for v in res["per_item"].values())
+    assert set(res["verdict"]["accuracy"]) == {"none", "selected", "random"}
