@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -13,19 +14,38 @@ def register(sub) -> None:
                     "can be overridden: --gamma 1.0 --fdt true --loss_type ipo --lora false --neurons N.json --pairs P.jsonl. "
                     "gamma=0 is plain DPO (or the chosen loss_type); variant yoked|yoked_ref|aux. The run directory gets "
                     "config.yaml, versions.json, metrics.jsonl, checkpoints/ and final/ (loadable by `yfpo eval --model`). "
-                    "A rerun of the same command resumes from the last checkpoint.",
+                    "A rerun of the same command resumes from the last checkpoint. `--keys` lists every key and its default.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", nargs="?", default=None, help="YAML config (optional; every key can be given as --key value)")
     p.add_argument("--out", default=None, help="run directory (default: output_dir of the config)")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints (start over in a new --out)")
     p.add_argument("--keys", action="store_true", help="list the config keys with their defaults and exit")
+    _add_config_keys(p)
     p.set_defaults(func=_train, accepts_overrides=True)
 
     q = sub.add_parser("plot-train", help="plot training curves (loss, reward margin, neuron margin, accuracies) to PNG")
     q.add_argument("runs", nargs="+", help="training run directories (with metrics.jsonl); several are overlaid")
     q.add_argument("--out", default=None, help="PNG path (default: RUN/curves.png for one run, curves.png otherwise)")
     q.set_defaults(func=_plot)
+
+
+_PREFIX = "cfg__"
+
+
+def _add_config_keys(p) -> None:
+    """Every TrainConfig key as a known option, so `yfpo train --model M --pairs P` (no CONFIG) parses: were they
+    unknown, argparse would take M as the optional positional CONFIG."""
+    import dataclasses
+
+    from yfpo.train.config import TrainConfig
+
+    g = p.add_argument_group("config keys (any TrainConfig key; overrides CONFIG; `--keys` lists the defaults)")
+    for f in dataclasses.fields(TrainConfig):
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        is_bool = f.type in (bool, "bool")
+        g.add_argument(*flags, dest=_PREFIX + f.name, default=argparse.SUPPRESS, metavar="V",
+                       nargs="?" if is_bool else None, const="true" if is_bool else None, help=argparse.SUPPRESS)
 
 
 def _train(args) -> int:
@@ -43,11 +63,16 @@ def _train(args) -> int:
             print(f"{f.name:24s} {default!r}")
         return 0
     section = None
+    if args.config is not None and not Path(args.config).is_file():
+        unknown = [a.split("=")[0] for a in (args.overrides or []) if a.startswith("--")]
+        hint = f"; unknown option(s) {', '.join(unknown)} (`yfpo train --keys` lists the keys)" if unknown else ""
+        raise ValueError(f"CONFIG {args.config!r} is not a YAML file{hint}")
     if args.config:
         with open(args.config) as fh:
             data = yaml.safe_load(fh) or {}
         section = "train" if isinstance(data, dict) and isinstance(data.get("train"), dict) else None
-    overrides = list(args.overrides or [])
+    overrides = [f"--{k[len(_PREFIX):]}={v}" for k, v in vars(args).items() if k.startswith(_PREFIX)]
+    overrides += list(args.overrides or [])  # unknown keys: load_config names them
     if args.out:
         overrides += ["--output_dir", args.out]
     cfg = load_config(TrainConfig, args.config, overrides, section=section)

@@ -54,3 +54,29 @@ class TrainConfig:
     save_steps: int = 25
     save_total_limit: int = 2
     num_workers: int = 0
+
+    def validate(self) -> "TrainConfig":
+        """Refuse inconsistent settings before any work (or any file) is done; returns self."""
+        from yfpo.train.losses import LOSS_TYPES, VARIANTS
+
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type {self.loss_type!r} is not supported; choose one of {', '.join(LOSS_TYPES)}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant {self.variant!r} is not supported; choose one of {', '.join(VARIANTS)}")
+        if self.gamma != 0 and not self.neurons:
+            raise ValueError("gamma != 0 needs a NeuronSet: pass --neurons PATH (from `yfpo neurons find`), or --gamma 0")
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.loss_type == "robust" and not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"loss_type robust needs 0 <= label_smoothing < 0.5, got {self.label_smoothing}")
+        if self.loss_type == "exo_pair" and not 0 < self.label_smoothing < 1:
+            raise ValueError(f"loss_type exo_pair needs 0 < label_smoothing < 1, got {self.label_smoothing}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.max_length < 2:
+            raise ValueError("batch_size and grad_accum must be >= 1 and max_length >= 2")
+        if self.max_steps <= 0 and not self.epochs > 0:
+            raise ValueError("set max_steps > 0 or epochs > 0")
+        if self.dtype not in ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16"):
+            raise ValueError(f"dtype {self.dtype!r}: expected float32, bfloat16 or float16")
+        return self

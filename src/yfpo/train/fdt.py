@@ -9,11 +9,18 @@ the plain z = W h, so the loss value is unchanged. Gradients:
 logits at once, and recomputes each chunk's logits in backward (as TRL's fused head does).
 Positions beyond the shorter response are paired with a zero vector (the shorter one is padded), so
 there h_c = h and the gradient is the plain one.
+`add_fdt_head` patches the model's forward (like TRL's fused head) so the trainer calls FDT *through* the model
+and its wrappers: DDP only all-reduces gradients of forwards run through it (calling the backbone directly
+left 2-process gradients unsynchronised).
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import torch
+from transformers.utils import ModelOutput
 
 CHUNK = 512
 
@@ -83,20 +90,72 @@ def aligned_partner(hidden: torch.Tensor, completion_mask: torch.Tensor) -> torc
 
 
 def fdt_token_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
-                    completion_mask_shifted: torch.Tensor) -> tuple[torch.Tensor, dict]:
+                    completion_mask_shifted: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, dict]:
     """Per-token log-probs (2B, T-1) with FDT gradients, from backbone hidden states (2B, T, D).
 
     labels (2B, T-1) are the next tokens (-100 off-response), completion_mask_shifted (2B, T-1) marks the
-    positions whose next token is a response token; these are the aligned positions.
+    positions whose next token is a response token; these are the aligned positions. At most `chunk`
+    (default CHUNK) positions' full-vocabulary logits exist at once.
     """
     h = hidden[:, :-1]
     partner = aligned_partner(h, completion_mask_shifted)
     valid = labels != -100
     flat_h = h[valid]
-    lp = FDTLogProbs.apply(flat_h, weight, bias, labels[valid], partner[valid])
+    lp = FDTLogProbs.apply(flat_h, weight, bias, labels[valid], partner[valid], chunk or CHUNK)
     out = lp.new_zeros(labels.shape).masked_scatter(valid, lp)
     with torch.no_grad():
         diff = (h - partner)[valid & (partner.abs().sum(-1) > 0)]
         diag = {"fdt/aligned_tokens": float(diff.shape[0]),
                 "fdt/hidden_diff_norm": float(diff.norm(dim=-1).mean()) if diff.numel() else 0.0}
     return out, diag
+
+
+@dataclass
+class FDTOutput(ModelOutput):
+    """What a model patched by `add_fdt_head` returns when called with `fdt_labels=`."""
+
+    log_probs: torch.Tensor | None = None  # (B, T-1), zero where the label is -100
+    aligned_tokens: torch.Tensor | None = None
+    hidden_diff_norm: torch.Tensor | None = None
+
+
+def check_fdt_supported(model: torch.nn.Module) -> None:
+    """FDT recomputes the LM head itself: refuse heads whose logits are not plain W h + b."""
+    from yfpo.models import arch
+
+    causal = arch.unwrap(model)
+    tc = causal.config.get_text_config() if hasattr(causal.config, "get_text_config") else causal.config
+    for key in ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"):
+        v = getattr(tc, key, None)
+        if v is not None and v != 1.0:
+            raise NotImplementedError(f"FDT: the model's config sets {key}={v}; FDT supports plain LM heads (logits = W h + b)")
+    head = causal.get_output_embeddings()
+    if hasattr(head, "lora_A") or hasattr(head, "modules_to_save") or not isinstance(head, torch.nn.Linear):
+        raise NotImplementedError("FDT: the LM head is wrapped (LoRA / modules_to_save on lm_head); FDT needs a plain "
+                                  "nn.Linear head; leave lm_head out of lora_targets")
+
+
+def add_fdt_head(causal: torch.nn.Module) -> None:
+    """Patch `causal.forward`: called with `fdt_labels=LABELS` it runs the backbone and returns FDTOutput with FDT
+    log-probs; otherwise it is the previous forward. Calling through the model (not its backbone) keeps wrappers
+    such as DDP, which sync gradients only for forwards run through them, in the loop."""
+    if getattr(causal, "_yfpo_fdt_head", False):
+        return
+    previous = causal.forward
+
+    @functools.wraps(previous)
+    def forward(*args, fdt_labels=None, **kwargs):
+        if fdt_labels is None:
+            return previous(*args, **kwargs)
+        for k in ("labels", "fused_lm_head", "num_items_in_batch"):
+            kwargs.pop(k, None)
+        kwargs["use_cache"] = False
+        hidden = getattr(causal, causal.base_model_prefix)(*args, **kwargs).last_hidden_state
+        head = causal.get_output_embeddings()
+        labels = fdt_labels[:, 1:].to(head.weight.device)
+        lp, diag = fdt_token_logps(hidden.to(head.weight.device), head.weight, head.bias, labels, labels != -100)
+        return FDTOutput(log_probs=lp, aligned_tokens=torch.tensor(diag["fdt/aligned_tokens"]),
+                         hidden_diff_norm=torch.tensor(diag["fdt/hidden_diff_norm"]))
+
+    causal.forward = forward
+    causal._yfpo_fdt_head = True

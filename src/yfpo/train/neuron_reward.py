@@ -7,7 +7,9 @@ computes the log-probabilities, so the margin costs no extra forward and its gra
 
 Capture records only inside `with capture.window("policy"):` around the policy forward: calls outside that
 window — the reference forward, a gradient-checkpointing recomputation during backward, generation — are
-ignored, so nothing is counted twice or taken from the wrong model.
+not stored, so nothing is counted twice or taken from the wrong model. (Under autograd the hook still runs the
+same gather outside a window, because non-reentrant checkpointing requires the recomputation to save the same
+tensors as the original forward; reentrant checkpointing would cut the neuron margin's gradient and is refused.)
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ def phi_from_acts(acts: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, st
                   signs: torch.Tensor) -> torch.Tensor:
     """phi per sequence. acts (B, T, K) at the selected neurons; mask (B, T) response tokens; mean/std/signs (K,)."""
     z = (acts.float() - mean) / std  # (B, T, K)
-    m = mask.to(z.dtype).unsqueeze(-1)
-    per_neuron = (z * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, K): mean over response tokens
+    keep = mask.bool().unsqueeze(-1)
+    z = z.masked_fill(~keep, 0.0)  # padding positions never leak in (not even a NaN from a fully masked row)
+    per_neuron = z.sum(1) / keep.sum(1).clamp(min=1).to(z.dtype)  # (B, K): mean over response tokens
     return (per_neuron * signs).mean(-1)  # (B,)
 
 
@@ -57,14 +60,25 @@ class NeuronCapture:
 
     def _make_hook(self, layer: int):
         def hook(module, args):
-            if self._recording is None:
+            tag = self._recording
+            # Activation checkpointing re-runs each layer's forward in backward (outside any window) and requires
+            # the recomputation to save exactly the tensors the original forward saved; so whenever autograd
+            # records, the same gather runs (and is discarded outside a window). Without grad nothing is saved.
+            if tag is None and not torch.is_grad_enabled():
                 return None
             u = args[0]
-            idx = self._idx[layer].to(u.device)
-            self._acts.setdefault(self._recording, {})[layer] = u.index_select(-1, idx)
+            picked = u.index_select(-1, self._idx_on(layer, u.device))
+            if tag is not None:
+                self._acts.setdefault(tag, {})[layer] = picked
             return None
 
         return hook
+
+    def _idx_on(self, layer: int, device) -> torch.Tensor:
+        idx = self._idx[layer]
+        if idx.device != torch.device(device):
+            idx = self._idx[layer] = idx.to(device)
+        return idx
 
     @contextlib.contextmanager
     def window(self, tag: str):

@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 
 from yfpo.models import arch
 from yfpo.train.config import TrainConfig
-from yfpo.train.fdt import fdt_token_logps
+from yfpo.train.fdt import add_fdt_head, check_fdt_supported
 from yfpo.train.losses import LOSS_TYPES, VARIANTS, aux_neuron_loss, pairwise_loss, yoke
 from yfpo.train.neuron_reward import NeuronCapture, neuron_margin
 
@@ -45,6 +45,13 @@ class YFPOTrainer(DPOTrainer):
             raise NotImplementedError("variant yoked_ref with precompute_ref: precomputed reference activations are "
                                       "not implemented; use precompute_ref=false")
         super().__init__(*args, **kwargs)
+        gc_kwargs = self.args.gradient_checkpointing_kwargs or {}
+        if yfpo.gamma != 0 and self.args.gradient_checkpointing and gc_kwargs.get("use_reentrant", False):
+            raise ValueError("the neuron reward needs non-reentrant gradient checkpointing (use_reentrant=False): "
+                             "reentrant checkpointing runs the forward without autograd and would cut the margin's gradient")
+        if yfpo.fdt:
+            check_fdt_supported(self.model)
+            add_fdt_head(arch.unwrap(self.model))  # TRL added its fused head first; this wraps it
         self.capture = NeuronCapture(self.model, neuron_set) if neuron_set is not None else None
         self.ref_capture = None
         if neuron_set is not None and yfpo.variant == "yoked_ref":
@@ -71,10 +78,10 @@ class YFPOTrainer(DPOTrainer):
     def _compute_loss(self, model, inputs, return_outputs):
         cfg = self.ycfg
         if return_outputs or self.ld_alpha is not None or self.f_divergence_type != "reverse_kl" or self.use_weighting \
-                or len(self.loss_types) != 1:
+                or len(self.loss_types) != 1 or self.aux_loss_enabled:
             if cfg.gamma or cfg.fdt:
                 raise NotImplementedError("the neuron reward / FDT support the standard reverse-KL reward with one loss "
-                                          "type (no ld_alpha, no WPO weighting)")
+                                          "type (no ld_alpha, no WPO weighting, no MoE router loss)")
             return super()._compute_loss(model, inputs, return_outputs)
         mode = "train" if self.model.training else "eval"
         completion_mask = inputs["completion_mask"]
@@ -88,51 +95,51 @@ class YFPOTrainer(DPOTrainer):
 
         # ---- policy forward (the only one whose activations are captured)
         with window:
-            if cfg.fdt:
-                causal = arch.unwrap(model)
-                backbone = getattr(causal, causal.base_model_prefix)
-                hidden = backbone(**model_kwargs).last_hidden_state
-                head = arch.lm_head(model)
-                per_token_logps, fdiag = fdt_token_logps(hidden, head.weight, getattr(head, "bias", None),
-                                                         labels[:, 1:], shift_mask)
-                for k, v in fdiag.items():
-                    self._metrics[mode][k].append(v)
+            if cfg.fdt:  # through the (possibly DDP-wrapped) model, so gradient sync still happens
+                outputs = model(**model_kwargs, fdt_labels=labels)
+                per_token_logps = outputs.log_probs[:, -seq_len:]
+                self._metrics[mode]["fdt/aligned_tokens"].append(float(outputs.aligned_tokens))
+                self._metrics[mode]["fdt/hidden_diff_norm"].append(float(outputs.hidden_diff_norm))
             else:
                 outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
                 per_token_logps = outputs.log_probs[:, -seq_len:]
         logps = (per_token_logps * shift_mask).sum(dim=1)
         chosen_logps, rejected_logps = logps.chunk(2, dim=0)
+        phi = None
+        if cap is not None:  # read (and released) before the reference forward
+            phi = cap.phi("policy", completion_mask)
+            cap.clear()
 
-        # ---- reference log-probs: precomputed, a reference copy, or adapters disabled (TRL's own routine)
+        # ---- reference log-probs: precomputed, a reference copy, or adapters disabled (TRL's own routine).
+        # Like TRL, the reference runs on the unwrapped module (self.model / self.ref_model), not the DDP wrapper.
         if self.precompute_ref_logps:
             ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
             ref_window = self.ref_capture.window("ref") if self.ref_capture is not None else contextlib.nullcontext()
             with ref_window:
                 ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(
-                    self.ref_model if self.ref_model is not None else model, inputs)
+                    self.ref_model if self.ref_model is not None else self.model, inputs)
         chosen_lr = chosen_logps - ref_chosen_logps
         rejected_lr = rejected_logps - ref_rejected_logps
 
-        # ---- neuron margin (SPEC section 3)
-        m = None
-        if cap is not None:
-            phi = cap.phi("policy", completion_mask)
+        # ---- neuron margin (SPEC section 3); m_ref from the reference forward's own window
+        # (with LoRA the reference is the same module, so policy and reference share one capture)
+        m = m_ref = None
+        if phi is not None:
             phi_w, phi_l, m = neuron_margin(phi)
+            if self.ref_capture is not None and not self.precompute_ref_logps:
+                _, _, m_ref = neuron_margin(self.ref_capture.phi("ref", completion_mask).detach())
+                self.ref_capture.clear()
             self._metric(mode, "neuron/chosen", phi_w)
             self._metric(mode, "neuron/rejected", phi_l)
             self._metric(mode, "neuron/margin", m)
             self._metric(mode, "neuron/accuracy", (m > 0).float())
-            cap.clear()
         c_eff, r_eff = chosen_lr, rejected_lr
         if m is not None and cfg.gamma != 0 and cfg.variant in ("yoked", "yoked_ref"):
             m_eff = m
             if cfg.variant == "yoked_ref":
-                ref_phi = self.ref_capture.phi("ref", completion_mask).detach()
-                _, _, m_ref = neuron_margin(ref_phi)
                 m_eff = m - m_ref
                 self._metric(mode, "neuron/margin_vs_ref", m_eff)
-                self.ref_capture.clear()
             c_eff, r_eff = yoke(chosen_lr, rejected_lr, m_eff, cfg.gamma, self.beta)
 
         chosen_mask, rejected_mask = completion_mask.chunk(2, dim=0)
@@ -226,6 +233,7 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
     from yfpo.models import load_model
     from yfpo.neurons.neuronset import NeuronSet
 
+    cfg.validate()
     out = Path(out or cfg.output_dir)
     if model is None:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
@@ -284,40 +292,50 @@ def train(cfg: TrainConfig, resume: bool = True, callbacks=None, model=None, tok
     from yfpo.config import save_config
     from yfpo.utils import atomic_write_json, read_jsonl_resume, seed_everything, versions
 
+    cfg.validate()
     out = Path(cfg.output_dir)
     if (out / "done.json").exists():
         return out
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    atomic_write_json(out / "versions.json", versions())
     seed_everything(cfg.seed)
-    last = _last_checkpoint(out / "checkpoints") if resume else None
-    # keep the metric rows up to the checkpoint we resume from (later rows are replayed)
-    mpath = out / "metrics.jsonl"
-    rows = read_jsonl_resume(mpath)
-    keep_until = int(last.name.split("-")[-1]) if last else 0
-    if rows:
-        kept = [r for r in rows if r.get("step", 0) <= keep_until and "train_runtime" not in r]
-        with open(mpath, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
+    # build first (model, data, NeuronSet): a bad model path or pairs file fails before anything is written
     trainer, out = make_trainer(cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out)
+    acc = trainer.accelerator
+    main = acc.is_main_process  # under accelerate/DDP only one process writes the run directory's own files
+    last = _last_checkpoint(out / "checkpoints") if resume else None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        atomic_write_json(out / "versions.json", versions())
+        # keep the metric rows up to the checkpoint we resume from (later rows are replayed)
+        mpath = out / "metrics.jsonl"
+        rows = read_jsonl_resume(mpath)
+        keep_until = int(last.name.split("-")[-1]) if last else 0
+        if rows:
+            kept = [r for r in rows if r.get("step", 0) <= keep_until and "train_runtime" not in r]
+            with open(mpath, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+    acc.wait_for_everyone()
     t0 = time.time()
     trainer.train(resume_from_checkpoint=str(last) if last else None)
-    if trainer.state.global_step < trainer.state.max_steps:  # stopped early (StopAfter / interrupted)
-        trainer._save_checkpoint(trainer.model, None)
+    if trainer.state.global_step < trainer.state.max_steps:  # stopped early (StopAfter / a stopping callback)
+        if not (out / "checkpoints" / f"checkpoint-{trainer.state.global_step}").exists():
+            trainer._save_checkpoint(trainer.model, None)
         return out
     final = out / "final"
     tok = trainer.processing_class
-    model_out = trainer.model
     if trainer.capture is not None:
         trainer.capture.remove()
-    if cfg.lora and cfg.merge_final:
-        merged = copy.deepcopy(model_out).merge_and_unload()
-        merged.save_pretrained(final)
+    merged_lora = bool(cfg.lora and cfg.merge_final)
+    if merged_lora:
+        if main:
+            merged = copy.deepcopy(acc.unwrap_model(trainer.model)).merge_and_unload()
+            merged.save_pretrained(final)
     else:
-        trainer.save_model(str(final))
-    tok.save_pretrained(final)
-    summary = {"steps": trainer.state.global_step, "train_time_s": round(time.time() - t0, 1),
-               "final": str(final), "merged": bool(cfg.lora and cfg.merge_final)}
-    atomic_write_json(out / "done.json", summary)
+        trainer.save_model(str(final))  # collective where the model is sharded; writes on the main process
+    if main:
+        tok.save_pretrained(final)
+        summary = {"steps": trainer.state.global_step, "train_time_s": round(time.time() - t0, 1),
+                   "final": str(final), "merged": merged_lora}
+        atomic_write_json(out / "done.json", summary)
+    acc.wait_for_everyone()
     return out

@@ -1,0 +1,79 @@
+"""`yfpo train` on a tiny model writes the run directory; a bad override is a clear error; `plot-train` writes a PNG."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_train_common import one_thread, pair_rows, write_jsonl, write_neuronset
+from yfpo.cli import main
+from yfpo.models.tiny import save_tiny, tiny_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    model_dir = save_tiny(d / "tiny", family="llama", seed=0)
+    model, _ = tiny_model("llama", seed=0)
+    write_neuronset(d / "n.json", model)
+    pairs = write_jsonl(d / "pairs.jsonl", pair_rows(4))
+    cfg = d / "train.yaml"
+    cfg.write_text(f"train:\n  model: {model_dir}\n  pairs: {pairs}\n  lora: true\n  lora_r: 4\n  batch_size: 2\n"
+                   f"  max_steps: 2\n  max_length: 96\n  device: cpu\n  save_steps: 1\n")
+    return d, cfg
+
+
+def test_cli_train_writes_run_dir_and_plot(setup, capsys):
+    from yfpo.models import load_model
+
+    d, cfg = setup
+    out = d / "run"
+    rc = main(["train", str(cfg), "--out", str(out), "--gamma", "0.5", "--neurons", str(d / "n.json"), "--fdt", "true"])
+    assert rc == 0, capsys.readouterr().err
+    for name in ("config.yaml", "versions.json", "metrics.jsonl", "done.json", "final/config.json"):
+        assert (out / name).exists(), name
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["gamma"] == 0.5 and saved["fdt"] is True and saved["lora_r"] == 4
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    for k in ("neuron/chosen", "neuron/rejected", "neuron/margin", "neuron/accuracy", "rewards/margins",
+              "rewards/accuracies", "logps/chosen", "fdt/hidden_diff_norm"):
+        assert k in steps[0], k
+    vers = json.loads((out / "versions.json").read_text())
+    assert {"torch", "transformers", "trl", "peft"} <= set(vers)
+    model, tok = load_model(str(out / "final"))  # merged LoRA: a plain model folder
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    # a rerun of the same command finds the run done and leaves it alone
+    assert main(["train", str(cfg), "--out", str(out), "--gamma", "0.5", "--neurons", str(d / "n.json")]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == len(rows)
+    # curves
+    assert main(["plot-train", str(out)]) == 0
+    png = out / "curves.png"
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--gamma", "abc"], "gamma"),
+    (["--gama", "1"], "unknown config key"),
+    (["--loss_type", "nope"], "loss_type"),
+    (["--gamma", "1.0"], "NeuronSet"),
+    (["--variant", "sideways"], "variant"),
+])
+def test_cli_bad_override_is_a_clear_error(setup, capsys, args, msg):
+    d, cfg = setup
+    out = d / ("bad" + args[0])
+    rc = main(["train", str(cfg), "--out", str(out), *args])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "yfpo train: error:" in err and msg in err, err
+    assert not out.exists()  # nothing was written
+
+
+def test_cli_keys_lists_defaults(capsys):
+    assert main(["train", "--keys"]) == 0
+    out = capsys.readouterr().out
+    assert "gamma" in out and "fdt" in out and "variant" in out

@@ -1,0 +1,58 @@
+"""A run killed after a checkpoint and resumed (`train(cfg, resume=True)`) reaches the same weights as an
+uninterrupted run; the metrics file keeps one row per step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_train_common import one_thread, cfg_for, pair_rows, write_jsonl, write_neuronset
+from yfpo.models.tiny import save_tiny, tiny_model
+from yfpo.train.trainer import StopAfter, train
+
+
+def _weights(run):
+    files = sorted((run / "final").glob("*.safetensors"))
+    assert files, list((run / "final").iterdir())
+    out = {}
+    for f in files:
+        out.update(load_file(str(f)))
+    return out
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_resume_matches_uninterrupted(tmp_path, lora):
+    model_dir = save_tiny(tmp_path / "tiny", family="llama", seed=0)
+    model, _ = tiny_model("llama", seed=0)
+    write_neuronset(tmp_path / "n.json", model)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(8))
+    common = dict(model=str(model_dir), lora=lora, lora_r=4, lora_alpha=8, max_steps=4, save_steps=1, lr=5e-3,
+                  gamma=0.5, neurons=str(tmp_path / "n.json"), lr_scheduler="linear", warmup_ratio=0.25)
+    a = cfg_for(tmp_path / "a", pairs, **common)
+    b = cfg_for(tmp_path / "b", pairs, **common)
+    run_a = train(a)
+    run_b = train(b, callbacks=[StopAfter(2)])  # "killed" after step 2 (checkpoint-2 saved)
+    assert not (run_b / "done.json").exists() and not (run_b / "final").exists()
+    assert (run_b / "checkpoints" / "checkpoint-2").exists()
+    run_b = train(b, resume=True)
+    assert (run_b / "done.json").exists()
+    wa, wb = _weights(run_a), _weights(run_b)
+    assert set(wa) == set(wb)
+    start = dict(model.named_parameters())
+    moved = 0
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+        if k in start and not torch.allclose(wa[k], start[k].detach()):
+            moved += 1
+    assert moved > 0  # training changed the weights
+    steps = [json.loads(l)["step"] for l in (run_b / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(l)]
+    assert steps == [1, 2, 3, 4]
+    la = [json.loads(l) for l in (run_a / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(l) for l in (run_b / "metrics.jsonl").read_text().splitlines()]
+    for ra, rb in zip([r for r in la if "loss" in r], [r for r in lb if "loss" in r]):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
+        assert ra["neuron/margin"] == pytest.approx(rb["neuron/margin"], rel=1e-4, abs=1e-6)
