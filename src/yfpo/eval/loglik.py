@@ -5,6 +5,17 @@ from __future__ import annotations
 import torch
 
 
+def _right_padded(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> right-padded (ids, attention mask), both (len(seqs), longest)."""
+    L = max(len(t) for t in seqs)
+    ids = torch.full((len(seqs), L), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)
+    for r, t in enumerate(seqs):
+        ids[r, : len(t)] = torch.tensor(t)
+        mask[r, : len(t)] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 8,
                       max_length: int = 1024, progress: bool = True, desc: str = "loglik") -> list[tuple[float, int]]:
@@ -35,13 +46,7 @@ def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str]
     try:
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            L = max(len(seqs[i][0]) for i in idx)
-            ids = torch.full((len(idx), L), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), L), dtype=torch.long)
-            for r, i in enumerate(idx):
-                t = seqs[i][0]
-                ids[r, : len(t)] = torch.tensor(t)
-                mask[r, : len(t)] = 1
+            ids, mask = _right_padded([seqs[i][0] for i in idx], pad)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
             tok_lp = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
@@ -80,12 +85,7 @@ def next_token_logprobs(model, tokenizer, prompts: list[str], token_ids: list[in
     try:
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            L = max(len(seqs[i]) for i in idx)
-            ids = torch.full((len(idx), L), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), L), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-                mask[r, : len(seqs[i])] = 1
+            ids, mask = _right_padded([seqs[i] for i in idx], pad)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             last = torch.tensor([len(seqs[i]) - 1 for i in idx], device=device)
             lp = torch.log_softmax(logits[torch.arange(len(idx), device=device), last].float(), dim=-1)[:, cand]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from yfpo.report.plots import smooth
+
 PANELS = [
     ("loss", "loss"),
     ("rewards/margins", "DPO reward margin"),
@@ -21,16 +23,6 @@ def read_metrics(run_dir) -> list[dict]:
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist (not a training run directory?)")
     return [r for r in read_jsonl_resume(p) if "loss" in r and "train_runtime" not in r]
-
-
-def smooth(xs: list[float], k: int = 5) -> list[float]:
-    out, acc = [], []
-    for x in xs:
-        acc.append(x)
-        if len(acc) > k:
-            acc.pop(0)
-        out.append(sum(acc) / len(acc))
-    return out
 
 
 def plot_runs(runs: list, out=None, labels: list[str] | None = None) -> Path:
@@ -52,7 +44,7 @@ def plot_runs(runs: list, out=None, labels: list[str] | None = None) -> Path:
                 continue
             xs, ys = zip(*pts)
             line, = ax.plot(xs, ys, alpha=0.25)
-            ax.plot(xs, smooth(list(ys)), color=line.get_color(), label=label)
+            ax.plot(xs, smooth(list(ys), 5), color=line.get_color(), label=label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
