@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from yfpo.eval.stats import accuracy, mcnemar_exact, mean_ci, paired_bootstrap, wilson_ci
+from yfpo.eval.stats import accuracy, mcnemar_exact, mean_ci, paired_bootstrap, sign_flip_exact, wilson_ci
 
 
 @pytest.mark.parametrize("k,n,lo,hi", [
@@ -124,3 +124,25 @@ def test_mean_ci_student_t():
     one = mean_ci([0.7])
     assert (one["lo"], one["mean"], one["hi"], one["n"]) == (0.7, 0.7, 0.7, 1)
     assert math.isnan(mean_ci([])["mean"])
+
+
+def test_sign_flip_exact_equals_mcnemar_with_one_seed():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        a, b = rng.random(25) < 0.4, rng.random(25) < 0.55
+        assert sign_flip_exact((a.astype(int) - b.astype(int)).tolist())["p"] == pytest.approx(mcnemar_exact(a, b)["p"])
+
+
+def test_sign_flip_exact_against_enumeration():
+    import itertools
+
+    diffs = [0.5, 1.0, -0.5, 0.5, 0.0, 1.0, 0.5]  # per-item mean differences over 2 seeds
+    t = abs(sum(diffs))
+    nz = [abs(d) for d in diffs if d]
+    hits = sum(abs(sum(s * d for s, d in zip(signs, nz))) >= t - 1e-12
+               for signs in itertools.product([1, -1], repeat=len(nz)))
+    r = sign_flip_exact(diffs, denominator=2)
+    assert r["p"] == pytest.approx(hits / 2 ** len(nz)) and r["n_nonzero"] == 6 and r["t"] == pytest.approx(3.0)
+    assert sign_flip_exact([0, 0], 2)["p"] == 1.0
+    with pytest.raises(ValueError, match="multiples of 1/2"):
+        sign_flip_exact([1 / 3], denominator=2)

@@ -49,6 +49,17 @@ def make_run(root: Path) -> Path:
               ).save(nd / "neurons.json")
     (nd / "done.json").write_text("{}")
     stages.append({"name": "neurons", "kind": "neurons", "dir": "stages/neurons-aaa", "hash": "aaa"})
+    cd = run / "stages" / "check-ccc"
+    cd.mkdir(parents=True)
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(2, 2))
+    plt.plot([0, 1], [1, 0])
+    fig.savefig(cd / "check.png")
+    plt.close(fig)
+    (cd / "check.json").write_text(json.dumps({"verdict_text": "Ablation check (zero) of 3 neurons"}))
+    (cd / "done.json").write_text(json.dumps({"outputs": {"paths": {"png": "stages/check-ccc/check.png"}}}))
+    stages.append({"name": "check", "kind": "check", "dir": "stages/check-ccc", "hash": "ccc"})
     pd = run / "stages" / "pairs-bbb"
     pd.mkdir(parents=True)
     (pd / "summary.json").write_text(json.dumps({"questions": 8, "samples": 32, "sample_accuracy": 0.25,
@@ -103,7 +114,9 @@ def test_comparison_numbers(tmp_path):
     c = comp["table"]["yfpo"]["gsm8k"]
     assert c["acc"] == pytest.approx(25 / 40) and c["n_items"] == 80 and c["seeds"] == 2
     assert (c["lo"], c["hi"]) == pytest.approx(wilson(50, 80))
-    assert c["vs_dpo"]["n"] == 80 and c["vs_dpo"]["a_only"] == 30 and c["vs_dpo"]["p"] < 1e-6
+    assert c["vs_dpo"]["n"] == 80 and c["vs_dpo"]["a_only"] == 30 and c["vs_dpo"]["n_items"] == 40
+    # the same 15 items in both seeds: 15 items count once (exact sign-flip p = 2 * 2^-15), not 30 rows
+    assert c["vs_dpo"]["p"] == pytest.approx(2 * 0.5 ** 15) and c["vs_dpo"]["p_rows"] == pytest.approx(2 * 0.5 ** 30)
     assert comp["table"]["base"]["gsm8k"]["vs_dpo"]["n"] == 80  # base paired with each DPO seed
     assert "vs_dpo" not in comp["table"]["dpo"]["gsm8k"]
     assert comp["discrimination"]["yfpo"]["acc"] == pytest.approx(0.6)
@@ -117,13 +130,18 @@ def test_report_files_and_verdicts(tmp_path):
     html = page.read_text()
     assert "YFPO vs DPO on gsm8k: 62.5% vs 25.0%" in md and "the neuron reward helped (significant at 0.05)" in md
     assert "YFPO+FDT vs DPO+FDT on gsm8k" in md and "not significant at 0.05" in md
-    m = re.search(r"YFPO\+FDT vs DPO\+FDT on gsm8k: .*McNemar exact p = ([0-9.e-]+)", md)
-    assert float(m.group(1)) == pytest.approx(mcnemar([True] * 4, [False] * 4)["p"]) == pytest.approx(0.125)
+    m = re.search(r"YFPO\+FDT vs DPO\+FDT on gsm8k: .*exact sign-flip over 40 items \(mean of 2 seeds\) p = "
+                  r"([0-9.e-]+)", md)
+    assert float(m.group(1)) == pytest.approx(mcnemar([True] * 2, [False] * 2)["p"]) == pytest.approx(0.5)
     assert "| DPO | 2 |" in md and "| dpo-s0 | 5 | 0.440 | 0.500 |" in md
     assert "Unfinished stages (missing from the tables below): eval/extra-s0/gsm8k." in md
-    for png in ("accuracy.png", "training_curves.png", "neuron_layers.png"):
+    for png in ("accuracy.png", "training_curves.png", "neuron_layers.png", "causal_check.png"):
         assert (page.parent / png).stat().st_size > 1000
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4
+    # the markdown's images are files beside it (the report folder can be copied anywhere, e.g. into docs/)
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(links) == 4 and all(not Path(x).is_absolute() and (page.parent / x).exists() for x in links)
+    assert "Ablation check (zero) of 3 neurons" in md
     assert not re.search(r"src=\"(?!data:)", html)  # self-contained
     assert "10 pairs by source" in md and "25.0%" in md
 

@@ -47,6 +47,32 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict:
     return {"b01": b01, "b10": b10, "n_discordant": n, "p": p}
 
 
+def sign_flip_exact(diffs: Sequence[float], denominator: int = 1) -> dict:
+    """Exact two-sided sign-flip (permutation) test that paired differences are symmetric about 0.
+
+    `diffs` are per-item differences that are multiples of 1/denominator (e.g. the mean over S seeds of
+    correct_A - correct_B, denominator S). Under H0 each item's difference is as likely negative as
+    positive; the statistic is their sum and p = P(|T| >= |t_obs|), computed exactly by convolution.
+    With denominator 1 (one seed: differences -1/0/+1) this is McNemar's exact test. Items, not
+    (seed, item) rows, are the unit, so repeating the same items over seeds does not inflate n.
+    """
+    v = [int(round(d * denominator)) for d in diffs]
+    if any(abs(x - d * denominator) > 1e-6 for x, d in zip(v, diffs)):
+        raise ValueError(f"sign_flip_exact: differences are not multiples of 1/{denominator}")
+    v = [abs(x) for x in v if x != 0]
+    t_obs = abs(sum(int(round(d * denominator)) for d in diffs))
+    if not v:
+        return {"t": 0.0, "n_nonzero": 0, "p": 1.0}
+    total = sum(v)
+    dist = np.zeros(2 * total + 1)  # index k <-> sum k - total
+    dist[total] = 1.0
+    for x in v:  # each nonzero |d| enters as +x or -x with probability 1/2
+        dist = 0.5 * (np.roll(dist, x) + np.roll(dist, -x))  # no wrap-around: |sum| <= total
+    sums = np.arange(-total, total + 1)
+    p = float(dist[np.abs(sums) >= t_obs].sum())
+    return {"t": t_obs / denominator, "n_nonzero": len(v), "p": min(1.0, p)}
+
+
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 10000, seed: int = 0) -> dict:
     """Bootstrap over items of mean(b) - mean(a): the difference, its 95% percentile CI, and the share
     of resamples with the opposite sign (a one-sided bootstrap p, doubled for two-sided)."""

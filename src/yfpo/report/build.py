@@ -6,8 +6,10 @@ have not finished are shown as missing, so a partial run still gives a report.
 
 Statistics (SPEC sections 7-8): accuracy per method x benchmark is the mean over seeds of the primary
 extractor's accuracy, with the Wilson 95% CI over all items (pooled over seeds) and, with >= 2 seeds, a
-t-interval over the seed means; significance against DPO is McNemar's exact test on items paired by
-(seed, item id); the untrained base model is paired with every DPO seed.
+t-interval over the seed means; significance against DPO is McNemar's exact test on items paired by id
+with one seed, and with several seeds its generalisation that keeps the item as the unit: an exact
+sign-flip test on each item's mean difference over seeds (yfpo.eval.stats.sign_flip_exact). The untrained
+base model is paired with every DPO seed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,25 +177,40 @@ def comparison(rd: RunData) -> dict:
 
 
 def paired_test(rd: RunData, a: str, b: str, bench: str) -> dict | None:
-    """McNemar exact test of method a vs method b on bench, items paired by (seed, item id)."""
+    """Method a vs method b on bench, items paired by id within each seed (a run without a seed, e.g. base,
+    pairs with every seed of b). a_only/b_only count (seed, item) rows; p is the exact sign-flip test on the
+    per-item mean difference over seeds (yfpo.eval.stats.sign_flip_exact: McNemar's exact test with one
+    seed; with several seeds the item, not the (seed, item) row, is the unit, so repeated items do not
+    inflate n). p_rows is McNemar's exact test on the pooled rows, kept for reference."""
+    from yfpo.eval.stats import sign_flip_exact
+
     ra = {s: v for (m, s, bb), v in rd.evals.items() if m == a and bb == bench}
     rb = {s: v for (m, s, bb), v in rd.evals.items() if m == b and bb == bench}
     if not ra or not rb:
         return None
     xa, xb = [], []
-    for sb, vb in rb.items():
+    per_seed: list[dict[str, int]] = []
+    for sb, vb in sorted(rb.items(), key=lambda kv: str(kv[0])):
         va = ra.get(sb) if sb in ra else (ra.get(None) if None in ra else None)
         if va is None:
             continue
         ca = _item_correct(va["items"], _primary(va["summary"]))
         cb = _item_correct(vb["items"], _primary(vb["summary"]))
+        diff = {}
         for iid in sorted(set(ca) & set(cb)):
             xa.append(ca[iid])
             xb.append(cb[iid])
+            diff[iid] = int(ca[iid]) - int(cb[iid])
+        per_seed.append(diff)
     if not xa:
         return None
     r = mcnemar(xa, xb)
-    r.update(acc_a=sum(xa) / len(xa), acc_b=sum(xb) / len(xb))
+    common = sorted(set.intersection(*(set(d) for d in per_seed)))
+    k = len(per_seed)
+    sf = sign_flip_exact([sum(d[i] for d in per_seed) / k for i in common], denominator=k)
+    test = "McNemar exact" if k == 1 else f"exact sign-flip over {len(common)} items (mean of {k} seeds)"
+    r.update(acc_a=sum(xa) / len(xa), acc_b=sum(xb) / len(xb), p_rows=r["p"], p=sf["p"], n_items=len(common),
+             seeds=k, test=test)
     return r
 
 
@@ -214,7 +232,7 @@ def verdicts(rd: RunData, comp: dict) -> list[str]:
                        f"not significant at {ALPHA}: no evidence here that the neuron reward hurt"
             out.append(f"{la} vs {lb} on {bench}: {100 * t['acc_a']:.1f}% vs {100 * t['acc_b']:.1f}% "
                        f"({diff:+.1f} points) over {t['n']} paired items ({t['a_only']} only {la} right, "
-                       f"{t['b_only']} only {lb} right); McNemar exact p = {t['p']:.3g} — {what}.")
+                       f"{t['b_only']} only {lb} right); {t['test']} p = {t['p']:.3g} — {what}.")
         da, db = comp["discrimination"].get(a), comp["discrimination"].get(b)
         if da and db:
             out.append(f"{METHOD_LABELS.get(a, a)} vs {METHOD_LABELS.get(b, b)} pair discrimination: "
@@ -343,8 +361,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     ex = next(iter(rd.evals.values()), None)
     prim = _primary(ex["summary"]) if ex else "flexible"
     doc.p(f"Accuracy (%) with the `{prim}` extractor: mean over seeds [Wilson 95% CI over all items]"
-          "; with 2+ seeds also the t 95% CI over seeds; p = McNemar exact test against DPO on items paired by "
-          "(seed, item). Discrimination: how often the model gives the correct solution of a held-out "
+          "; with 2+ seeds also the t 95% CI over seeds; p = exact test against DPO on paired items (McNemar's "
+          "with one seed; with several, an exact sign-flip test on each item's mean difference over seeds, so an "
+          "item counts once). Discrimination: how often the model gives the correct solution of a held-out "
           "(correct, incorrect) pair the higher length-normalised log-likelihood.")
     header = ["method", "seeds"] + [f"{b} (n/seed)" for b in comp["benches"]] + ["pair discrimination"]
     rows = []
@@ -418,8 +437,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     doc.h(3, "Causal check")
     if rd.check:
         doc.pre(rd.check.get("verdict_text") or json.dumps(rd.check.get("summary", rd.check), indent=1)[:3000])
-        if rd.check_png:
-            doc.img(rd.check_png, "ablation of the selected neurons vs random neurons of the same per-layer counts")
+        if rd.check_png:  # copied next to the other plots, so the report folder stands on its own
+            local = out / "causal_check.png"
+            shutil.copyfile(rd.check_png, local)
+            doc.img(local, "ablation of the selected neurons vs random neurons of the same per-layer counts")
     else:
         doc.p("Not run (add a `check:` section to the run config) or not finished.")
 
