@@ -154,3 +154,28 @@ def test_report_cli_and_missing_run(tmp_path, capsys):
     assert (tmp_path / "rep" / "report.html").exists()
     assert main(["report", str(tmp_path / "nope")]) == 1
     assert "run.json does not exist" in capsys.readouterr().err
+
+
+def test_neuron_comparisons_from_config():
+    from yfpo.report.build import neuron_comparisons
+
+    methods = {"dpo": {"gamma": 0.0}, "yfpo": {"gamma": 1.0}, "dpo_fdt": {"gamma": 0.0, "fdt": True},
+               "yfpo_fdt": {"gamma": 1.0, "fdt": True}, "yfpo_g10": {"gamma": 10.0},
+               "yfpo_fdt_g5": {"gamma": 5.0, "fdt": True}, "ipo_g1": {"gamma": 1.0, "loss_type": "ipo"}}
+    assert neuron_comparisons(methods) == [("yfpo", "dpo"), ("yfpo_fdt", "dpo_fdt"), ("yfpo_g10", "dpo"),
+                                           ("yfpo_fdt_g5", "dpo_fdt")]  # ipo_g1 has no gamma-0 twin
+
+
+def test_report_verdict_for_an_extra_gamma(tmp_path):
+    run = make_run(tmp_path)
+    idx = json.loads((run / "run.json").read_text())
+    idx["config"]["methods"] = {"dpo": {"gamma": 0}, "yfpo": {"gamma": 1}, "dpo_fdt": {"gamma": 0, "fdt": True},
+                                "yfpo_fdt": {"gamma": 1, "fdt": True}, "yfpo_g10": {"gamma": 10}}
+    for seed in (0, 1):  # yfpo_g10 evaluated like yfpo
+        d = f"eval/yfpo_g10-s{seed}-ccc/gsm8k"
+        _write_eval(run / d, [i < 25 for i in range(40)], "gsm8k")
+        idx["stages"].append({"name": f"eval/yfpo_g10-s{seed}/gsm8k", "kind": "eval", "dir": d, "hash": "c",
+                              "method": "yfpo_g10", "seed": seed, "bench": "gsm8k"})
+    (run / "run.json").write_text(json.dumps(idx))
+    md = (build_report(run).parent / "report.md").read_text()
+    assert "yfpo_g10 vs DPO on gsm8k: 62.5% vs 25.0%" in md and "| yfpo_g10 | 2 |" in md

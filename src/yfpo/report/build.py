@@ -214,10 +214,28 @@ def paired_test(rd: RunData, a: str, b: str, bench: str) -> dict | None:
     return r
 
 
+def neuron_comparisons(methods: dict[str, dict]) -> list[tuple[str, str]]:
+    """(method with the neuron reward, the same method without it): the defaults (YFPO vs DPO, YFPO+FDT vs
+    DPO+FDT), plus every other configured method with gamma != 0 against the configured method whose keys
+    are the same apart from gamma = 0 (e.g. `yfpo_g10: {gamma: 10}` against `dpo: {gamma: 0}`)."""
+    out = list(NEURON_COMPARISONS)
+    for a, ca in methods.items():
+        ca = ca or {}
+        if a in dict(out) or not float(ca.get("gamma", 0) or 0):
+            continue
+        rest = {k: v for k, v in ca.items() if k != "gamma"}
+        for b, cb in methods.items():
+            cb = cb or {}
+            if not float(cb.get("gamma", 0) or 0) and {k: v for k, v in cb.items() if k != "gamma"} == rest:
+                out.append((a, b))
+                break
+    return out
+
+
 def verdicts(rd: RunData, comp: dict) -> list[str]:
     """Plain sentences: did the neuron reward help (YFPO vs DPO, YFPO+FDT vs DPO+FDT)?"""
     out = []
-    for a, b in NEURON_COMPARISONS:
+    for a, b in neuron_comparisons(rd.config.get("methods") or {}):
         for bench in comp["benches"]:
             t = paired_test(rd, a, b, bench)
             if t is None:
