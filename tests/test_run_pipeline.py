@@ -23,6 +23,7 @@ class FakeTrainConfig:
     seed: int = 0
     gamma: float = 0.0
     fdt: bool = False
+    lora: bool = True
     lr: float = 1e-4
     progress: bool = True
 

@@ -29,19 +29,19 @@ def test_cli_train_writes_run_dir_and_plot(setup, capsys):
 
     d, cfg = setup
     out = d / "run"
-    rc = main(["train", str(cfg), "--out", str(out), "--gamma", "0.5", "--neurons", str(d / "n.json"), "--fdt", "true"])
+    rc = main(["train", str(cfg), "--out", str(out), "--gamma", "0.5", "--neurons", str(d / "n.json")])
     assert rc == 0, capsys.readouterr().err
     for name in ("config.yaml", "versions.json", "metrics.jsonl", "done.json", "final/config.json"):
         assert (out / name).exists(), name
     import yaml
 
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["gamma"] == 0.5 and saved["fdt"] is True and saved["lora_r"] == 4
+    assert saved["gamma"] == 0.5 and saved["fdt"] is False and saved["lora_r"] == 4
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2]
     for k in ("neuron/chosen", "neuron/rejected", "neuron/margin", "neuron/accuracy", "rewards/margins",
-              "rewards/accuracies", "logps/chosen", "fdt/hidden_diff_norm"):
+              "rewards/accuracies", "logps/chosen"):
         assert k in steps[0], k
     vers = json.loads((out / "versions.json").read_text())
     assert {"torch", "transformers", "trl", "peft"} <= set(vers)
@@ -62,6 +62,7 @@ def test_cli_train_writes_run_dir_and_plot(setup, capsys):
     (["--loss_type", "nope"], "loss_type"),
     (["--gamma", "1.0"], "NeuronSet"),
     (["--variant", "sideways"], "variant"),
+    (["--fdt", "true"], "LoRA keeps the output layer frozen"),  # the config trains LoRA
 ])
 def test_cli_bad_override_is_a_clear_error(setup, capsys, args, msg):
     d, cfg = setup

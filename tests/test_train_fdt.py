@@ -96,18 +96,23 @@ def test_fdt_tied_embeddings(tmp_path):
     torch.testing.assert_close(g_f[emb] - g_p[emb], dW_fdt - dW_plain, rtol=1e-4, atol=1e-5 * scale)
 
 
-def test_fdt_lora_and_yfpo(tmp_path):
-    """With LoRA the head is frozen: FDT leaves loss and adapter gradients as the plain ones; composes with YFPO."""
+def test_fdt_refuses_lora_and_composes_with_yfpo(tmp_path):
+    """LoRA freezes the head, so FDT would change nothing: refused. With full fine-tuning FDT composes with YFPO:
+    same loss, a different head gradient, the neuron metrics logged."""
     from yfpo.models.tiny import tiny_model
+    from yfpo.train.config import TrainConfig
 
+    with pytest.raises(ValueError, match="fdt: true with lora: true would train exactly like fdt: false"):
+        TrainConfig(model="m", pairs="p.jsonl", fdt=True, lora=True).validate()
     model, _ = tiny_model("llama", seed=0)
     write_neuronset(tmp_path / "n.json", model)
-    plain, fdt = _pair(tmp_path, lora=True, gamma=1.0, neurons=str(tmp_path / "n.json"))
+    plain, fdt = _pair(tmp_path, lora=False, gamma=1.0, neurons=str(tmp_path / "n.json"))
     batch = first_batch(plain)
     l_p, g_p = loss_and_grads(plain, batch)
     l_f, g_f = loss_and_grads(fdt, batch)
     assert l_f == pytest.approx(l_p, abs=1e-6)
-    assert_grads_close(g_f, g_p, rtol=1e-5, atol=1e-7)
+    head = [n for n in g_p if "embed_tokens" in n or "lm_head" in n]
+    assert head and any(not torch.allclose(g_f[n], g_p[n], atol=1e-6) for n in head)
     assert "neuron/margin" in fdt._metrics["train"]
 
 

@@ -32,8 +32,9 @@ from typing import Any, Callable
 DEFAULT_METHODS = {
     "dpo": {"gamma": 0.0},
     "yfpo": {"gamma": 1.0},
-    "dpo_fdt": {"gamma": 0.0, "fdt": True},
-    "yfpo_fdt": {"gamma": 1.0, "fdt": True},
+    # FDT changes only the output layer's gradient, which LoRA freezes: the FDT methods fine-tune fully
+    "dpo_fdt": {"gamma": 0.0, "fdt": True, "lora": False, "lr": 5e-6},
+    "yfpo_fdt": {"gamma": 1.0, "fdt": True, "lora": False, "lr": 5e-6},
 }
 # config keys that only say where or how visibly a stage works; they do not enter its hash
 _NO_HASH = {"out", "out_dir", "output_dir", "progress", "neurons", "pairs", "pairs_path", "neurons_path",

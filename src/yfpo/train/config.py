@@ -67,6 +67,10 @@ class TrainConfig:
             raise ValueError("gamma != 0 needs a NeuronSet: pass --neurons PATH (from `yfpo neurons find`), or --gamma 0")
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.fdt and self.lora:
+            raise ValueError("fdt: true with lora: true would train exactly like fdt: false: FDT changes only the "
+                             "gradient of the output layer (SPEC section 4), and LoRA keeps the output layer frozen. "
+                             "Use fdt with full fine-tuning (lora: false; a lower lr, e.g. 5e-6).")
         if self.loss_type == "robust" and not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"loss_type robust needs 0 <= label_smoothing < 0.5, got {self.label_smoothing}")
         if self.loss_type == "exo_pair" and not 0 < self.label_smoothing < 1:
