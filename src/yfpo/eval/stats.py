@@ -56,11 +56,11 @@ def sign_flip_exact(diffs: Sequence[float], denominator: int = 1) -> dict:
     With denominator 1 (one seed: differences -1/0/+1) this is McNemar's exact test. Items, not
     (seed, item) rows, are the unit, so repeating the same items over seeds does not inflate n.
     """
-    v = [int(round(d * denominator)) for d in diffs]
-    if any(abs(x - d * denominator) > 1e-6 for x, d in zip(v, diffs)):
+    signed = [int(round(d * denominator)) for d in diffs]
+    if any(abs(x - d * denominator) > 1e-6 for x, d in zip(signed, diffs)):
         raise ValueError(f"sign_flip_exact: differences are not multiples of 1/{denominator}")
-    v = [abs(x) for x in v if x != 0]
-    t_obs = abs(sum(int(round(d * denominator)) for d in diffs))
+    t_obs = abs(sum(signed))
+    v = [abs(x) for x in signed if x != 0]
     if not v:
         return {"t": 0.0, "n_nonzero": 0, "p": 1.0}
     total = sum(v)
