@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluation speed: `yfpo eval`'s batched greedy generation vs a naive per-example `model.generate` loop.
 
-Both sides get the same GSM8K test problems and the same chat prompts (yfpo.eval.prompts.build_prompt), greedy
+Both sides get the same GSM8K test problems and the same chat prompts (yfpo.engine.prompts.build_prompt), greedy
 decoding, the same end-of-turn tokens and max_new_tokens, and both grade their outputs with every extractor.
   batched  yfpo.eval.bench.run_eval (sort by length, left-padded batches, KV cache, per-item JSONL), run three
            times, interleaved with the two halves of the naive loop (the machine is shared; the median is reported)
@@ -58,8 +58,8 @@ def run_batched(model, tok, probs, args) -> tuple[Clock, list[dict]]:
 def run_naive(model, tok, probs, prompts, args) -> tuple[Clock, list[dict]]:
     import torch
 
-    from yfpo.eval.answers import grade
-    from yfpo.eval.generate import _eos_ids
+    from yfpo.engine.answers import grade
+    from yfpo.engine.generate import _eos_ids
 
     eos = _eos_ids(model, tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -80,7 +80,7 @@ def run_naive(model, tok, probs, prompts, args) -> tuple[Clock, list[dict]]:
 
 def run_prefill(model, tok, prompts, args, batched: bool) -> Clock:
     """Prompt processing alone (max_new_tokens=1): batched (padded batches), or one prompt at a time."""
-    from yfpo.eval.generate import generate
+    from yfpo.engine.generate import generate
 
     with Clock() as c:
         if batched:
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from yfpo.data.problems import load_benchmark
-    from yfpo.eval.generate import generate
-    from yfpo.eval.prompts import build_prompt
+    from yfpo.engine.generate import generate
+    from yfpo.engine.prompts import build_prompt
     from yfpo.models import load_model
 
     if args.threads:

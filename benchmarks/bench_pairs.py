@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/bench_pairs.py [--questions 8 --k 4 --max-new-tokens 64 --reps 2]
 
-Runs are interleaved (A, B, A, B, ...) because the machine is shared. Uses yfpo.eval.generate when present,
+Runs are interleaved (A, B, A, B, ...) because the machine is shared. Uses yfpo.engine.generate when present,
 else transformers' `model.generate` (sampling, left padding) as the generation function.
 """
 
@@ -58,16 +58,16 @@ def main() -> int:
 
     model, tok = load_model("default")
     try:
-        from yfpo.eval.generate import generate
+        from yfpo.engine.generate import generate
 
         def base_gen(prompts, **kw):
             return generate(model, tok, prompts, batch_size=a.batch_size, progress=False, **kw)
-        backend = "yfpo.eval.generate"
+        backend = "yfpo.engine.generate"
     except ModuleNotFoundError:
         base_gen = hf_generate_fn(model, tok, a.batch_size)
-        backend = "transformers generate (yfpo.eval.generate not present)"
+        backend = "transformers generate (yfpo.engine.generate not present)"
     try:
-        from yfpo.eval.prompts import build_prompt, format_user_message
+        from yfpo.engine.prompts import build_prompt, format_user_message
 
         template = lambda q: build_prompt(tok, q)  # noqa: E731
     except ModuleNotFoundError:
@@ -76,7 +76,7 @@ def main() -> int:
                                                      tokenize=False,
                                                      add_generation_prompt=True)
     try:
-        from yfpo.eval.answers import is_correct
+        from yfpo.engine.answers import is_correct
     except ImportError:
         import re
 

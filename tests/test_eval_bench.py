@@ -8,9 +8,9 @@ import pytest
 
 import yfpo.eval.bench as bench_mod
 from yfpo.data.problems import load_benchmark
-from yfpo.eval.answers import EXTRACTORS, grade
+from yfpo.engine.answers import EXTRACTORS, grade
 from yfpo.eval.bench import compare_items, load_items, run_eval
-from yfpo.eval.generate import Generation
+from yfpo.engine.generate import Generation
 from yfpo.eval.stats import wilson_ci
 from yfpo.models.tiny import save_tiny, tiny_model
 

@@ -1,12 +1,12 @@
-"""Batched generation (yfpo.eval.generate) against per-example `model.generate`, and prompt building."""
+"""Batched generation (yfpo.engine.generate) against per-example `model.generate`, and prompt building."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from yfpo.eval.generate import _eos_ids, generate
-from yfpo.eval.prompts import INSTRUCTION, build_prompt, format_gold_response, format_user_message
+from yfpo.engine.generate import _eos_ids, generate
+from yfpo.engine.prompts import INSTRUCTION, build_prompt, format_gold_response, format_user_message
 from yfpo.models.tiny import tiny_model
 
 QUESTIONS = [

@@ -13,7 +13,7 @@ from yfpo.data.pairs import load_solution_pairs
 from yfpo.eval.discrimination import run_discrimination
 from yfpo.eval.loglik import next_token_logprobs, response_logprobs
 from yfpo.eval.mmlu import letter_token_ids, mmlu_prompt, run_mmlu, score_rows
-from yfpo.eval.prompts import build_prompt
+from yfpo.engine.prompts import build_prompt
 from yfpo.models.tiny import tiny_model
 
 

@@ -122,7 +122,7 @@ def test_check_accuracy_uses_eval_contract(found, tmp_path, monkeypatch):
     import types
     from dataclasses import dataclass
 
-    import yfpo.eval.answers as answers
+    import yfpo.engine.answers as answers
 
     @dataclass
     class Generation:
@@ -140,12 +140,12 @@ def test_check_accuracy_uses_eval_contract(found, tmp_path, monkeypatch):
             last = model(ids).logits[:, -1].argmax(-1)
         return [Generation(f"The answer is {int(t) % 3}.", 5, False) for t in last]
 
-    gen_mod = types.ModuleType("yfpo.eval.generate")
+    gen_mod = types.ModuleType("yfpo.engine.generate")
     gen_mod.generate = generate
-    pr_mod = types.ModuleType("yfpo.eval.prompts")
+    pr_mod = types.ModuleType("yfpo.engine.prompts")
     pr_mod.build_prompt = lambda tok, q, shots=0: f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
-    monkeypatch.setitem(sys.modules, "yfpo.eval.generate", gen_mod)
-    monkeypatch.setitem(sys.modules, "yfpo.eval.prompts", pr_mod)
+    monkeypatch.setitem(sys.modules, "yfpo.engine.generate", gen_mod)
+    monkeypatch.setitem(sys.modules, "yfpo.engine.prompts", pr_mod)
     monkeypatch.setattr(answers, "is_correct", lambda out, gold, kind="number": out.split()[-1].rstrip(".") == "1",
                         raising=False)
     res = causal_check(CheckConfig(neurons=str(found), out_dir=str(tmp_path), n_math=2, n_contrast=2, n_eval=4,

@@ -204,12 +204,12 @@ def test_real_pipeline_tiny_model_end_to_end_with_resume(tmp_path):
     """The real stages on a saved tiny model with tiny budgets; a kill before the second training reruns
     nothing finished. Skipped until the train and eval stages are present in this build."""
     for mod in ("yfpo.train.trainer", "yfpo.train.config", "yfpo.eval.bench", "yfpo.eval.discrimination",
-                "yfpo.eval.generate", "yfpo.eval.prompts"):
+                "yfpo.engine.generate", "yfpo.engine.prompts"):
         pytest.importorskip(mod)
     from yfpo.models.tiny import save_tiny
 
     from yfpo.data.pairs import load_solution_pairs, write_pairs
-    from yfpo.eval.prompts import format_user_message
+    from yfpo.engine.prompts import format_user_message
 
     model_dir = save_tiny(tmp_path / "tiny")
     # a random tiny model never finishes a solution within a few tokens, so self-sampled pairs would be

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from yfpo.data.problems import Problem, benchmark_kind, load_benchmark
-from yfpo.eval.answers import EXTRACTORS, PRIMARY, grade
-from yfpo.eval.generate import generate
-from yfpo.eval.prompts import INSTRUCTION, TEMPLATE_NAME, build_prompt
+from yfpo.engine.answers import EXTRACTORS, PRIMARY, grade
+from yfpo.engine.generate import generate
+from yfpo.engine.prompts import INSTRUCTION, TEMPLATE_NAME, build_prompt
 from yfpo.eval.stats import accuracy, mcnemar_exact, paired_bootstrap
 from yfpo.utils import append_jsonl, atomic_write_json, now, read_jsonl_resume, versions
 

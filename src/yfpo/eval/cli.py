@@ -51,7 +51,7 @@ def _eval(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from yfpo.eval.answers import EXTRACTORS
+    from yfpo.engine.answers import EXTRACTORS
     from yfpo.eval.bench import run_eval
     from yfpo.models import load_model
 

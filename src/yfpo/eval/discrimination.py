@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from yfpo.eval.loglik import response_logprobs
-from yfpo.eval.prompts import build_prompt
+from yfpo.engine.prompts import build_prompt
 from yfpo.eval.stats import accuracy
 from yfpo.utils import atomic_write_json, now
 

@@ -79,9 +79,9 @@ def response_nll(model: nn.Module, tokenizer, records: Sequence, *, batch_size: 
 
 def _eval_tools() -> tuple[Any, Any, Any] | str:
     try:
-        from yfpo.eval.answers import is_correct
-        from yfpo.eval.generate import generate
-        from yfpo.eval.prompts import build_prompt
+        from yfpo.engine.answers import is_correct
+        from yfpo.engine.generate import generate
+        from yfpo.engine.prompts import build_prompt
     except ImportError as e:
         return f"accuracy not measured: {e} (yfpo.eval generate/prompts/answers not available in this build)"
     return generate, build_prompt, is_correct

@@ -183,10 +183,10 @@ def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = N
 
     kind = benchmark_kind(cfg.bench)
     if message_fn is None:
-        from yfpo.eval.prompts import format_user_message as message_fn
+        from yfpo.engine.prompts import format_user_message as message_fn
     if generate_fn is None or template_fn is None:
-        from yfpo.eval.generate import generate
-        from yfpo.eval.prompts import build_prompt
+        from yfpo.engine.generate import generate
+        from yfpo.engine.prompts import build_prompt
         from yfpo.models.loading import load_model
 
         if todo_idx:
@@ -199,7 +199,7 @@ def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = N
                 def template_fn(q):
                     return build_prompt(tok, q)
     if grade_fn is None:
-        from yfpo.eval.answers import is_correct
+        from yfpo.engine.answers import is_correct
 
         def grade_fn(output, gold):
             return is_correct(output, gold, kind)
