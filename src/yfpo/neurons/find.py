@@ -37,7 +37,7 @@ def find_neurons(cfg: NeuronsConfig) -> Path:
     from yfpo.models.loading import load_model
     from yfpo.models.tiny import state_hash
     from yfpo.neurons.neuronset import NeuronSet
-    from yfpo.neurons.relevance import corpus_relevance
+    from yfpo.neurons.relevance import POSITIONS, POSITIONS_TEXT, corpus_relevance
     from yfpo.neurons.select import math_score, resolve_k, select_random, select_top
     from yfpo.utils import atomic_write_json, now, versions
 
@@ -118,7 +118,9 @@ def find_neurons(cfg: NeuronsConfig) -> Path:
             "contrast": ({"name": "+".join(sources), "n": cs.n_samples, "tokens": cs.n_tokens, "seed": cfg.seed}
                          if cs is not None else None),
         },
-        "stats": "activation mean/std over response (target) positions of the math corpus",
+        "stats": "activation mean/std over the response positions of the math corpus",
+        "positions": POSITIONS,
+        "positions_text": POSITIONS_TEXT,
         "k": cfg.k,
         "k_resolved": k_resolved,
         "selection": cfg.selection,

@@ -1,30 +1,43 @@
 """The NeuronSet file: which neurons are "math neurons", with the statistics stage 3 needs.
 
-Format (JSON, one file, `format: yfpo.neuronset/v1`):
+Format (JSON, one file, `format: yfpo.neuronset/v2`):
 
     {
-      "format": "yfpo.neuronset/v1",
+      "format": "yfpo.neuronset/v2",
       "provenance": {model, model_type, weight_hash, num_layers, intermediate_size, method, target,
-                     corpora: {math: {name, n}, contrast: {name, n}}, k, selection, tool_version, date, ...},
+                     corpora: {math: {name, n}, contrast: {name, n}}, k, selection, tool_version, date,
+                     positions, ...},
       "neurons": [{"layer": int, "index": int, "score": float, "mean": float, "std": float}, ...]
     }
 
 `score` is the math score (mean normalised math relevance minus contrast relevance); its sign is
 `s_lj` in SPEC section 3. `mean` / `std` are the neuron's activation statistics on the identification
-corpus (over response tokens), used to standardise activations in the neuron reward.
+corpus, used to standardise activations in the neuron reward.
+
+Positions (v2): the statistics are taken at the positions of the response tokens themselves
+(`provenance.positions = "response_tokens"`), the positions whose activations phi averages in stage 3.
+v1 files took them one position to the left (last prompt token .. second-to-last response token); they
+still load, with a warning.
+
+Sigma floor: a near-dead neuron (std 1e-6) would dominate phi, so the std used for standardisation is
+floored at SIGMA_FLOOR x the set's median std: `std = max(std_raw, 0.1 * median(std_raw))`. The file keeps
+the raw std; the floor is applied on construction (and on load), and `sigma_floor()` says what it did.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-FORMAT = "yfpo.neuronset/v1"
+FORMAT = "yfpo.neuronset/v2"
+OLD_FORMATS = ("yfpo.neuronset/v1",)
+SIGMA_FLOOR = 0.1  # std is floored at this fraction of the set's median std
 
 
 class NeuronSetError(ValueError):
@@ -37,7 +50,7 @@ class NeuronSet:
     indices: torch.Tensor  # (K,) long
     scores: torch.Tensor  # (K,) float32
     mean: torch.Tensor  # (K,) float32
-    std: torch.Tensor  # (K,) float32
+    std: torch.Tensor  # (K,) float32, floored (see the module docstring); the unfloored values: std_raw
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -45,11 +58,19 @@ class NeuronSet:
         self.indices = torch.as_tensor(self.indices, dtype=torch.long)
         self.scores = torch.as_tensor(self.scores, dtype=torch.float32)
         self.mean = torch.as_tensor(self.mean, dtype=torch.float32)
-        self.std = torch.as_tensor(self.std, dtype=torch.float32)
+        self.std_raw = torch.as_tensor(self.std, dtype=torch.float32)
         n = len(self.layers)
-        for name in ("indices", "scores", "mean", "std"):
+        for name in ("indices", "scores", "mean", "std_raw"):
             if len(getattr(self, name)) != n:
                 raise NeuronSetError(f"NeuronSet: {name} has {len(getattr(self, name))} entries, layers has {n}")
+        self.std = floor_sigma(self.std_raw)
+
+    def sigma_floor(self) -> dict[str, Any]:
+        """What the floor did: the rule, the median raw std, the floor value and how many neurons it raised."""
+        floor = SIGMA_FLOOR * float(self.std_raw.median()) if len(self) else 0.0
+        return {"rule": f"std = max(std_raw, {SIGMA_FLOOR} * median(std_raw))",
+                "median_std": float(self.std_raw.median()) if len(self) else None, "floor": floor,
+                "n_floored": int((self.std_raw < floor).sum())}
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -79,10 +100,10 @@ class NeuronSet:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "provenance": self.provenance,
+            "provenance": {**self.provenance, "sigma_floor": self.sigma_floor()},
             "neurons": [
                 {"layer": int(l), "index": int(i), "score": float(s), "mean": float(m), "std": float(d)}
-                for l, i, s, m, d in zip(self.layers, self.indices, self.scores, self.mean, self.std)
+                for l, i, s, m, d in zip(self.layers, self.indices, self.scores, self.mean, self.std_raw)
             ],
         }
 
@@ -106,11 +127,17 @@ class NeuronSet:
             d = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise NeuronSetError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise NeuronSetError(f"{path}: field 'format' must be {FORMAT!r}, got {d.get('format') if isinstance(d, dict) else d!r}")
+        fmt = d.get("format") if isinstance(d, dict) else None
+        if fmt != FORMAT and fmt not in OLD_FORMATS:
+            raise NeuronSetError(f"{path}: field 'format' must be {FORMAT!r}, got {fmt if isinstance(d, dict) else d!r}")
         prov = d.get("provenance")
         if not isinstance(prov, dict) or "num_layers" not in prov or "intermediate_size" not in prov:
             raise NeuronSetError(f"{path}: field 'provenance' must hold num_layers and intermediate_size")
+        if fmt in OLD_FORMATS:
+            warnings.warn(f"{path}: {fmt} NeuronSet: its activation mean/std were taken one position left of the "
+                          "response tokens (last prompt token .. second-to-last response token), not at the "
+                          "response tokens phi uses; rerun `yfpo neurons find` for a v2 file", stacklevel=2)
+            prov = {**prov, "positions": prov.get("positions", "target_positions (v1)")}
         rows = d.get("neurons")
         if not isinstance(rows, list) or not rows:
             raise NeuronSetError(f"{path}: field 'neurons' must be a non-empty list")
@@ -144,3 +171,11 @@ class NeuronSet:
                 f"({self.provenance.get('model', '?')}), but this model is {fam} with {L} x {W}; "
                 "find neurons for this model first (yfpo neurons find)."
             )
+
+
+def floor_sigma(std: torch.Tensor, frac: float = SIGMA_FLOOR) -> torch.Tensor:
+    """std floored at `frac` x its median: max(std, frac * median(std)). Idempotent (the median is unchanged)."""
+    std = torch.as_tensor(std, dtype=torch.float32)
+    if std.numel() == 0:
+        return std
+    return std.clamp_min(frac * float(std.median()))

@@ -7,7 +7,13 @@ right-padded (prompt, response) sequences:
   ``ids[t+1]``; target positions are the last prompt token up to the second-to-last response token
   (exactly the positions whose next token is a response token);
 - relevance of neuron (l, j) for sample b = sum over the same positions of ``u * grad(u)``,
-  accumulated in float32, then normalised per sample by the sum of |relevance| over all neurons.
+  accumulated in float32, then normalised per sample by the sum of |relevance| over all neurons;
+- activation statistics (mean, std, probability of a positive activation-function output) are taken over
+  the *response positions*: the positions of the response tokens themselves (first response token up to
+  the last, end-of-turn included). That is the convention of the neuron reward phi in stage 3 (the
+  trainer's completion mask), so the NeuronSet's mu/sigma standardise exactly the activations phi averages.
+  (The target positions are the same span shifted one to the left: a response token's logit is read at the
+  position before it, so relevance belongs there.)
 
 Samples never interact (causal attention, right padding), so the gradient of the summed target gives
 each sample its own ``u * grad(u)``. ``method="attnlrp"`` runs the pass inside ``lrp.attnlrp(model)``;
@@ -30,6 +36,10 @@ from yfpo.models import arch
 from yfpo.neurons.lrp import attnlrp
 
 METHODS_WITH_BACKWARD = ("attnlrp", "actgrad")
+# where activation statistics are taken (recorded in every NeuronSet's provenance; stage 3's phi uses the same)
+POSITIONS = "response_tokens"
+POSITIONS_TEXT = ("activations at the positions of the response tokens themselves (first response token to the "
+                  "last, end-of-turn included), as phi in stage 3 averages them")
 
 
 # ---------------------------------------------------------------- encoding
@@ -38,7 +48,7 @@ class Encoded:
     id: str
     input_ids: list[int]
     start: int  # first target position (last prompt token)
-    end: int  # one past the last target position
+    end: int  # one past the last target position; response positions are start + 1 .. end (inclusive)
 
 
 def encode_record(tokenizer, prompt: str, response: str, max_length: int = 256, rid: str = "") -> Encoded:
@@ -66,19 +76,22 @@ def encode_record(tokenizer, prompt: str, response: str, max_length: int = 256, 
 
 
 def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids / attention_mask, target_mask (B, T) and gold next tokens (B, T)."""
+    """Right-padded input_ids / attention_mask, target_mask (B, T) (positions whose next token is a response
+    token), response_mask (B, T) (positions of the response tokens) and gold next tokens (B, T)."""
     T = max(len(e.input_ids) for e in batch)
     B = len(batch)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     att = torch.zeros((B, T), dtype=torch.long)
     tmask = torch.zeros((B, T), dtype=torch.bool)
+    rmask = torch.zeros((B, T), dtype=torch.bool)
     for b, e in enumerate(batch):
         ids[b, : len(e.input_ids)] = torch.tensor(e.input_ids)
         att[b, : len(e.input_ids)] = 1
         tmask[b, e.start : e.end] = True
+        rmask[b, e.start + 1 : e.end + 1] = True
     gold = torch.full((B, T), pad_id, dtype=torch.long)
     gold[:, :-1] = ids[:, 1:]
-    return {"input_ids": ids, "attention_mask": att, "target_mask": tmask, "gold": gold}
+    return {"input_ids": ids, "attention_mask": att, "target_mask": tmask, "response_mask": rmask, "gold": gold}
 
 
 # ---------------------------------------------------------------- target
@@ -109,27 +122,30 @@ def gold_logit_target(model: nn.Module, input_ids: torch.Tensor | None, attentio
 # ---------------------------------------------------------------- recording
 class NeuronRecorder:
     """Hooks on every layer's down-projection input (and activation) that accumulate, for a batch:
-    per-sample relevance sums (B, L, W) (when a backward runs), activation sum / sum of squares /
-    count of positive activation function outputs (L, W) over target positions."""
+    per-sample relevance sums (B, L, W) over target positions (when a backward runs), and activation sum /
+    sum of squares / count of positive activation function outputs (L, W) over `stats_mask` (the response
+    positions; default: the target positions)."""
 
-    def __init__(self, model: nn.Module, target_mask: torch.Tensor, want_relevance: bool = True):
+    def __init__(self, model: nn.Module, target_mask: torch.Tensor, want_relevance: bool = True,
+                 stats_mask: torch.Tensor | None = None):
         self.model = arch.unwrap(model)
         self.L, self.W = arch.neuron_shape(self.model)
         self.mask = target_mask
+        self.stats_mask = target_mask if stats_mask is None else stats_mask
         self.want_relevance = want_relevance
         B = target_mask.shape[0]
         self.relevance = torch.zeros(B, self.L, self.W, dtype=torch.float32)
         self.act_sum = torch.zeros(self.L, self.W, dtype=torch.float64)
         self.act_sq = torch.zeros(self.L, self.W, dtype=torch.float64)
         self.act_pos = torch.zeros(self.L, self.W, dtype=torch.float64)
-        self.n_tokens = int(target_mask.sum())
+        self.n_tokens = int(self.stats_mask.sum())  # tokens the activation statistics cover
         self._handles: list = []
 
     def _pre_hook(self, layer: int):
         def hook(module, args):
             u = args[0]
             mask = self.mask.to(u.device)
-            uf = u.detach().float()[mask]  # (N, W)
+            uf = u.detach().float()[self.stats_mask.to(u.device)]  # (N, W)
             self.act_sum[layer] += uf.sum(0).double().cpu()
             self.act_sq[layer] += (uf * uf).sum(0).double().cpu()
             if self.want_relevance and u.requires_grad:
@@ -143,8 +159,8 @@ class NeuronRecorder:
 
     def _act_hook(self, layer: int):
         def hook(module, args, out):
-            mask = self.mask.to(out.device)
-            self.act_pos[layer] += (out.detach()[mask] > 0).sum(0).double().cpu()
+            smask = self.stats_mask.to(out.device)
+            self.act_pos[layer] += (out.detach()[smask] > 0).sum(0).double().cpu()
         return hook
 
     def __enter__(self) -> "NeuronRecorder":
@@ -176,7 +192,7 @@ def batch_relevance(model: nn.Module, batch: dict[str, torch.Tensor], method: st
     ids = batch["input_ids"].to(device)
     att = batch["attention_mask"].to(device)
     tm = batch["target_mask"]
-    rec = NeuronRecorder(model, tm, want_relevance=method != "forward")
+    rec = NeuronRecorder(model, tm, want_relevance=method != "forward", stats_mask=batch.get("response_mask"))
     ctx = attnlrp(model) if method == "attnlrp" else contextlib.nullcontext()
     grad_ctx = torch.enable_grad() if method != "forward" else torch.no_grad()
     with ctx, rec, grad_ctx, no_param_grads(model):
@@ -199,7 +215,7 @@ class CorpusStats:
     relevance_sq_mean: torch.Tensor | None
     act_mean: torch.Tensor
     act_std: torch.Tensor
-    act_prob: torch.Tensor  # fraction of target tokens with activation-function output > 0
+    act_prob: torch.Tensor  # fraction of response tokens with activation-function output > 0
     n_samples: int
     n_tokens: int
     method: str
@@ -226,7 +242,7 @@ def corpus_relevance(model: nn.Module, tokenizer, records: Sequence, *, method: 
     if wd is not None:
         wd.mkdir(parents=True, exist_ok=True)
         key = {"ids": [e.id for e in encoded], "lens": [len(e.input_ids) for e in encoded], "batch_size": batch_size,
-               "method": method, "shape": [L, W], "max_length": max_length}
+               "method": method, "shape": [L, W], "max_length": max_length, "positions": POSITIONS}
         meta = wd / "plan.json"
         h = stable_hash(key)
         if meta.exists() and json.loads(meta.read_text()).get("hash") != h:
