@@ -1,4 +1,4 @@
-"""`yfpo neurons find|check|show`."""
+"""`yfpo neurons find|control|check|show`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,16 @@ def register(sub) -> None:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--config", help="YAML file (section `neurons` or top level)")
     f.set_defaults(func=_find, accepts_overrides=True)
+
+    k = s.add_parser("control", help="a control NeuronSet of a found set: random (same per-layer counts) or flipped signs",
+                     description="random: neurons drawn with --seed, as many per layer as the source set, none of "
+                                 "its own, statistics from the source's find run; flipped: the same neurons with "
+                                 "every sign reversed. The selection baselines are `neurons find --method actgrad|lape`.")
+    k.add_argument("kind", choices=["random", "flipped"])
+    k.add_argument("source", help="NeuronSet JSON file written by `yfpo neurons find`")
+    k.add_argument("--out", required=True, help="where to write the control NeuronSet")
+    k.add_argument("--seed", type=int, default=0)
+    k.set_defaults(func=_control)
 
     c = s.add_parser("check", help="ablate the selected neurons vs random ones; math/contrast NLL and accuracy",
                      description="Config keys (CheckConfig) as --key value: neurons, model, out_dir, ablation "
@@ -43,6 +53,14 @@ def _find(args) -> int:
     from yfpo.neurons.show import summary_text
 
     print(summary_text(path, top=10))
+    print(f"wrote {path}")
+    return 0
+
+
+def _control(args) -> int:
+    from yfpo.neurons.controls import derive_control
+
+    path = derive_control(args.kind, args.source, args.out, seed=args.seed)
     print(f"wrote {path}")
     return 0
 
