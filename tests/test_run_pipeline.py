@@ -1,31 +1,21 @@
-"""`yfpo run` orchestration: hashing, caching, resume after a kill, rerun only what changed (fake stages),
-and, when the train/eval stages are installed, the real pipeline end to end on a tiny model."""
+"""`yfpo run` orchestration: planning and validation before any work, hashing, caching, resume after a kill,
+rerun only what changed, control neuron sets and gamma sweeps (fake stage functions, real configs), and the
+real pipeline end to end on a tiny model."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
+from yfpo.neurons.find import work_dir_for
 from yfpo.neurons.neuronset import NeuronSet
 from yfpo.run import EvalSection, RunConfig, load_run_config, run_pipeline, stage_hash
 
-
-@dataclass
-class FakeTrainConfig:
-    model: str = ""
-    pairs: str = ""
-    neurons: str = ""
-    out_dir: str = ""
-    seed: int = 0
-    gamma: float = 0.0
-    fdt: bool = False
-    lora: bool = True
-    lr: float = 1e-4
-    progress: bool = True
+METHODS = ("dpo", "yfpo", "yfpo_random", "dpo_fdt", "yfpo_fdt")  # the defaults
 
 
 class Fakes:
@@ -35,6 +25,7 @@ class Fakes:
         self.calls: Counter = Counter()
         self.kill_train = kill_train
         self.resumed: list[str] = []
+        self.train_cfgs: dict[str, object] = {}
 
     def runners(self):
         return {"neurons": self.neurons, "pairs": self.pairs, "train": self.train, "eval": self.eval,
@@ -42,8 +33,12 @@ class Fakes:
 
     def neurons(self, cfg):
         self.calls["neurons"] += 1
+        self.calls[f"neurons:{cfg.method}"] += 1
         NeuronSet([0, 1], [1, 2], [0.3, 0.1], [0, 0], [1, 1],
                   {"num_layers": 2, "intermediate_size": 8, "model": cfg.model, "method": cfg.method}).save(cfg.out)
+        wd = work_dir_for(cfg.out)  # the find run's grids, which the random control takes its statistics from
+        wd.mkdir(exist_ok=True)
+        torch.save({"act_mean_math": torch.zeros(2, 8), "act_std_math": torch.ones(2, 8)}, wd / "grids.pt")
         return Path(cfg.out)
 
     def pairs(self, cfg):
@@ -55,10 +50,11 @@ class Fakes:
         return out / "pairs.jsonl"
 
     def train(self, cfg):
-        tag = f"{Path(cfg.out_dir).name.rsplit('-', 1)[0]}"
+        tag = f"{Path(cfg.output_dir).name.rsplit('-', 1)[0]}"
         self.calls["train"] += 1
         self.calls[f"train:{tag}"] += 1
-        out = Path(cfg.out_dir)
+        self.train_cfgs[tag] = cfg
+        out = Path(cfg.output_dir)
         ck = out / "checkpoint-1"
         if ck.exists():
             self.resumed.append(tag)
@@ -109,7 +105,7 @@ def test_kill_mid_training_then_rerun_resumes_and_skips_finished(tmp_path):
     fakes = Fakes(kill_train="yfpo-s0")
     logs: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        run_pipeline(_rc(tmp_path), runners=fakes.runners(), train_config_cls=FakeTrainConfig, log=logs.append)
+        run_pipeline(_rc(tmp_path), runners=fakes.runners(), log=logs.append)
     run = tmp_path / "runs" / "t"
     before = _done_mtimes(run)
     assert any(k.startswith("stages/neurons-") for k in before) and any(k.startswith("stages/pairs-") for k in before)
@@ -120,45 +116,45 @@ def test_kill_mid_training_then_rerun_resumes_and_skips_finished(tmp_path):
 
     again = Fakes()
     logs = []
-    report = run_pipeline(_rc(tmp_path), runners=again.runners(), train_config_cls=FakeTrainConfig, log=logs.append)
+    report = run_pipeline(_rc(tmp_path), runners=again.runners(), log=logs.append)
     assert report.name == "report.html" and report.exists()
     assert again.calls["neurons"] == 0 and again.calls["pairs"] == 0 and again.calls["train:dpo-s0"] == 0
-    assert again.calls["train"] == 3 and again.resumed == ["yfpo-s0"]  # resumed in the same folder
-    assert again.calls["eval"] == 5 * 2 and again.calls["disc"] == 5  # base + 4 methods
+    assert again.calls["train"] == 4 and again.resumed == ["yfpo-s0"]  # resumed in the same folder
+    assert again.calls["eval"] == 6 * 2 and again.calls["disc"] == 6  # base + 5 methods
     after = _done_mtimes(run)
     assert all(after[k] == v for k, v in before.items())  # finished stages untouched
     assert any("resuming" in m and "train/yfpo-s0" in m for m in logs)
 
     third = Fakes()
-    run_pipeline(_rc(tmp_path), runners=third.runners(), train_config_cls=FakeTrainConfig, log=lambda m: None)
+    run_pipeline(_rc(tmp_path), runners=third.runners(), log=lambda m: None)
     assert sum(third.calls.values()) == 0
     md = (run / "report" / "report.md").read_text()
     assert "YFPO vs DPO on gsm8k" in md and "not significant" in md
 
 
 def test_changes_rerun_only_dependent_stages(tmp_path):
-    run_pipeline(_rc(tmp_path), runners=Fakes().runners(), train_config_cls=FakeTrainConfig, log=lambda m: None)
+    run_pipeline(_rc(tmp_path), runners=Fakes().runners(), log=lambda m: None)
     f = Fakes()  # eval setting changed: only eval reruns
     rc = _rc(tmp_path)
     rc.eval.limit = 4
-    run_pipeline(rc, runners=f.runners(), train_config_cls=FakeTrainConfig, log=lambda m: None)
-    assert f.calls["neurons"] == f.calls["pairs"] == f.calls["train"] == 0 and f.calls["eval"] == 10
-    assert f.calls["disc"] == 5  # discrimination hash includes the eval group (limit): reruns too
+    run_pipeline(rc, runners=f.runners(), log=lambda m: None)
+    assert f.calls["neurons"] == f.calls["pairs"] == f.calls["train"] == 0 and f.calls["eval"] == 12
+    assert f.calls["disc"] == 6  # discrimination hash includes the eval group (limit): reruns too
     f = Fakes()  # one method's loss setting changed: that method's train + eval only
     rc = _rc(tmp_path)
     rc.methods["yfpo"] = {"gamma": 2.0}
-    run_pipeline(rc, runners=f.runners(), train_config_cls=FakeTrainConfig, log=lambda m: None)
+    run_pipeline(rc, runners=f.runners(), log=lambda m: None)
     assert f.calls["train"] == 1 and f.calls["train:yfpo-s0"] == 1 and f.calls["eval"] == 2 and f.calls["pairs"] == 0
     f = Fakes()  # pairs changed: pairs, every train and eval rerun; neurons kept
     rc = _rc(tmp_path)
     rc.pairs["k"] = 3
-    run_pipeline(rc, runners=f.runners(), train_config_cls=FakeTrainConfig, log=lambda m: None)
-    assert f.calls["neurons"] == 0 and f.calls["pairs"] == 1 and f.calls["train"] == 4 and f.calls["eval"] == 8
+    run_pipeline(rc, runners=f.runners(), log=lambda m: None)
+    assert f.calls["neurons"] == 0 and f.calls["pairs"] == 1 and f.calls["train"] == 5 and f.calls["eval"] == 10
     f = Fakes()  # a second seed: only the new seed's stages
     rc = _rc(tmp_path, seeds=[0, 1])
     rc.pairs["k"] = 3
-    run_pipeline(rc, runners=f.runners(), train_config_cls=FakeTrainConfig, log=lambda m: None)
-    assert f.calls["train"] == 4 and all(f.calls[f"train:{m}-s1"] == 1 for m in ("dpo", "yfpo", "dpo_fdt", "yfpo_fdt"))
+    run_pipeline(rc, runners=f.runners(), log=lambda m: None)
+    assert f.calls["train"] == 5 and all(f.calls[f"train:{m}-s1"] == 1 for m in METHODS)
 
 
 def test_stage_hash_ignores_locations_but_not_settings():
@@ -180,32 +176,147 @@ def test_run_config_file_and_overrides(tmp_path):
         load_run_config(p, ["--evals.limit", "3"])
 
 
-def test_shipped_configs_parse():
-    root = Path(__file__).resolve().parents[1] / "configs"
-    for name in ("quick.yaml", "paper.yaml"):
-        rc = load_run_config(root / name)
-        assert {"dpo", "yfpo", "dpo_fdt", "yfpo_fdt"} <= set(rc.methods)
-        from yfpo.config import from_dict
-        from yfpo.neurons.config import NeuronsConfig
-        from yfpo.pairs.config import PairsConfig
+def test_every_shipped_config_validates():
+    """Every stage config of every shipped run config is built and validated (nothing runs)."""
+    from yfpo.run import make_plan
 
-        from_dict(NeuronsConfig, rc.neurons)
-        from_dict(PairsConfig, rc.pairs)
-        try:
-            from yfpo.train.config import TrainConfig
-        except ModuleNotFoundError:
-            continue
-        for m, over in rc.methods.items():
-            from_dict(TrainConfig, {**rc.train, **over})
+    root = Path(__file__).resolve().parents[1] / "configs"
+    names = sorted(p.name for p in root.glob("*.yaml"))
+    assert {"quick.yaml", "cpu_result.yaml", "paper.yaml"} <= set(names)
+    for name in names:
+        plan = make_plan(load_run_config(root / name))
+        assert {"dpo", "yfpo", "yfpo_random"} <= set(plan.methods), name
+        assert plan.methods["yfpo_random"]["neurons"] == "random" and plan.methods["yfpo"]["neurons"] == "attnlrp"
+        assert all(t.neuron_norm == "ref_std" for t in plan.train.values() if hasattr(t, "neuron_norm")), name
+
+
+def _write(tmp_path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(f"name: t\nmodel: tiny-model\nout_root: {tmp_path / 'runs'}\n" + text)
+    return p
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("methods: {dpo: {gamma: 0}, yfpo: {gamam: 2}}", "methods.yfpo/train.gamam"),
+    ("methods: {dpo: {gamma: 0}, dpo_fdt: {fdt: true}}", "fdt: true with lora: true"),
+    ("methods: {dpo: {gamma: 0}, y: {neurons: randon, gamma: 1}}", "methods.y.neurons"),
+    ("methods: {y: {gammas: [1, x]}}", "gammas"),
+    ("methods: {y: {gamma: 1, gammas: [1, 2]}}", "both gamma and gammas"),
+    ("eval: {benches: [gsm8k, gsm9k]}", "unknown benchmark 'gsm9k'"),
+    ("pairs_file: /nonexistent/pairs.jsonl", "pairs_file"),
+    ("model: /nonexistent/model", "model folder"),
+    ("neurons: {methdo: attnlrp}", "neurons.methdo"),
+    ("check: {n_randon: 2}", "check.n_randon"),
+    ("pairs: {kk: 2}", "pairs.kk"),
+])
+def test_bad_config_fails_before_any_work(tmp_path, bad, match):
+    """A typo or an invalid setting anywhere fails while planning: no stage runs, no run folder is made."""
+    import time
+
+    f = Fakes()
+    t0 = time.time()
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        run_pipeline(load_run_config(_write(tmp_path, bad)), runners=f.runners(), log=lambda m: None)
+    assert time.time() - t0 < 30
+    assert sum(f.calls.values()) == 0 and not (tmp_path / "runs").exists()
+
+
+def test_missing_benchmark_data_fails_before_any_work(tmp_path, monkeypatch):
+    import yfpo.data.problems as problems
+
+    monkeypatch.setattr(problems, "candidate_data_dirs", lambda data_dir=None: [tmp_path / "nodata"])
+    f = Fakes()
+    with pytest.raises(FileNotFoundError, match="benchmark 'gsm8k_train' has no data file.*nodata"):
+        run_pipeline(load_run_config(_write(tmp_path, "")), runners=f.runners(), log=lambda m: None)
+    assert sum(f.calls.values()) == 0 and not (tmp_path / "runs").exists()
+
+
+def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
+    from yfpo.cli import main
+
+    p = _write(tmp_path, "methods: {dpo: {gamma: 0}, yfpo: {gamam: 2}}")
+    assert main(["run", str(p)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "gamam" in err and "Traceback" not in err
+    assert main(["run", str(_write(tmp_path, "methods: {dpo: {gamma: 0}, yfpo: {gammas: [0.5, 2]}}")),
+                 "--check-only"]) == 0
+    out = capsys.readouterr().out
+    assert "yfpo_g0.5: gamma 0.5, neurons attnlrp" in out and "valid" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_failing_stage_is_one_line_naming_its_folder(tmp_path):
+    from yfpo.run import StageFailed
+
+    f = Fakes()
+
+    def broken_train(cfg):
+        raise RuntimeError("CUDA out of memory\n(long details)")
+
+    runners = {**f.runners(), "train": broken_train}
+    with pytest.raises(StageFailed) as e:
+        run_pipeline(_rc(tmp_path), runners=runners, log=lambda m: None)
+    msg = str(e.value)
+    assert "\n" not in msg and "stage train/dpo-s0 failed in" in msg and "CUDA out of memory" in msg
+    assert str(tmp_path / "runs" / "t" / "train" / "dpo-s0-") in msg and "rerun" in msg
+    idx = json.loads((tmp_path / "runs" / "t" / "run.json").read_text())
+    assert {s["name"]: s["status"] for s in idx["stages"]}["train/dpo-s0"] == "failed"
+
+
+def test_neuron_controls_and_gamma_sweep(tmp_path):
+    """`neurons:` picks each method's NeuronSet (built as cached stages); `gammas:` expands into a sweep; the
+    recorded run config names every method's neurons and gamma."""
+    methods = {"dpo": {"gamma": 0.0}, "yfpo": {"gammas": [0.5, 2]}, "yfpo_random": {"gamma": 1.0, "neurons": "random"},
+               "yfpo_flipped": {"gamma": 1.0, "neurons": "flipped"}, "yfpo_lape": {"gamma": 1.0, "neurons": "lape"}}
+    f = Fakes()
+    run_pipeline(_rc(tmp_path, seeds=[0, 1], methods=json.loads(json.dumps(methods))), runners=f.runners(),
+                 log=lambda m: None)
+    run = tmp_path / "runs" / "t"
+    assert f.calls["neurons:attnlrp"] == 1 and f.calls["neurons:lape"] == 1  # the lape selection: its own stage
+    names = {"dpo", "yfpo_g0.5", "yfpo_g2", "yfpo_random", "yfpo_flipped", "yfpo_lape"}
+    assert {t.rsplit("-s", 1)[0] for t in f.train_cfgs} == names and f.calls["train"] == 12
+    cfg = {t: c for t, c in f.train_cfgs.items()}
+    assert cfg["yfpo_g0.5-s0"].gamma == 0.5 and cfg["yfpo_g2-s1"].gamma == 2.0
+    own = NeuronSet.load(cfg["yfpo_g2-s0"].neurons)
+    assert cfg["dpo-s0"].neurons == cfg["yfpo_g2-s0"].neurons
+    r0, r1 = NeuronSet.load(cfg["yfpo_random-s0"].neurons), NeuronSet.load(cfg["yfpo_random-s1"].neurons)
+    assert r0.per_layer_counts() == r1.per_layer_counts() == own.per_layer_counts()
+    assert r0.provenance["control"]["seed"] == 0 and r1.provenance["control"]["seed"] == 1
+    assert torch.equal(NeuronSet.load(cfg["yfpo_flipped-s0"].neurons).signs, -own.signs)
+    assert NeuronSet.load(cfg["yfpo_lape-s0"].neurons).provenance["method"] == "lape"
+    import yaml
+
+    for recorded in (yaml.safe_load((run / "config.yaml").read_text())["methods"],
+                     json.loads((run / "run.json").read_text())["config"]["methods"]):
+        assert set(recorded) == names
+        assert recorded["yfpo_g0.5"] == {"gamma": 0.5, "neurons": "attnlrp"}
+        assert recorded["yfpo_random"]["neurons"] == "random" and recorded["dpo"]["neurons"] == "attnlrp"
+    stages = {s["name"]: s for s in json.loads((run / "run.json").read_text())["stages"]}
+    assert {"neurons", "neurons/lape", "neurons/flipped", "neurons/random-s0", "neurons/random-s1"} <= set(stages)
+    assert stages["train/yfpo_random-s1"]["neurons"] == "random" and stages["train/yfpo_g2-s0"]["gamma"] == 2.0
+    again = Fakes()  # all cached, including the control sets
+    run_pipeline(_rc(tmp_path, seeds=[0, 1], methods=json.loads(json.dumps(methods))), runners=again.runners(),
+                 log=lambda m: None)
+    assert sum(again.calls.values()) == 0
+
+
+def test_no_hash_names_only_real_fields():
+    from yfpo.neurons.config import CheckConfig, NeuronsConfig
+    from yfpo.pairs.config import PairsConfig
+    from yfpo.run import _NO_HASH, _fields
+    from yfpo.train.config import TrainConfig
+
+    classes = {"neurons": NeuronsConfig, "check": CheckConfig, "pairs": PairsConfig, "train": TrainConfig}
+    assert set(_NO_HASH) == set(classes)
+    for kind, names in _NO_HASH.items():
+        extra = names - _fields(classes[kind]) - ({"ref_logps"} if kind == "train" else set())
+        assert not extra, (kind, extra)
 
 
 @pytest.mark.slow
 def test_real_pipeline_tiny_model_end_to_end_with_resume(tmp_path):
     """The real stages on a saved tiny model with tiny budgets; a kill before the second training reruns
-    nothing finished. Skipped until the train and eval stages are present in this build."""
-    for mod in ("yfpo.train.trainer", "yfpo.train.config", "yfpo.eval.bench", "yfpo.eval.discrimination",
-                "yfpo.engine.generate", "yfpo.engine.prompts"):
-        pytest.importorskip(mod)
+    nothing finished."""
     from yfpo.models.tiny import save_tiny
 
     from yfpo.data.pairs import load_solution_pairs, write_pairs

@@ -1,13 +1,19 @@
 """`yfpo run CONFIG`: the whole pipeline, each stage cached by the hash of its inputs and config.
 
-    neurons -> (causal check) -> pairs -> train each method x seed -> eval (base + every model) -> report
+    plan (every stage's config built and validated, nothing written) -> neurons (+ the control sets the
+    methods name) -> (causal check) -> pairs -> reference log-probs -> train each method x seed
+    -> eval (base + every model) -> report
 
 Run directory (runs/<name>/ unless out_root says otherwise):
-    config.yaml                              the resolved run config
+    config.yaml                              the resolved run config (methods with gammas expanded and
+                                             each method's `neurons` and `gamma` written out)
     run.json                                 index: every stage, its folder, hash and status
-    stages/neurons-<hash>/neurons.json       NeuronSet
+    stages/neurons-<hash>/neurons.json       NeuronSet (the run's own; another selection a method names,
+                                             e.g. `neurons: lape`, gets its own folder of the same kind)
+    stages/neurons-random-<hash>/            a control set (random per training seed, or flipped)
     stages/check-<hash>/                     causal ablation check (when `check:` is set)
     stages/pairs-<hash>/pairs.jsonl          pairs (+ samples.jsonl, summary.json)
+    stages/reference-<hash>/                 reference log-probs + m_ref, shared by every method and seed
     train/<method>-s<seed>-<hash>/           trainer run dir (final/, metrics.jsonl, done.json)
     eval/<method>-s<seed>-<hash>/<bench>/    items.jsonl + summary.json; .../discrimination/
     eval/base-<hash>/<bench>/                the untrained model
@@ -32,13 +38,24 @@ from typing import Any, Callable
 DEFAULT_METHODS = {
     "dpo": {"gamma": 0.0},
     "yfpo": {"gamma": 1.0},
+    # the control: the same reward on random neurons with the same per-layer counts (SPEC section 3, "Controls")
+    "yfpo_random": {"gamma": 1.0, "neurons": "random"},
     # FDT changes only the output layer's gradient, which LoRA freezes: the FDT methods fine-tune fully
     "dpo_fdt": {"gamma": 0.0, "fdt": True, "lora": False, "lr": 5e-6},
     "yfpo_fdt": {"gamma": 1.0, "fdt": True, "lora": False, "lr": 5e-6},
 }
-# config keys that only say where or how visibly a stage works; they do not enter its hash
-_NO_HASH = {"out", "out_dir", "output_dir", "progress", "neurons", "pairs", "pairs_path", "neurons_path",
-            "train_file", "pairs_file", "neurons_file", "neuron_set", "save_dir", "run_dir", "model", "resume", "name"}
+# method keys that `yfpo run` reads itself; every other method key is a TrainConfig field
+#   neurons: which NeuronSet the method's reward uses (neurons/controls.py KINDS; default: the run's own set)
+#   gammas: [g1, g2, ...] expands the method into one method per gamma, named <method>_g<g>
+METHOD_KEYS = ("neurons", "gammas")
+# per stage kind, the config fields that only say where a stage reads/writes or how visibly it works: they do
+# not enter its hash (what they point to enters through the stage's inputs: model identity, input stage hashes)
+_NO_HASH = {
+    "neurons": {"model", "out", "progress"},
+    "check": {"model", "neurons", "out_dir", "progress"},
+    "pairs": {"model", "out_dir", "progress"},
+    "train": {"model", "pairs", "neurons", "output_dir", "name", "ref_logps"},
+}
 
 
 @dataclass
@@ -70,13 +87,17 @@ class RunConfig:
     pairs: dict[str, Any] = field(default_factory=dict)  # PairsConfig keys
     pairs_file: str | None = None  # use this pairs JSONL instead of building pairs
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys shared by every method
+    # each method: TrainConfig keys on top of `train`, plus METHOD_KEYS (neurons, gammas)
     methods: dict[str, dict[str, Any]] = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_METHODS)))
     eval: EvalSection = field(default_factory=EvalSection)
+    # reference log-probs (and the neuron margin m_ref) computed once per model x pairs x tokenization and fed
+    # to every method and seed (TrainConfig.ref_logps); off: each training computes its own
+    ref_logps: bool = True
     report: bool = True
 
 
 class StageFailed(RuntimeError):
-    pass
+    """A stage could not finish; the message is one line: what failed, in which folder, what to do."""
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | dict | None = None) -> RunConfig:
@@ -102,69 +123,134 @@ def model_identity(name_or_path: str) -> dict:
 
 
 def stage_hash(kind: str, config: dict, inputs: dict) -> str:
-    """Hash of a stage: its kind, its config without location/verbosity keys, and its inputs' hashes."""
+    """Hash of a stage: its kind, its config without location/verbosity fields, and its inputs' hashes."""
     from yfpo.utils import stable_hash
 
-    cfg = {k: v for k, v in config.items() if k not in _NO_HASH}
+    cfg = {k: v for k, v in config.items() if k not in _NO_HASH.get(kind, ())}
     return stable_hash({"kind": kind, "config": cfg, "inputs": inputs}, n=10)
 
 
-# ----------------------------------------------------------------------------- stage configs
+# ----------------------------------------------------------------------------- methods
+
+def _gamma_tag(g: float) -> str:
+    return f"{float(g):g}"
+
+
+def resolve_methods(rc: RunConfig) -> dict[str, dict[str, Any]]:
+    """The run's methods with `gammas` expanded (yfpo: {gammas: [0.5, 2]} -> yfpo_g0.5, yfpo_g2) and every
+    method's `neurons` and `gamma` written out, so the recorded run config says what each method used."""
+    from yfpo.neurons.controls import kind_of_method, normalise_kind
+    from yfpo.train.config import TrainConfig
+
+    default_kind = kind_of_method(rc.neurons.get("method", "attnlrp"))
+    default_gamma = rc.train.get("gamma", TrainConfig.gamma)
+    out: dict[str, dict[str, Any]] = {}
+    for name, keys in rc.methods.items():
+        if not isinstance(keys or {}, dict):
+            raise ValueError(f"run config: methods.{name} must be a mapping of TrainConfig keys, got {keys!r}")
+        keys = dict(keys or {})
+        keys["neurons"] = normalise_kind(keys.get("neurons", default_kind), where=f"methods.{name}.neurons")
+        gammas = keys.pop("gammas", None)
+        if gammas is None:
+            out[name] = {**keys, "gamma": keys.get("gamma", default_gamma)}
+            continue
+        if "gamma" in keys:
+            raise ValueError(f"run config: methods.{name} has both gamma and gammas; keep one")
+        if not isinstance(gammas, list) or not gammas:
+            raise ValueError(f"run config: methods.{name}.gammas must be a non-empty list of numbers, got {gammas!r}")
+        for g in gammas:
+            try:
+                g = float(g)
+            except (TypeError, ValueError):
+                raise ValueError(f"run config: methods.{name}.gammas: {g!r} is not a number") from None
+            sub = f"{name}_g{_gamma_tag(g)}"
+            if sub in rc.methods or sub in out:
+                raise ValueError(f"run config: methods.{name}.gammas makes {sub!r}, which is already a method")
+            out[sub] = {**keys, "gamma": g}
+    return out
+
+
+def neuron_key(kind: str, seed: int) -> str:
+    """Which NeuronSet a method x seed uses: random controls are drawn per training seed, the rest are shared."""
+    return f"random-s{seed}" if kind == "random" else kind
+
+
+def train_config(rc: RunConfig, method: str, keys: dict, seed: int, pairs_path: Path, neurons_path: Path,
+                 out_dir: Path, ref_logps: Path | None = None):
+    """TrainConfig for one method x seed (validated): the shared `train` keys, then the method's own keys,
+    then the run's model/pairs/neurons/output/seed (dtype and device unless the train section sets them)."""
+    from yfpo.config import from_dict
+    from yfpo.train.config import TrainConfig
+
+    data = {**rc.train, **{k: v for k, v in keys.items() if k not in METHOD_KEYS}}
+    data.setdefault("dtype", rc.dtype)
+    data.setdefault("device", rc.device)
+    data.update(model=rc.model, pairs=str(pairs_path), neurons=str(neurons_path), output_dir=str(out_dir),
+                seed=seed, name=f"{rc.name}/{method}-s{seed}")
+    if ref_logps is not None:
+        data["ref_logps"] = str(ref_logps)
+    return from_dict(TrainConfig, data, prefix=f"methods.{method}/train.").validate()
+
+
+# the TrainConfig fields that decide the reference log-probs of a pairs file (tokenization and precision)
+REF_KEYS = ("max_length", "max_prompt_length", "max_completion_length", "truncation_mode", "limit_pairs",
+            "step_dpo", "dtype", "device")
+
+
+def reference_supported() -> bool:
+    """Whether the trainer takes precomputed reference log-probs (TrainConfig.ref_logps + train/reference.py).
+    Transitional: goes when train/reference.py is part of every build."""
+    from yfpo.train.config import TrainConfig
+
+    if "ref_logps" not in _fields(TrainConfig):
+        return False
+    try:
+        from yfpo.train.reference import compute_reference  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
 
 def _fields(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def _pick(names: set[str], *candidates: str) -> str | None:
-    for c in candidates:
-        if c in names:
-            return c
-    return None
+# ----------------------------------------------------------------------------- validation
+
+def check_model_name(model: str) -> None:
+    """A model that looks like a local path must exist (a hub id or alias is checked when loaded)."""
+    if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
+        raise FileNotFoundError(f"run config: model folder {model} does not exist")
 
 
-def train_config(rc: RunConfig, method: str, seed: int, pairs_path: Path, neurons_path: Path, out_dir: Path,
-                 cls: type | None = None):
-    """TrainConfig for one method x seed: the shared `train` keys, then the method's keys, then the run's
-    model/pairs/neurons/output/seed."""
-    from yfpo.config import from_dict
+def check_benches(benches: list[str], data_dir: str | None, where: str) -> None:
+    """Every benchmark named is known and its data file is on disk (the Hub is not a silent fallback)."""
+    from yfpo.data.problems import BENCHMARKS, GROUPS, candidate_data_dirs, find_data_file
 
-    if cls is None:
-        from yfpo.train.config import TrainConfig
-    else:
-        TrainConfig = cls
-
-    names = _fields(TrainConfig)
-    data = {**rc.train, **(rc.methods.get(method) or {})}
-    where = {
-        "model": _pick(names, "model"),
-        "pairs": _pick(names, "pairs", "pairs_path", "train_file", "data"),
-        "neurons": _pick(names, "neurons", "neurons_path", "neuron_set"),
-        "out": _pick(names, "out_dir", "output_dir", "out"),
-        "name": _pick(names, "name"),
-        "seed": _pick(names, "seed"),
-        "dtype": _pick(names, "dtype"),
-        "device": _pick(names, "device"),
-    }
-    missing = [k for k in ("model", "pairs", "out") if where[k] is None]
-    if missing:
-        raise ValueError(f"{TrainConfig.__name__} has no field for {missing} (fields: {sorted(names)})")
-    values = {"model": rc.model, "pairs": str(pairs_path), "neurons": str(neurons_path), "out": str(out_dir),
-              "seed": seed, "dtype": rc.dtype, "device": rc.device, "name": f"{rc.name}/{method}-s{seed}"}
-    for logical, fname in where.items():
-        if fname is None:
-            continue
-        if logical in ("dtype", "device") and fname in data:
-            continue  # the train section may choose its own precision/device
-        data[fname] = values[logical]
-    return from_dict(TrainConfig, data, prefix=f"methods.{method}/train.")
+    for bench in benches:
+        if bench not in BENCHMARKS and bench not in GROUPS:
+            raise ValueError(f"run config: {where}: unknown benchmark {bench!r}; known: "
+                             f"{', '.join(list(BENCHMARKS) + list(GROUPS))}")
+        for sub in GROUPS.get(bench, [bench]):
+            rel = BENCHMARKS[sub].relpath
+            if find_data_file(rel, data_dir) is None:
+                looked = ", ".join(str(d / rel) for d in candidate_data_dirs(data_dir))
+                raise FileNotFoundError(f"run config: {where}: benchmark {sub!r} has no data file (looked in "
+                                        f"{looked}); set eval.data_dir or YFPO_DATA_DIR")
 
 
-# ----------------------------------------------------------------------------- the pipeline
+# ----------------------------------------------------------------------------- the stages' functions
 
 def _run_neurons(cfg) -> Path:
     from yfpo.neurons.find import find_neurons
 
     return find_neurons(cfg)
+
+
+def _run_control(kind: str, source: Path, out: Path, seed: int) -> Path:
+    from yfpo.neurons.controls import derive_control
+
+    return derive_control(kind, source, out, seed=seed)
 
 
 def _run_check(cfg) -> dict:
@@ -177,6 +263,12 @@ def _run_pairs(cfg) -> Path:
     from yfpo.pairs.build import build_pairs
 
     return build_pairs(cfg)
+
+
+def _run_reference(cfg, neurons: dict[str, str], out_dir: Path) -> Path:
+    from yfpo.train.reference import compute_reference
+
+    return compute_reference(cfg, neurons=neurons, out_dir=out_dir)
 
 
 def _run_train(cfg) -> Path:
@@ -199,20 +291,96 @@ def _run_discrimination(model_path: str, *, limit: int, out_dir: str, batch_size
     return run_discrimination(model, tok, limit=limit, out_dir=out_dir, batch_size=batch_size)
 
 
-RUNNERS = {"neurons": _run_neurons, "check": _run_check, "pairs": _run_pairs, "train": _run_train,
-           "eval": _run_eval, "discrimination": _run_discrimination}
+RUNNERS = {"neurons": _run_neurons, "control": _run_control, "check": _run_check, "pairs": _run_pairs,
+           "reference": _run_reference, "train": _run_train, "eval": _run_eval,
+           "discrimination": _run_discrimination}
 
+
+# ----------------------------------------------------------------------------- the plan
+
+@dataclass
+class Plan:
+    """Every stage's config, built and validated before any work (nothing is written while planning)."""
+
+    methods: dict[str, dict[str, Any]]  # resolved: gammas expanded, neurons and gamma explicit
+    neurons: Any  # NeuronsConfig of the run's own set
+    selections: dict[str, Any]  # other selection kinds a method uses -> their NeuronsConfig
+    controls: list[str]  # neuron keys derived from the run's set: "flipped", "random-s<seed>"
+    check: Any | None  # CheckConfig
+    pairs: Any | None  # PairsConfig (None with pairs_file)
+    train: dict[tuple[str, int], Any]  # (method, seed) -> TrainConfig (placeholder paths)
+    ref_logps: bool  # the shared reference stage runs
+
+
+def make_plan(rc: RunConfig) -> Plan:
+    """Build every stage's config from the run config and validate it: unknown keys, wrong types, invalid
+    combinations (fdt + lora, ...), unknown benchmarks and missing files all fail here, before any work."""
+    from yfpo.config import from_dict
+    from yfpo.neurons.config import CheckConfig, NeuronsConfig
+    from yfpo.neurons.controls import SELECTIONS, kind_of_method, selection_method
+    from yfpo.neurons.find import METHODS as FIND_METHODS
+    from yfpo.pairs.config import PairsConfig
+
+    if not rc.methods:
+        raise ValueError("run config: `methods` is empty; name at least one (e.g. dpo: {gamma: 0})")
+    if not rc.seeds:
+        raise ValueError("run config: `seeds` is empty")
+    check_model_name(rc.model)
+    base = {"dtype": rc.dtype, "device": rc.device, "model": rc.model}
+    ncfg = from_dict(NeuronsConfig, {**base, **rc.neurons, "model": rc.model}, prefix="neurons.")
+    if ncfg.method not in FIND_METHODS:
+        raise ValueError(f"run config: neurons.method must be one of {', '.join(FIND_METHODS)}, got {ncfg.method!r}")
+    if ncfg.method not in SELECTIONS.values():
+        raise ValueError(f"run config: neurons.method {ncfg.method!r} is not a selection; for a random-neuron "
+                         "control give a method `neurons: random`")
+    methods = resolve_methods(rc)
+    own = kind_of_method(ncfg.method)
+    selections, controls = {}, []
+    for keys in methods.values():
+        kind = keys["neurons"]
+        if kind in SELECTIONS and kind != own and kind not in selections:
+            selections[kind] = dataclasses.replace(ncfg, method=selection_method(kind))
+        elif kind == "flipped" and "flipped" not in controls:
+            controls.append("flipped")
+        elif kind == "random":
+            controls += [k for k in (neuron_key("random", s) for s in rc.seeds) if k not in controls]
+    ccfg = None
+    if rc.check is not None:
+        ccfg = from_dict(CheckConfig, {**base, **rc.check, "model": rc.model}, prefix="check.")
+    pcfg = None
+    if rc.pairs_file:
+        if not Path(rc.pairs_file).exists():
+            raise FileNotFoundError(f"run config: pairs_file {rc.pairs_file} does not exist")
+    else:
+        pcfg = from_dict(PairsConfig, {**base, **rc.pairs, "model": rc.model}, prefix="pairs.")
+        if pcfg.bench_file:
+            if not Path(pcfg.bench_file).exists():
+                raise FileNotFoundError(f"run config: pairs.bench_file {pcfg.bench_file} does not exist")
+        else:
+            check_benches([pcfg.bench], pcfg.data_dir, "pairs.bench")
+    ref = rc.ref_logps and reference_supported()
+    placeholder = Path("<planned>")
+    train = {(m, seed): train_config(rc, m, keys, seed, placeholder, placeholder, placeholder,
+                                     placeholder if ref else None)
+             for m, keys in methods.items() for seed in rc.seeds}
+    check_benches(rc.eval.benches, rc.eval.data_dir, "eval.benches")
+    return Plan(methods, ncfg, selections, controls, ccfg, pcfg, train, ref)
+
+
+# ----------------------------------------------------------------------------- the pipeline
 
 class Pipeline:
+    """Plans every stage (validated), then runs them in order; each stage is cached in its own folder."""
+
     def __init__(self, rc: RunConfig, hook: Callable[[str], None] | None = None, log: Callable[[str], None] = print,
-                 runners: dict[str, Callable] | None = None, train_config_cls: type | None = None):
+                 runners: dict[str, Callable] | None = None):
         self.rc = rc
         self.runners = {**RUNNERS, **(runners or {})}
-        self.train_config_cls = train_config_cls
         self.dir = Path(rc.out_root) / rc.name
         self.hook = hook
         self.log = log
         self.index: dict[str, Any] = {"name": rc.name, "run_dir": str(self.dir), "stages": []}
+        self.mid: dict = {}
 
     # -- bookkeeping
     def _rel(self, p: str | Path) -> str:
@@ -228,7 +396,8 @@ class Pipeline:
 
     def stage(self, name: str, kind: str, rel: str, config: dict, inputs: dict, fn: Callable[[Path], dict],
               meta: dict | None = None) -> dict:
-        """Run `fn(folder)` unless the folder's done.json exists; returns the done record."""
+        """Run `fn(folder)` unless the folder's done.json exists; returns the done record. An error in `fn`
+        becomes a one-line StageFailed naming the stage, its folder and what to do."""
         from yfpo.utils import atomic_write_json, now
 
         h = stage_hash(kind, config, inputs)
@@ -252,7 +421,17 @@ class Pipeline:
         atomic_write_json(folder / "stage.json", {"name": name, "kind": kind, "hash": h, "config": config,
                                                   "inputs": inputs, "started": now()})
         t0 = time.time()
-        outputs = fn(folder)
+        try:
+            outputs = fn(folder)
+        except (KeyboardInterrupt, StageFailed):
+            raise
+        except Exception as e:
+            entry["status"] = "failed"
+            self._write_index()
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise StageFailed(f"stage {name} failed in {folder}: {type(e).__name__}: {msg} -- fix the cause and "
+                              "rerun the same command (finished stages are kept; this one resumes); "
+                              "--debug shows the traceback") from e
         rec = {"name": name, "kind": kind, "hash": h, "config": config, "inputs": inputs, "outputs": outputs,
                "time_s": round(time.time() - t0, 2), "finished": now()}
         atomic_write_json(done, rec)  # last: marks the stage finished
@@ -261,146 +440,206 @@ class Pipeline:
         self._write_index()
         return rec
 
-    # -- the run
+    # -- the run, step by step
     def run(self) -> Path:
-        from yfpo.config import from_dict, save_config, to_dict
-        from yfpo.neurons.config import CheckConfig, NeuronsConfig
-        from yfpo.pairs.config import PairsConfig
-
-        rc = self.rc
-        if not rc.methods:
-            raise ValueError("run config: `methods` is empty; name at least one (e.g. dpo: {gamma: 0})")
-        if not rc.seeds:
-            raise ValueError("run config: `seeds` is empty")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        save_config(rc, self.dir / "config.yaml")
+        plan = make_plan(self.rc)  # everything validated before the first folder is made
+        self.rc.methods = plan.methods  # the recorded config shows each method's neurons and gamma
+        self._start()
         t0 = time.time()
-        mid = model_identity(rc.model)
+        neurons = self.neuron_sets(plan)
+        if plan.check is not None:
+            self.causal_check(plan, neurons["own"])
+        pairs = self.pairs(plan)
+        refs = self.references(plan, neurons, pairs) if plan.ref_logps else {}
+        trained = self.train_all(plan, neurons, pairs, refs)
+        self.evaluate(trained)
+        self.index["time_s_this_invocation"] = round(time.time() - t0, 2)
+        self._write_index()
+        return self.report()
 
-        # 1 neurons
-        ncfg = from_dict(NeuronsConfig, {"dtype": rc.dtype, "device": rc.device, **rc.neurons, "model": rc.model},
-                         prefix="neurons.")
-        nd = to_dict(ncfg)
+    def _start(self) -> None:
+        from yfpo.config import save_config
 
-        def run_neurons(folder: Path) -> dict:
-            ncfg.out = str(folder / "neurons.json")
-            return {"neurons": self._rel(self.runners["neurons"](ncfg))}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.rc, self.dir / "config.yaml")
+        self.mid = model_identity(self.rc.model)
 
-        nrec = self.stage("neurons", "neurons", "stages/neurons-{hash}", nd, {"model": mid}, run_neurons)
-        neurons_path = self.dir / nrec["outputs"]["neurons"]
-        n_in = {"neurons": nrec["hash"]}
+    def neuron_sets(self, plan: Plan) -> dict[str, tuple[Path, str]]:
+        """Stage 1 and the control sets the methods need: {key: (NeuronSet path, stage hash)}; key "own" and the
+        run's kind name the run's own set."""
+        from yfpo.config import to_dict
+        from yfpo.neurons.controls import kind_of_method
 
-        # 1b causal check
-        if rc.check is not None:
-            ccfg = from_dict(CheckConfig, {"dtype": rc.dtype, "device": rc.device, **rc.check, "model": rc.model},
-                             prefix="check.")
+        def find(name: str, cfg) -> tuple[Path, str]:
+            def run_find(folder: Path) -> dict:
+                cfg.out = str(folder / "neurons.json")
+                return {"neurons": self._rel(self.runners["neurons"](cfg))}
 
-            def run_check(folder: Path) -> dict:
-                ccfg.neurons = str(neurons_path)
-                ccfg.out_dir = str(folder)
-                res = self.runners["check"](ccfg)
-                paths = {k: self._rel(v) if Path(v).exists() else str(v)
-                         for k, v in (res.get("paths") or {}).items()}
-                return {"paths": paths, "verdict_text": res.get("verdict_text")}
+            rec = self.stage(name, "neurons", "stages/neurons-{hash}", to_dict(cfg), {"model": self.mid}, run_find)
+            return self.dir / rec["outputs"]["neurons"], rec["hash"]
 
-            self.stage("check", "check", "stages/check-{hash}", to_dict(ccfg), {"model": mid, **n_in}, run_check)
+        own = find("neurons", plan.neurons)
+        sets = {"own": own, kind_of_method(plan.neurons.method): own}
+        for kind, cfg in plan.selections.items():
+            sets[kind] = find(f"neurons/{kind}", cfg)
+        for key in plan.controls:
+            kind, _, s = key.partition("-s")
+            seed = int(s) if s else plan.neurons.seed
 
-        # 2 pairs
-        if rc.pairs_file:
-            from yfpo.utils import sha256_file
+            def run_control(folder: Path, kind=kind, seed=seed) -> dict:
+                out = self.runners["control"](kind, own[0], folder / "neurons.json", seed)
+                return {"neurons": self._rel(out)}
 
-            pairs_path = Path(rc.pairs_file)
-            if not pairs_path.exists():
-                raise FileNotFoundError(f"run config: pairs_file {pairs_path} does not exist")
-            p_in = {"pairs": sha256_file(pairs_path)[:10]}
-        else:
-            pcfg = from_dict(PairsConfig, {"dtype": rc.dtype, "device": rc.device, **rc.pairs, "model": rc.model},
-                             prefix="pairs.")
+            rec = self.stage(f"neurons/{key}", "neurons_control", f"stages/neurons-{kind}-{{hash}}",
+                             {"kind": kind, "seed": seed}, {"neurons": own[1]}, run_control)
+            sets[key] = (self.dir / rec["outputs"]["neurons"], rec["hash"])
+        return sets
 
-            def run_pairs(folder: Path) -> dict:
-                pcfg.out_dir = str(folder)
-                path = Path(self.runners["pairs"](pcfg))
-                summ = json.loads((folder / "summary.json").read_text())
-                if summ["pairs"] == 0:
-                    raise StageFailed(f"pairs stage produced no pairs ({folder}/summary.json: {summ['questions']} "
-                                      f"questions, sample accuracy {summ['sample_accuracy']}); raise pairs.limit or pairs.k")
-                return {"pairs": self._rel(path), "n_pairs": summ["pairs"],
-                        "by_source": summ["pairs_by_source"]}
+    def causal_check(self, plan: Plan, own: tuple[Path, str]) -> None:
+        from yfpo.config import to_dict
 
-            prec = self.stage("pairs", "pairs", "stages/pairs-{hash}", to_dict(pcfg), {"model": mid}, run_pairs)
-            pairs_path = self.dir / prec["outputs"]["pairs"]
-            p_in = {"pairs": prec["hash"]}
+        ccfg = plan.check
 
-        # 3 train
-        trained: dict[tuple[str, int], dict] = {}
-        for method in rc.methods:
-            for seed in rc.seeds:
-                probe = train_config(rc, method, seed, pairs_path, neurons_path, Path("."), self.train_config_cls)
-                tcfg_d = to_dict(probe)
+        def run_check(folder: Path) -> dict:
+            ccfg.neurons = str(own[0])
+            ccfg.out_dir = str(folder)
+            res = self.runners["check"](ccfg)
+            paths = {k: self._rel(v) if Path(v).exists() else str(v) for k, v in (res.get("paths") or {}).items()}
+            return {"paths": paths, "verdict_text": res.get("verdict_text")}
 
-                def run_train(folder: Path, method=method, seed=seed) -> dict:
-                    tcfg = train_config(rc, method, seed, pairs_path, neurons_path, folder, self.train_config_cls)
-                    out = Path(self.runners["train"](tcfg))
-                    final = out / "final"
-                    if not final.exists():
-                        raise StageFailed(f"train {method} seed {seed}: {final} was not written")
-                    return {"final": self._rel(final), "run_dir": self._rel(out)}
+        self.stage("check", "check", "stages/check-{hash}", to_dict(ccfg), {"model": self.mid, "neurons": own[1]},
+                   run_check)
 
-                rec = self.stage(f"train/{method}-s{seed}", "train", f"train/{method}-s{seed}-{{hash}}", tcfg_d,
-                                 {"model": mid, **n_in, **p_in}, run_train, meta={"method": method, "seed": seed})
-                trained[(method, seed)] = rec
+    def pairs(self, plan: Plan) -> tuple[Path, str]:
+        """Stage 2 (or the run's pairs_file): (pairs path, hash of its contents or of the stage)."""
+        from yfpo.config import to_dict
+        from yfpo.utils import sha256_file
 
-        # 4 eval
-        ev = to_dict(rc.eval)
-        ev_hashable = {k: v for k, v in ev.items() if k not in ("benches", "base", "discrimination_batch_size")}
+        if plan.pairs is None:
+            path = Path(self.rc.pairs_file)
+            return path, sha256_file(path)[:10]
+        pcfg = plan.pairs
+
+        def run_pairs(folder: Path) -> dict:
+            pcfg.out_dir = str(folder)
+            path = Path(self.runners["pairs"](pcfg))
+            summ = json.loads((folder / "summary.json").read_text())
+            if summ["pairs"] == 0:
+                raise StageFailed(f"stage pairs produced no pairs ({folder}/summary.json: {summ['questions']} "
+                                  f"questions, sample accuracy {summ['sample_accuracy']}); raise pairs.limit or pairs.k")
+            return {"pairs": self._rel(path), "n_pairs": summ["pairs"], "by_source": summ["pairs_by_source"]}
+
+        rec = self.stage("pairs", "pairs", "stages/pairs-{hash}", to_dict(pcfg), {"model": self.mid}, run_pairs)
+        return self.dir / rec["outputs"]["pairs"], rec["hash"]
+
+    def references(self, plan: Plan, neurons: dict, pairs: tuple[Path, str]) -> dict[tuple[str, int], tuple[Path, str]]:
+        """Reference log-probs (+ m_ref of every NeuronSet the group's methods use), computed once per group of
+        (method, seed) with the same tokenization settings: {(method, seed): (file, stage hash)}."""
+        from yfpo.utils import stable_hash
+
+        groups: dict[str, list[tuple[str, int]]] = {}
+        for (m, seed), tcfg in plan.train.items():
+            key = stable_hash({k: getattr(tcfg, k) for k in REF_KEYS if hasattr(tcfg, k)}, n=10)
+            groups.setdefault(key, []).append((m, seed))
+        out = {}
+        for key, members in groups.items():
+            sets = sorted({neuron_key(plan.methods[m]["neurons"], seed) for m, seed in members})
+            paths = {k: str(neurons[k][0]) for k in sets}
+            tcfg = plan.train[members[0]]
+            settings = {k: getattr(tcfg, k) for k in REF_KEYS if hasattr(tcfg, k)}
+
+            def run_ref(folder: Path, tcfg=tcfg, paths=paths) -> dict:
+                probe = dataclasses.replace(tcfg, model=self.rc.model, pairs=str(pairs[0]), output_dir=str(folder))
+                return {"ref_logps": self._rel(self.runners["reference"](probe, paths, folder))}
+
+            name = "reference" if len(groups) == 1 else f"reference/{key}"
+            rec = self.stage(name, "reference", "stages/reference-{hash}", settings,
+                             {"model": self.mid, "pairs": pairs[1], "neurons": {k: neurons[k][1] for k in sets}},
+                             run_ref)
+            for member in members:
+                out[member] = (self.dir / rec["outputs"]["ref_logps"], rec["hash"])
+        return out
+
+    def train_all(self, plan: Plan, neurons: dict, pairs: tuple[Path, str], refs: dict) -> dict[tuple[str, int], dict]:
+        """Stage 3: every method x seed; {(method, seed): done record}."""
+        from yfpo.config import to_dict
+
+        trained = {}
+        for (method, seed), probe in plan.train.items():
+            keys = plan.methods[method]
+            npath, nhash = neurons[neuron_key(keys["neurons"], seed)]
+            ref = refs.get((method, seed))
+
+            def run_train(folder: Path, method=method, seed=seed, keys=keys, npath=npath, ref=ref) -> dict:
+                tcfg = train_config(self.rc, method, keys, seed, pairs[0], npath, folder, ref[0] if ref else None)
+                out = Path(self.runners["train"](tcfg))
+                final = out / "final"
+                if not final.exists():
+                    raise StageFailed(f"stage train/{method}-s{seed}: {final} was not written; see {out}")
+                return {"final": self._rel(final), "run_dir": self._rel(out)}
+
+            inputs = {"model": self.mid, "neurons": nhash, "pairs": pairs[1], **({"reference": ref[1]} if ref else {})}
+            trained[(method, seed)] = self.stage(
+                f"train/{method}-s{seed}", "train", f"train/{method}-s{seed}-{{hash}}", to_dict(probe), inputs,
+                run_train, meta={"method": method, "seed": seed, "neurons": keys["neurons"], "gamma": keys["gamma"]})
+        return trained
+
+    def evaluate(self, trained: dict[tuple[str, int], dict]) -> None:
+        """Stage 4: every benchmark (and pair discrimination) for the base model and every trained model."""
         targets: list[tuple[str, int | None, str, dict]] = []
-        if rc.eval.base:
-            targets.append(("base", None, rc.model, {"model": mid}))
+        if self.rc.eval.base:
+            targets.append(("base", None, self.rc.model, {"model": self.mid}))
         for (method, seed), rec in trained.items():
             targets.append((method, seed, str(self.dir / rec["outputs"]["final"]), {"train": rec["hash"]}))
         for method, seed, model_path, m_in in targets:
-            from yfpo.utils import stable_hash
+            self.evaluate_model(method, seed, model_path, m_in)
 
-            tag = "base" if seed is None else f"{method}-s{seed}"
-            group = f"eval/{tag}-{stable_hash({'eval': ev_hashable, 'in': m_in}, n=10)}"
-            meta = {"method": method, "seed": seed}
-            for bench in rc.eval.benches:
-                def run_eval_stage(folder: Path, bench=bench, model_path=model_path) -> dict:
-                    s = self.runners["eval"](model_path, bench, limit=rc.eval.limit, shots=rc.eval.shots, out_dir=str(folder),
-                                 batch_size=rc.eval.batch_size, max_new_tokens=rc.eval.max_new_tokens,
-                                 data_dir=rc.eval.data_dir, backend=rc.eval.backend, dtype=rc.dtype, device=rc.device)
-                    prim = s.get("primary", "flexible")
-                    return {"accuracy": s["accuracy"][prim]["acc"], "n": s["n"], "primary": prim}
+    def evaluate_model(self, method: str, seed: int | None, model_path: str, m_in: dict) -> None:
+        from yfpo.config import to_dict
+        from yfpo.utils import stable_hash
 
-                self.stage(f"eval/{tag}/{bench}", "eval", f"{group}/{bench}", {**ev_hashable, "bench": bench}, m_in,
-                           run_eval_stage, meta={**meta, "bench": bench})
-            if rc.eval.discrimination:
-                def run_disc(folder: Path, model_path=model_path) -> dict:
-                    d = self.runners["discrimination"](model_path, limit=rc.eval.discrimination, out_dir=str(folder),
-                                                       batch_size=rc.eval.discrimination_batch_size, dtype=rc.dtype,
-                                                       device=rc.device)
-                    return {"accuracy": d["accuracy"], "n": d["n"]}
+        ev, rc = self.rc.eval, self.rc
+        hashable = {k: v for k, v in to_dict(ev).items() if k not in ("benches", "base", "discrimination_batch_size")}
+        tag = "base" if seed is None else f"{method}-s{seed}"
+        group = f"eval/{tag}-{stable_hash({'eval': hashable, 'in': m_in}, n=10)}"
+        meta = {"method": method, "seed": seed}
+        for bench in ev.benches:
+            def run_bench(folder: Path, bench=bench) -> dict:
+                s = self.runners["eval"](model_path, bench, limit=ev.limit, shots=ev.shots, out_dir=str(folder),
+                                         batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
+                                         data_dir=ev.data_dir, backend=ev.backend, dtype=rc.dtype, device=rc.device)
+                prim = s.get("primary", "flexible")
+                return {"accuracy": s["accuracy"][prim]["acc"], "n": s["n"], "primary": prim}
 
-                self.stage(f"eval/{tag}/discrimination", "discrimination", f"{group}/discrimination",
-                           {"n": rc.eval.discrimination}, m_in, run_disc, meta={**meta, "bench": "discrimination"})
+            self.stage(f"eval/{tag}/{bench}", "eval", f"{group}/{bench}", {**hashable, "bench": bench}, m_in,
+                       run_bench, meta={**meta, "bench": bench})
+        if ev.discrimination:
+            def run_disc(folder: Path) -> dict:
+                d = self.runners["discrimination"](model_path, limit=ev.discrimination, out_dir=str(folder),
+                                                   batch_size=ev.discrimination_batch_size, dtype=rc.dtype,
+                                                   device=rc.device)
+                return {"accuracy": d["accuracy"], "n": d["n"]}
 
-        # 5 report
-        self.index["time_s_this_invocation"] = round(time.time() - t0, 2)
+            self.stage(f"eval/{tag}/discrimination", "discrimination", f"{group}/discrimination",
+                       {"n": ev.discrimination}, m_in, run_disc, meta={**meta, "bench": "discrimination"})
+
+    def report(self) -> Path:
+        """Stage 5 (when `report` is on); returns the report path, else run.json."""
+        if not self.rc.report:
+            return self.dir / "run.json"
+        from yfpo.report.build import build_report
+
+        path = build_report(self.dir)
+        self.index["report"] = self._rel(path)
         self._write_index()
-        if rc.report:
-            from yfpo.report.build import build_report
-
-            path = build_report(self.dir)
-            self.index["report"] = self._rel(path)
-            self._write_index()
-            return Path(path)
-        return self.dir / "run.json"
+        return Path(path)
 
 
 def run_pipeline(rc: RunConfig, *, hook: Callable[[str], None] | None = None, log: Callable[[str], None] = print,
-                 runners: dict[str, Callable] | None = None, train_config_cls: type | None = None) -> Path:
+                 runners: dict[str, Callable] | None = None) -> Path:
     """Run (or resume) the whole pipeline; returns the report path (run.json when report is off).
 
     `hook(stage_name)` is called before a stage starts working (tests use it to interrupt a run);
-    `runners` replaces stage functions by kind (neurons, check, pairs, train, eval, discrimination)."""
-    return Pipeline(rc, hook=hook, log=log, runners=runners, train_config_cls=train_config_cls).run()
+    `runners` replaces stage functions by kind (neurons, control, check, pairs, reference, train, eval,
+    discrimination)."""
+    return Pipeline(rc, hook=hook, log=log, runners=runners).run()

@@ -14,13 +14,31 @@ def register(sub) -> None:
                     "--methods.yfpo.gamma=0.5, --name myrun ...",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="run config YAML (e.g. configs/quick.yaml)")
+    p.add_argument("--check-only", action="store_true",
+                   help="build and validate every stage's config (all methods), print the plan, run nothing")
+    p.add_argument("--debug", action="store_true", help="on failure, show the full traceback (not one line)")
     p.set_defaults(func=_run, accepts_overrides=True)
 
 
 def _run(args) -> int:
-    from yfpo.run import load_run_config, run_pipeline
+    import sys
 
-    rc = load_run_config(args.config, args.overrides)
-    path = run_pipeline(rc)
+    from yfpo.run import StageFailed, load_run_config, make_plan, run_pipeline
+
+    try:
+        rc = load_run_config(args.config, args.overrides)
+        if args.check_only:
+            plan = make_plan(rc)
+            for m, keys in plan.methods.items():
+                print(f"{m}: gamma {keys['gamma']}, neurons {keys['neurons']}")
+            print(f"[yfpo run] {args.config}: every stage's config is valid "
+                  f"({len(plan.train)} trainings, {len(rc.eval.benches)} benchmarks)")
+            return 0
+        path = run_pipeline(rc)
+    except (StageFailed, ValueError, FileNotFoundError) as e:
+        if args.debug:
+            raise
+        print(f"yfpo run: error: {e}", file=sys.stderr)
+        return 1
     print(f"[yfpo run] finished. Report: {path}" + (f" (and {path.with_suffix('.md')})" if path.suffix == ".html" else ""))
     return 0
