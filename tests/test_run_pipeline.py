@@ -337,7 +337,7 @@ neurons: {{n_math: 4, n_contrast: 4, k: 8, batch_size: 4, max_length: 48, progre
 check: {{n_random: 1, n_math: 4, n_contrast: 4, n_eval: 0, max_length: 48, progress: false}}
 pairs_file: {pairs_file}
 train: {{lora: true, epochs: 1, batch_size: 2, max_length: 768}}
-methods: {{dpo: {{gamma: 0.0}}, yfpo: {{gamma: 1.0}}}}
+methods: {{dpo: {{gamma: 0.0}}, yfpo: {{gamma: 1.0}}, yfpo_random: {{gamma: 1.0, neurons: random}}}}
 eval: {{benches: [gsm8k], limit: 3, max_new_tokens: 8, batch_size: 4, discrimination: 4}}
 """)
 
@@ -356,7 +356,51 @@ eval: {{benches: [gsm8k], limit: 3, max_new_tokens: 8, batch_size: 4, discrimina
     started: list[str] = []
     report = run_pipeline(load_run_config(p), hook=started.append, log=lambda m: None)
     assert not any(s in ("neurons", "check", "train/dpo-s0") for s in started)
-    assert "train/yfpo-s0" in started and report.exists()
+    assert "train/yfpo-s0" in started and "train/yfpo_random-s0" in started and report.exists()
+    idx = json.loads((run / "run.json").read_text())
+    ctrl = next(s for s in idx["stages"] if s["name"] == "neurons/random-s0")
+    own = NeuronSet.load(run / next(s for s in idx["stages"] if s["name"] == "neurons")["dir"] / "neurons.json")
+    rnd = NeuronSet.load(run / ctrl["dir"] / "neurons.json")
+    assert rnd.per_layer_counts() == own.per_layer_counts() and rnd.provenance["control"]["kind"] == "random"
     assert all(_done_mtimes(run)[k] == v for k, v in before.items())
     md = report.with_suffix(".md").read_text()
     assert "| DPO |" in md and "| YFPO |" in md and "base (untrained)" in md
+
+
+def test_reference_stage_once_for_every_method_and_seed(tmp_path, monkeypatch):
+    """With a trainer that takes precomputed reference log-probs (TrainConfig.ref_logps), the run computes them
+    once per tokenization setting and hands the same file to every method and seed."""
+    import dataclasses
+
+    import yfpo.run as run_mod
+    import yfpo.train.config as tc
+
+    if "ref_logps" not in {f.name for f in dataclasses.fields(tc.TrainConfig)}:
+        @dataclasses.dataclass
+        class WithRef(tc.TrainConfig):  # the field train/ adds (issue 10 item 3)
+            ref_logps: str | None = None
+
+        monkeypatch.setattr(tc, "TrainConfig", WithRef)
+    monkeypatch.setattr(run_mod, "reference_supported", lambda: True)
+    f = Fakes()
+    refs = []
+
+    def reference(cfg, neurons, out_dir):
+        refs.append((cfg.max_length, sorted(neurons)))
+        p = Path(out_dir) / "reference.pt"
+        p.write_text("ref")
+        return p
+
+    methods = {"dpo": {"gamma": 0.0}, "yfpo": {"gamma": 1.0}, "yfpo_random": {"gamma": 1.0, "neurons": "random"},
+               "yfpo_long": {"gamma": 1.0, "max_length": 512}}
+    rc = _rc(tmp_path, seeds=[0, 1], methods=methods)
+    run_pipeline(rc, runners={**f.runners(), "reference": reference}, log=lambda m: None)
+    assert sorted(refs) == [(384, ["attnlrp", "random-s0", "random-s1"]), (512, ["attnlrp"])]
+    paths = {t: c.ref_logps for t, c in f.train_cfgs.items()}
+    assert len({paths[t] for t in paths if not t.startswith("yfpo_long")}) == 1
+    assert paths["yfpo_long-s0"] == paths["yfpo_long-s1"] != paths["dpo-s0"]
+    refs.clear()
+    again = Fakes()
+    run_pipeline(_rc(tmp_path, seeds=[0, 1], methods=methods), runners={**again.runners(), "reference": reference},
+                 log=lambda m: None)
+    assert refs == [] and sum(again.calls.values()) == 0

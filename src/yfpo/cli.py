@@ -38,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"yfpo {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for mod_name in STAGE_CLIS:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name == mod_name:
-                continue  # stage not present in this build
-            raise
-        mod.register(sub)
+        importlib.import_module(mod_name).register(sub)
     return p
 
 
