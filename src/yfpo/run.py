@@ -189,7 +189,11 @@ def train_config(rc: RunConfig, method: str, keys: dict, seed: int, pairs_path: 
                 seed=seed, name=f"{rc.name}/{method}-s{seed}")
     if ref_logps is not None:
         data["ref_logps"] = str(ref_logps)
-    return from_dict(TrainConfig, data, prefix=f"methods.{method}/train.").validate()
+    cfg = from_dict(TrainConfig, data, prefix=f"methods.{method}/train.")
+    try:
+        return cfg.validate()
+    except ValueError as e:
+        raise ValueError(f"run config: methods.{method} (with the train section): {e}") from None
 
 
 # the TrainConfig fields that decide the reference log-probs of a pairs file (tokenization and precision)
