@@ -294,6 +294,8 @@ def test_neuron_controls_and_gamma_sweep(tmp_path):
     stages = {s["name"]: s for s in json.loads((run / "run.json").read_text())["stages"]}
     assert {"neurons", "neurons/lape", "neurons/flipped", "neurons/random-s0", "neurons/random-s1"} <= set(stages)
     assert stages["train/yfpo_random-s1"]["neurons"] == "random" and stages["train/yfpo_g2-s0"]["gamma"] == 2.0
+    assert [s["name"] for s in stages.values() if s["kind"] == "neurons"] == ["neurons"]  # the report's own set
+    assert stages["neurons/lape"]["kind"] == "neurons_selection" and stages["neurons/flipped"]["kind"] == "neurons_control"
     again = Fakes()  # all cached, including the control sets
     run_pipeline(_rc(tmp_path, seeds=[0, 1], methods=json.loads(json.dumps(methods))), runners=again.runners(),
                  log=lambda m: None)
@@ -306,7 +308,8 @@ def test_no_hash_names_only_real_fields():
     from yfpo.run import _NO_HASH, _fields
     from yfpo.train.config import TrainConfig
 
-    classes = {"neurons": NeuronsConfig, "check": CheckConfig, "pairs": PairsConfig, "train": TrainConfig}
+    classes = {"neurons": NeuronsConfig, "neurons_selection": NeuronsConfig, "check": CheckConfig,
+               "pairs": PairsConfig, "train": TrainConfig}
     assert set(_NO_HASH) == set(classes)
     for kind, names in _NO_HASH.items():
         extra = names - _fields(classes[kind]) - ({"ref_logps"} if kind == "train" else set())

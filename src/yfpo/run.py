@@ -52,6 +52,7 @@ METHOD_KEYS = ("neurons", "gammas")
 # not enter its hash (what they point to enters through the stage's inputs: model identity, input stage hashes)
 _NO_HASH = {
     "neurons": {"model", "out", "progress"},
+    "neurons_selection": {"model", "out", "progress"},  # another selection a method names (e.g. neurons: lape)
     "check": {"model", "neurons", "out_dir", "progress"},
     "pairs": {"model", "out_dir", "progress"},
     "train": {"model", "pairs", "neurons", "output_dir", "name", "ref_logps"},
@@ -474,18 +475,18 @@ class Pipeline:
         from yfpo.config import to_dict
         from yfpo.neurons.controls import kind_of_method
 
-        def find(name: str, cfg) -> tuple[Path, str]:
+        def find(name: str, kind: str, cfg) -> tuple[Path, str]:
             def run_find(folder: Path) -> dict:
                 cfg.out = str(folder / "neurons.json")
                 return {"neurons": self._rel(self.runners["neurons"](cfg))}
 
-            rec = self.stage(name, "neurons", "stages/neurons-{hash}", to_dict(cfg), {"model": self.mid}, run_find)
+            rec = self.stage(name, kind, "stages/neurons-{hash}", to_dict(cfg), {"model": self.mid}, run_find)
             return self.dir / rec["outputs"]["neurons"], rec["hash"]
 
-        own = find("neurons", plan.neurons)
+        own = find("neurons", "neurons", plan.neurons)  # the run's own set: the one the report summarises
         sets = {"own": own, kind_of_method(plan.neurons.method): own}
         for kind, cfg in plan.selections.items():
-            sets[kind] = find(f"neurons/{kind}", cfg)
+            sets[kind] = find(f"neurons/{kind}", "neurons_selection", cfg)
         for key in plan.controls:
             kind, _, s = key.partition("-s")
             seed = int(s) if s else plan.neurons.seed
