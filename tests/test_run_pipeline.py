@@ -206,6 +206,8 @@ def _write(tmp_path, text: str) -> Path:
     ("pairs_file: /nonexistent/pairs.jsonl", "pairs_file"),
     ("model: /nonexistent/model", "model folder"),
     ("neurons: {methdo: attnlrp}", "neurons.methdo"),
+    ("neurons: {contrast_sources: 'dolly,wiki'}", "unknown source 'wiki'"),
+    ("neurons: {method: random}", "not a selection"),
     ("check: {n_randon: 2}", "check.n_randon"),
     ("pairs: {kk: 2}", "pairs.kk"),
 ])

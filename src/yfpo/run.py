@@ -244,6 +244,18 @@ def check_benches(benches: list[str], data_dir: str | None, where: str) -> None:
                                         f"{looked}); set eval.data_dir or YFPO_DATA_DIR")
 
 
+def check_neurons_inputs(ncfg) -> None:
+    """The corpora stage 1 reads are known and its `match` file (if any) exists."""
+    from yfpo.data.corpora import CONTRAST_SOURCES
+
+    for src in (x.strip() for x in ncfg.contrast_sources.split(",") if x.strip()):
+        if src not in CONTRAST_SOURCES:
+            raise ValueError(f"run config: neurons.contrast_sources: unknown source {src!r}; known: "
+                             f"{', '.join(CONTRAST_SOURCES)}")
+    if ncfg.match and not Path(ncfg.match).exists():
+        raise FileNotFoundError(f"run config: neurons.match {ncfg.match} does not exist")
+
+
 # ----------------------------------------------------------------------------- the stages' functions
 
 def _run_neurons(cfg) -> Path:
@@ -338,6 +350,7 @@ def make_plan(rc: RunConfig) -> Plan:
     if ncfg.method not in SELECTIONS.values():
         raise ValueError(f"run config: neurons.method {ncfg.method!r} is not a selection; for a random-neuron "
                          "control give a method `neurons: random`")
+    check_neurons_inputs(ncfg)
     methods = resolve_methods(rc)
     own = kind_of_method(ncfg.method)
     selections, controls = {}, []
