@@ -334,7 +334,7 @@ def make_plan(rc: RunConfig) -> Plan:
     combinations (fdt + lora, ...), unknown benchmarks and missing files all fail here, before any work."""
     from yfpo.config import from_dict
     from yfpo.neurons.config import CheckConfig, NeuronsConfig
-    from yfpo.neurons.controls import SELECTIONS, kind_of_method, selection_method
+    from yfpo.neurons.controls import SELECTIONS
     from yfpo.neurons.find import METHODS as FIND_METHODS
     from yfpo.pairs.config import PairsConfig
 
@@ -352,30 +352,12 @@ def make_plan(rc: RunConfig) -> Plan:
                          "control give a method `neurons: random`")
     check_neurons_inputs(ncfg)
     methods = resolve_methods(rc)
-    own = kind_of_method(ncfg.method)
-    selections, controls = {}, []
-    for keys in methods.values():
-        kind = keys["neurons"]
-        if kind in SELECTIONS and kind != own and kind not in selections:
-            selections[kind] = dataclasses.replace(ncfg, method=selection_method(kind))
-        elif kind == "flipped" and "flipped" not in controls:
-            controls.append("flipped")
-        elif kind == "random":
-            controls += [k for k in (neuron_key("random", s) for s in rc.seeds) if k not in controls]
+    selections, controls = needed_neuron_sets(ncfg, methods, rc.seeds)
     ccfg = None
     if rc.check is not None:
         ccfg = from_dict(CheckConfig, {**base, **rc.check, "model": rc.model}, prefix="check.")
-    pcfg = None
-    if rc.pairs_file:
-        if not Path(rc.pairs_file).exists():
-            raise FileNotFoundError(f"run config: pairs_file {rc.pairs_file} does not exist")
-    else:
-        pcfg = from_dict(PairsConfig, {**base, **rc.pairs, "model": rc.model}, prefix="pairs.")
-        if pcfg.bench_file:
-            if not Path(pcfg.bench_file).exists():
-                raise FileNotFoundError(f"run config: pairs.bench_file {pcfg.bench_file} does not exist")
-        else:
-            check_benches([pcfg.bench], pcfg.data_dir, "pairs.bench")
+    pcfg = None if rc.pairs_file else from_dict(PairsConfig, {**base, **rc.pairs, "model": rc.model}, prefix="pairs.")
+    check_pairs_inputs(rc.pairs_file, pcfg)
     ref = rc.ref_logps and reference_supported()
     placeholder = Path("<planned>")
     train = {(m, seed): train_config(rc, m, keys, seed, placeholder, placeholder, placeholder,
@@ -383,6 +365,37 @@ def make_plan(rc: RunConfig) -> Plan:
              for m, keys in methods.items() for seed in rc.seeds}
     check_benches(rc.eval.benches, rc.eval.data_dir, "eval.benches")
     return Plan(methods, ncfg, selections, controls, ccfg, pcfg, train, ref)
+
+
+def needed_neuron_sets(ncfg, methods: dict[str, dict], seeds: list[int]) -> tuple[dict[str, Any], list[str]]:
+    """The NeuronSets the methods name besides the run's own: other selections ({kind: NeuronsConfig}, the
+    run's neurons section with another method) and derived controls (["flipped", "random-s<seed>", ...])."""
+    from yfpo.neurons.controls import SELECTIONS, kind_of_method, selection_method
+
+    own = kind_of_method(ncfg.method)
+    selections: dict[str, Any] = {}
+    controls: list[str] = []
+    for keys in methods.values():
+        kind = keys["neurons"]
+        if kind in SELECTIONS and kind != own and kind not in selections:
+            selections[kind] = dataclasses.replace(ncfg, method=selection_method(kind))
+        elif kind == "flipped" and "flipped" not in controls:
+            controls.append("flipped")
+        elif kind == "random":
+            controls += [k for k in (neuron_key("random", s) for s in seeds) if k not in controls]
+    return selections, controls
+
+
+def check_pairs_inputs(pairs_file: str | None, pcfg) -> None:
+    """The pairs file, or the pairs stage's question file / benchmark, is on disk."""
+    if pairs_file:
+        if not Path(pairs_file).exists():
+            raise FileNotFoundError(f"run config: pairs_file {pairs_file} does not exist")
+    elif pcfg.bench_file:
+        if not Path(pcfg.bench_file).exists():
+            raise FileNotFoundError(f"run config: pairs.bench_file {pcfg.bench_file} does not exist")
+    else:
+        check_benches([pcfg.bench], pcfg.data_dir, "pairs.bench")
 
 
 # ----------------------------------------------------------------------------- the pipeline
