@@ -283,6 +283,11 @@ def _run_pairs(cfg) -> Path:
 
 
 def _run_reference(cfg, neurons: dict[str, str], out_dir: Path) -> Path:
+    """train/reference.py's compute_reference: `cfg` is the TrainConfig of one (method, seed) of a group with
+    the same REF_KEYS (model and pairs set, output_dir = the stage folder); `neurons` = {label: NeuronSet path}
+    of every set the group's methods use (labels: attnlrp, lape, flipped, random-s0, ...). It returns the file
+    TrainConfig.ref_logps takes: reference chosen/rejected log-probs per pair and m_ref per NeuronSet (each
+    identified by its file's sha256, so a training finds the m_ref of its own `neurons` file)."""
     from yfpo.train.reference import compute_reference
 
     return compute_reference(cfg, neurons=neurons, out_dir=out_dir)
