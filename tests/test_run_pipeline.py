@@ -244,6 +244,11 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
                  "--check-only"]) == 0
     out = capsys.readouterr().out
     assert "yfpo_g0.5: gamma 0.5, neurons attnlrp" in out and "valid" in out
+    p = _write(tmp_path, "methods: {dpo: {gamma: 0}, yfpo: {gamma: 1}}")
+    assert main(["run", str(p), "--check-only", "--methods.yfpo.gamma", "2", "--train.gamma", "0.25",
+                 "--methods.dpo.gamma=0"]) == 0
+    out = capsys.readouterr().out
+    assert "yfpo: gamma 2.0, neurons attnlrp" in out and "dpo: gamma 0.0," in out
     assert not (tmp_path / "runs").exists()
 
 

@@ -133,6 +133,15 @@ def stage_hash(kind: str, config: dict, inputs: dict) -> str:
 
 # ----------------------------------------------------------------------------- methods
 
+def _number(x: Any) -> Any:
+    """A numeric string from a CLI override ("0.5") as a float, so the recorded config says gamma: 0.5; anything
+    else unchanged (TrainConfig's own check names a bad value)."""
+    try:
+        return float(x) if isinstance(x, (str, int)) and not isinstance(x, bool) else x
+    except ValueError:
+        return x
+
+
 def _gamma_tag(g: float) -> str:
     return f"{float(g):g}"
 
@@ -153,7 +162,7 @@ def resolve_methods(rc: RunConfig) -> dict[str, dict[str, Any]]:
         keys["neurons"] = normalise_kind(keys.get("neurons", default_kind), where=f"methods.{name}.neurons")
         gammas = keys.pop("gammas", None)
         if gammas is None:
-            out[name] = {**keys, "gamma": keys.get("gamma", default_gamma)}
+            out[name] = {**keys, "gamma": _number(keys.get("gamma", default_gamma))}
             continue
         if "gamma" in keys:
             raise ValueError(f"run config: methods.{name} has both gamma and gammas; keep one")
