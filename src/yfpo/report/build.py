@@ -107,7 +107,9 @@ def read_run(run_dir: str | Path) -> RunData:
         elif kind == "pairs" and (folder / "summary.json").exists():
             rd.pairs = json.loads((folder / "summary.json").read_text())
         elif kind == "train":
-            rows = [r for r in _jsonl(folder / "metrics.jsonl") if "train_runtime" not in r]  # drop the end summary
+            from yfpo.utils import read_metrics  # resume markers applied, end summary dropped
+
+            rows = read_metrics(folder / "metrics.jsonl")
             if rows:
                 rd.metrics[f"{s['method']}-s{s['seed']}"] = rows
         elif kind == "eval" and s["finished"] and (folder / "summary.json").exists():

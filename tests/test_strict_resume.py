@@ -1,0 +1,56 @@
+"""Strict resume: a stage folder made by one config refuses a rerun with another (yfpo.resume)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_train_common import one_thread, cfg_for, pair_rows, write_jsonl, write_neuronset  # noqa: F401
+from yfpo import resume as strict
+from yfpo.models.tiny import save_tiny, tiny_model
+from yfpo.train.trainer import train
+from yfpo.utils import read_metrics
+
+
+def test_claim_refuses_other_config_and_names_keys(tmp_path):
+    d = tmp_path / "stage"
+    strict.claim(d, "pairs", {"k": 4, "seed": 0, "out_dir": "a"})
+    strict.claim(d, "pairs", {"k": 4, "seed": 0, "out_dir": "b"})  # location keys do not count
+    with pytest.raises(strict.ResumeConflict, match=r"k: 4 -> 8.*new output folder, or --overwrite"):
+        strict.claim(d, "pairs", {"k": 8, "seed": 0})
+    with pytest.raises(strict.ResumeConflict, match="holds a 'pairs' stage"):
+        strict.claim(d, "train", {"k": 4, "seed": 0})
+    (d / "junk.txt").write_text("x")
+    strict.claim(d, "pairs", {"k": 8, "seed": 0}, overwrite=True)
+    assert not (d / "junk.txt").exists()
+    assert json.loads((d / strict.RECORD).read_text())["config"] == {"k": 8, "seed": 0}
+
+
+def test_train_gamma_sweep_into_one_folder_is_refused(tmp_path):
+    """The issue's reproduction: --gamma 0 then --gamma 5 --neurons N into the same --out."""
+    model_dir = save_tiny(tmp_path / "tiny", family="llama", seed=0)
+    model, _ = tiny_model("llama", seed=0)
+    write_neuronset(tmp_path / "n.json", model)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(4))
+    out = tmp_path / "D"
+    a = cfg_for(tmp_path, pairs, model=str(model_dir), output_dir=str(out), gamma=0.0, max_steps=1)
+    train(a)
+    assert (out / "train_done.json").exists() and (out / "config.hash.json").exists()
+    b = cfg_for(tmp_path, pairs, model=str(model_dir), output_dir=str(out), gamma=5.0,
+                neurons=str(tmp_path / "n.json"), max_steps=1)
+    with pytest.raises(strict.ResumeConflict, match=r"gamma: 0\.0 -> 5\.0.*neurons: None -> "):
+        train(b)
+    assert train(a) == out  # the same config: finished, returned at once
+    train(b, overwrite=True)
+    assert json.loads((out / "config.hash.json").read_text())["config"]["gamma"] == 5.0
+
+
+def test_read_metrics_applies_resume_marker_and_cuts_torn_tail(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    rows = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}, {"step": 3, "loss": 0.8},
+            {"event": "resume", "step": 2}, {"step": 3, "loss": 0.7}, {"train_runtime": 1.0, "step": 3}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "lo')
+    got = read_metrics(p)
+    assert [(r["step"], r["loss"]) for r in got] == [(1, 1.0), (2, 0.9), (3, 0.7)]
+    assert p.read_text().endswith("}\n")  # torn line removed, so the next append starts clean
