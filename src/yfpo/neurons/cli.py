@@ -15,6 +15,7 @@ def register(sub) -> None:
                                  "selection (global|per_layer), match, seed, batch_size, max_length, data_dir.",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--config", help="YAML file (section `neurons` or top level)")
+    f.add_argument("--overwrite", action="store_true", help="empty the work folder first (made by another config)")
     f.set_defaults(func=_find, accepts_overrides=True)
 
     c = s.add_parser("check", help="ablate the selected neurons vs random ones; math/contrast NLL and accuracy",
@@ -39,7 +40,7 @@ def _find(args) -> int:
     from yfpo.neurons.find import find_neurons
 
     cfg = load_config(NeuronsConfig, args.config, args.overrides, section="neurons" if args.config else None)
-    path = find_neurons(cfg)
+    path = find_neurons(cfg, overwrite=args.overwrite)
     from yfpo.neurons.show import summary_text
 
     print(summary_text(path, top=10))
