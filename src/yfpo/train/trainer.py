@@ -61,7 +61,18 @@ class YFPOTrainer(DPOTrainer):
 
     # -- Step-DPO: TRL appends EOS to plain-text completions; a step is not the end of the answer
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        n_in = len(dataset)
         ds = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        # TRL drops pairs whose prompt alone fills max_length (their completions would be empty): count them
+        self.dropped_prompt_too_long = n_in - len(ds)
+        if self.dropped_prompt_too_long:
+            import warnings
+
+            warnings.warn(f"{self.dropped_prompt_too_long} of {n_in} {dataset_name} pairs dropped: prompt of >= "
+                          f"max_length={args.max_length} tokens leaves no completion token", stacklevel=2)
+        if n_in and not len(ds):
+            raise ValueError(f"all {n_in} pairs have a prompt of >= max_length={args.max_length} tokens (nothing "
+                             "would be learned); raise max_length")
         if getattr(self, "step_dpo", False):
             eos = processing_class.eos_token_id
 
@@ -229,7 +240,8 @@ def build_dataset(cfg: TrainConfig, tokenizer):
     return Dataset.from_list(rows), step
 
 
-def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, out: Path | None = None):
+def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, out: Path | None = None,
+                 allow_other_weights: bool = False):
     """Everything `train` does before `.train()`: returns (trainer, run_dir)."""
     from yfpo.models import load_model
     from yfpo.neurons.neuronset import NeuronSet
@@ -239,7 +251,7 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
     if model is None:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
     dataset, step = build_dataset(cfg, tokenizer)
-    neuron_set = NeuronSet.load(cfg.neurons, model) if cfg.neurons else None
+    neuron_set = NeuronSet.load(cfg.neurons, model, allow_other_weights=allow_other_weights) if cfg.neurons else None
     peft_config = None
     ref_model = None
     if cfg.lora:
@@ -294,7 +306,7 @@ _NOT_RESULT = frozenset({"logging_steps", "save_steps", "save_total_limit"})
 
 
 def train(cfg: TrainConfig, resume: bool = True, callbacks=None, model=None, tokenizer=None,
-          overwrite: bool = False) -> Path:
+          overwrite: bool = False, allow_other_weights: bool = False) -> Path:
     """Run (or resume) one training run; returns the run directory (its final/ loads with load_model).
     A run directory made by another config is refused (yfpo.resume) unless overwrite (which empties it)."""
     from yfpo import resume as strict
@@ -310,7 +322,8 @@ def train(cfg: TrainConfig, resume: bool = True, callbacks=None, model=None, tok
             return out
     seed_everything(cfg.seed)
     # build first (model, data, NeuronSet): a bad model path or pairs file fails before anything is written
-    trainer, out = make_trainer(cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out)
+    trainer, out = make_trainer(cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out,
+                                allow_other_weights=allow_other_weights)
     acc = trainer.accelerator
     main = acc.is_main_process  # under accelerate/DDP only one process writes the run directory's own files
     if main:
@@ -346,7 +359,8 @@ def train(cfg: TrainConfig, resume: bool = True, callbacks=None, model=None, tok
     if main:
         tok.save_pretrained(final)
         summary = {"steps": trainer.state.global_step, "train_time_s": round(time.time() - t0, 1),
-                   "final": str(final), "merged": merged_lora}
+                   "final": str(final), "merged": merged_lora, "pairs_used": len(trainer.train_dataset),
+                   "pairs_dropped_prompt_too_long": getattr(trainer, "dropped_prompt_too_long", 0)}
         atomic_write_json(out / DONE, summary)
     acc.wait_for_everyone()
     return out
