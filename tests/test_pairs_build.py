@@ -268,7 +268,6 @@ def test_build_with_step_pairs_writes_valid_step_file(tmp_path):
 def test_build_pairs_real_generate_on_tiny_model_reproducible(tmp_path):
     """The default wiring (yfpo.eval generate / build_prompt / is_correct) on a saved tiny model: rows are
     written, truncation is recorded, and the same seed gives the same samples."""
-    pytest.importorskip("yfpo.engine.generate")
     from yfpo.models.tiny import save_tiny
 
     model_dir = save_tiny(tmp_path / "tiny")
@@ -288,7 +287,6 @@ def test_build_pairs_real_generate_on_tiny_model_reproducible(tmp_path):
 
 
 def test_pairs_cli_on_tiny_model(tmp_path, capsys):
-    pytest.importorskip("yfpo.engine.generate")
     from yfpo.cli import main
     from yfpo.models.tiny import save_tiny
 
