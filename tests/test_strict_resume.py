@@ -37,6 +37,7 @@ def test_train_gamma_sweep_into_one_folder_is_refused(tmp_path):
     a = cfg_for(tmp_path, pairs, model=str(model_dir), output_dir=str(out), gamma=0.0, max_steps=1)
     train(a)
     assert (out / "train_done.json").exists() and (out / "config.hash.json").exists()
+    assert not (out / "done.json").exists()  # that name is the pipeline's stage record
     b = cfg_for(tmp_path, pairs, model=str(model_dir), output_dir=str(out), gamma=5.0,
                 neurons=str(tmp_path / "n.json"), max_steps=1)
     with pytest.raises(strict.ResumeConflict, match=r"gamma: 0\.0 -> 5\.0.*neurons: None -> "):
@@ -54,3 +55,30 @@ def test_read_metrics_applies_resume_marker_and_cuts_torn_tail(tmp_path):
     got = read_metrics(p)
     assert [(r["step"], r["loss"]) for r in got] == [(1, 1.0), (2, 0.9), (3, 0.7)]
     assert p.read_text().endswith("}\n")  # torn line removed, so the next append starts clean
+
+
+def test_resume_from_a_checkpoint_of_another_config_is_refused(tmp_path):
+    from yfpo.train.trainer import StopAfter
+
+    model_dir = save_tiny(tmp_path / "tiny", family="llama", seed=0)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(8))
+    a = cfg_for(tmp_path, pairs, model=str(model_dir), max_steps=3, save_steps=1, lr=1e-3)
+    out = train(a, callbacks=[StopAfter(1)])  # "killed" after checkpoint-1
+    assert (out / "checkpoints" / "checkpoint-1").exists() and not (out / "train_done.json").exists()
+    b = cfg_for(tmp_path, pairs, model=str(model_dir), max_steps=3, save_steps=1, lr=5e-3)
+    with pytest.raises(strict.ResumeConflict, match=r"lr: 0\.001 -> 0\.005"):
+        train(b)
+    assert train(a).joinpath("train_done.json").exists()  # its own config resumes and finishes
+
+
+def test_neurons_find_refuses_other_config(tmp_path):
+    from yfpo.neurons.config import NeuronsConfig
+    from yfpo.neurons.find import find_neurons
+
+    tiny_dir = str(save_tiny(tmp_path / "tiny", family="llama", seed=0))
+    kw = dict(model=tiny_dir, out=str(tmp_path / "n.json"), method="random", n_math=4, n_contrast=4, k=8,
+              max_length=48, batch_size=4, progress=False)
+    find_neurons(NeuronsConfig(**kw))
+    with pytest.raises(strict.ResumeConflict, match=r"seed: 0 -> 1"):
+        find_neurons(NeuronsConfig(**{**kw, "seed": 1}))
+    find_neurons(NeuronsConfig(**{**kw, "seed": 1}), overwrite=True)

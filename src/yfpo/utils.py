@@ -136,3 +136,12 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
         elif "train_runtime" not in r:
             rows.append(r)
     return rows
+
+
+def atomic_savefig(fig, path: str | os.PathLike, **kw) -> None:
+    """fig.savefig through a temp file + rename, so a kill never leaves a half PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, **kw)
+    tmp.replace(path)

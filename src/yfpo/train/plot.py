@@ -55,6 +55,8 @@ def plot_runs(runs: list, out=None, labels: list[str] | None = None) -> Path:
     fig.tight_layout()
     out = Path(out) if out else (Path(runs[0]) / "curves.png" if len(runs) == 1 else Path("curves.png"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    from yfpo.utils import atomic_savefig
+
+    atomic_savefig(fig, out, dpi=110)
     plt.close(fig)
     return out
