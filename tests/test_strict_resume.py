@@ -82,3 +82,14 @@ def test_neurons_find_refuses_other_config(tmp_path):
     with pytest.raises(strict.ResumeConflict, match=r"seed: 0 -> 1"):
         find_neurons(NeuronsConfig(**{**kw, "seed": 1}))
     find_neurons(NeuronsConfig(**{**kw, "seed": 1}), overwrite=True)
+
+
+def test_folder_from_before_the_record_is_checked_against_its_config_yaml(tmp_path):
+    import yaml
+
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "config.yaml").write_text(yaml.safe_dump({"k": 4, "seed": 0, "out_dir": "x"}))
+    strict.check(d, "pairs", {"k": 4, "seed": 0, "out_dir": "y"})
+    with pytest.raises(strict.ResumeConflict, match=r"k: 4 -> 2.*from its config.yaml"):
+        strict.check(d, "pairs", {"k": 2, "seed": 0})

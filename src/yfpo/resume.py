@@ -57,6 +57,11 @@ def check(folder: str | Path, stage: str, config: dict, *, ignored=IGNORED) -> s
     h = config_hash(config, ignored)
     rec_path = folder / RECORD
     if not rec_path.exists():
+        legacy = _legacy_config(folder)  # a folder from before config.hash.json: its saved config.yaml
+        if legacy is not None and config_hash(legacy, ignored) != h:
+            diff = diff_keys(hashed_config(legacy, ignored), hashed_config(config, ignored))
+            raise ResumeConflict(f"{folder} was made by another {stage} config ({'; '.join(diff)}; from its "
+                                 "config.yaml); refusing to resume into it: use a new output folder, or --overwrite")
         return h
     try:
         rec = json.loads(rec_path.read_text())
@@ -96,3 +101,16 @@ def clear(folder: Path) -> None:
             shutil.rmtree(p)
         else:
             p.unlink()
+
+
+def _legacy_config(folder: Path) -> dict | None:
+    import yaml
+
+    p = folder / "config.yaml"
+    if not p.exists():
+        return None
+    try:
+        d = yaml.safe_load(p.read_text())
+    except yaml.YAMLError:
+        return None
+    return d if isinstance(d, dict) else None
