@@ -148,6 +148,47 @@ def test_build_pairs_resume_after_kill_matches_uninterrupted(tmp_path):
     assert third.calls == 0
 
 
+class BatchGen(FakeGen):
+    """Like a real batched sampler: every sample depends on the whole batch (padding, RNG stream), not only
+    on its own prompt, so a chunk redone with fewer prompts would sample differently."""
+
+    def __call__(self, prompts, **kw):
+        batch = "|".join(prompts)
+        out = super().__call__([p + f" batch={hashlib.sha256(batch.encode()).hexdigest()[:6]}" for p in prompts], **kw)
+        return out
+
+
+@pytest.mark.parametrize("cut", [1, 3, 5, 8])  # rows finished before the kill; cut 1, 3, 5 fall mid-chunk
+def test_build_pairs_resumed_mid_chunk_equals_uninterrupted_byte_for_byte(tmp_path, cut):
+    cfg = dict(batch_size=12, k=4, step_pairs=False)  # chunks of 3 questions
+    full = build_pairs(_cfg(tmp_path, "full", **cfg), generate_fn=BatchGen(), problems=_problems(), **KW).parent
+    out = tmp_path / "r"
+    build_pairs(_cfg(tmp_path, "r", **cfg), generate_fn=BatchGen(), problems=_problems(), **KW)
+    # simulate a kill after `cut` questions: keep their rows and pairs, plus a torn line in each file
+    rows = (out / "samples.jsonl").read_text().splitlines(keepends=True)
+    keep = {json.loads(l)["id"] for l in rows[:cut]}
+    (out / "samples.jsonl").write_text("".join(rows[:cut]) + rows[cut][:17])
+    prs = [l for l in (out / "pairs.jsonl").read_text().splitlines(keepends=True) if json.loads(l)["question_id"] in keep]
+    (out / "pairs.jsonl").write_text("".join(prs) + '{"prompt": "to')
+    (out / "summary.json").unlink()
+    again = BatchGen()
+    build_pairs(_cfg(tmp_path, "r", **cfg), generate_fn=again, problems=_problems(), **KW)
+    assert len(again.prompts) == 10 - 3 * (cut // 3)  # the cut chunk is redone whole
+    for name in ("samples.jsonl", "pairs.jsonl"):
+        assert (out / name).read_bytes() == (full / name).read_bytes(), name
+
+
+def test_build_pairs_refuses_other_config_in_same_folder(tmp_path):
+    from yfpo.resume import ResumeConflict
+
+    build_pairs(_cfg(tmp_path, "a"), generate_fn=FakeGen(), problems=_problems(4), **KW)
+    with pytest.raises(ResumeConflict, match=r"k: 4 -> 6.*--overwrite"):
+        build_pairs(_cfg(tmp_path, "a", k=6), generate_fn=FakeGen(), problems=_problems(4), **KW)
+    build_pairs(_cfg(tmp_path, "a", k=6), generate_fn=FakeGen(), problems=_problems(4), overwrite=True, **KW)
+    rows = [json.loads(l) for l in (tmp_path / "a" / "samples.jsonl").read_text().splitlines()]
+    assert all(len(r["samples"]) == 6 for r in rows)
+
+
 def test_build_pairs_offset_limit_and_seed(tmp_path):
     gen = FakeGen()
     build_pairs(_cfg(tmp_path, "a", offset=3, limit=4), generate_fn=gen, problems=_problems(), **KW)
@@ -227,7 +268,6 @@ def test_build_with_step_pairs_writes_valid_step_file(tmp_path):
 def test_build_pairs_real_generate_on_tiny_model_reproducible(tmp_path):
     """The default wiring (yfpo.eval generate / build_prompt / is_correct) on a saved tiny model: rows are
     written, truncation is recorded, and the same seed gives the same samples."""
-    pytest.importorskip("yfpo.engine.generate")
     from yfpo.models.tiny import save_tiny
 
     model_dir = save_tiny(tmp_path / "tiny")
@@ -247,7 +287,6 @@ def test_build_pairs_real_generate_on_tiny_model_reproducible(tmp_path):
 
 
 def test_pairs_cli_on_tiny_model(tmp_path, capsys):
-    pytest.importorskip("yfpo.engine.generate")
     from yfpo.cli import main
     from yfpo.models.tiny import save_tiny
 

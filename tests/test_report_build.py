@@ -107,13 +107,27 @@ def make_run(root: Path) -> Path:
     return run
 
 
+def test_items_once_wilson_one_seed_is_wilson_and_repeats_do_not_narrow_it():
+    from yfpo.report.build import items_once_wilson
+
+    one = {f"q{i}": i < 6 for i in range(10)}
+    assert items_once_wilson([one])[:2] == pytest.approx(wilson(6, 10))
+    assert items_once_wilson([one, one, one]) == pytest.approx(items_once_wilson([one]))  # same items, 3 seeds
+    half = items_once_wilson([{"a": True, "b": False}, {"a": False, "b": True}])
+    assert half[2] == 2 and half[:2] == pytest.approx(wilson(1, 2))
+
+
 def test_comparison_numbers(tmp_path):
     rd = read_run(make_run(tmp_path))
     comp = comparison(rd)
     assert comp["methods"] == ["base", "dpo", "yfpo", "dpo_fdt", "yfpo_fdt"]
     c = comp["table"]["yfpo"]["gsm8k"]
     assert c["acc"] == pytest.approx(25 / 40) and c["n_items"] == 80 and c["seeds"] == 2
-    assert (c["lo"], c["hi"]) == pytest.approx(wilson(50, 80))
+    # 2 seeds x the same 40 items: the interval counts 40 items (sum of per-item means 25), not 80 rows
+    assert c["n_distinct_items"] == 40
+    assert (c["lo"], c["hi"]) == pytest.approx(wilson(25, 40))
+    pooled = wilson(50, 80)
+    assert (c["hi"] - c["lo"]) / (pooled[1] - pooled[0]) == pytest.approx(2 ** 0.5, rel=0.05)
     assert c["vs_dpo"]["n"] == 80 and c["vs_dpo"]["a_only"] == 30 and c["vs_dpo"]["n_items"] == 40
     # the same 15 items in both seeds: 15 items count once (exact sign-flip p = 2 * 2^-15), not 30 rows
     assert c["vs_dpo"]["p"] == pytest.approx(2 * 0.5 ** 15) and c["vs_dpo"]["p_rows"] == pytest.approx(2 * 0.5 ** 30)

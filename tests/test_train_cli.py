@@ -31,7 +31,7 @@ def test_cli_train_writes_run_dir_and_plot(setup, capsys):
     out = d / "run"
     rc = main(["train", str(cfg), "--out", str(out), "--gamma", "0.5", "--neurons", str(d / "n.json")])
     assert rc == 0, capsys.readouterr().err
-    for name in ("config.yaml", "versions.json", "metrics.jsonl", "done.json", "final/config.json"):
+    for name in ("config.yaml", "versions.json", "metrics.jsonl", "train_done.json", "config.hash.json", "final/config.json"):
         assert (out / name).exists(), name
     import yaml
 

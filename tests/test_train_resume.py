@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from test_train_common import one_thread, cfg_for, pair_rows, write_jsonl, write_neuronset
 from yfpo.models.tiny import save_tiny, tiny_model
 from yfpo.train.trainer import StopAfter, train
+from yfpo.utils import read_metrics
 
 
 def _weights(run):
@@ -35,10 +36,10 @@ def test_resume_matches_uninterrupted(tmp_path, lora):
     b = cfg_for(tmp_path / "b", pairs, **common)
     run_a = train(a)
     run_b = train(b, callbacks=[StopAfter(2)])  # "killed" after step 2 (checkpoint-2 saved)
-    assert not (run_b / "done.json").exists() and not (run_b / "final").exists()
+    assert not (run_b / "train_done.json").exists() and not (run_b / "final").exists()
     assert (run_b / "checkpoints" / "checkpoint-2").exists()
     run_b = train(b, resume=True)
-    assert (run_b / "done.json").exists()
+    assert (run_b / "train_done.json").exists()
     wa, wb = _weights(run_a), _weights(run_b)
     assert set(wa) == set(wb)
     start = dict(model.named_parameters())
@@ -48,11 +49,12 @@ def test_resume_matches_uninterrupted(tmp_path, lora):
         if k in start and not torch.allclose(wa[k], start[k].detach()):
             moved += 1
     assert moved > 0  # training changed the weights
-    steps = [json.loads(l)["step"] for l in (run_b / "metrics.jsonl").read_text().splitlines()
-             if "loss" in json.loads(l)]
+    steps = [r["step"] for r in read_metrics(run_b / "metrics.jsonl") if "loss" in r]
     assert steps == [1, 2, 3, 4]
-    la = [json.loads(l) for l in (run_a / "metrics.jsonl").read_text().splitlines()]
-    lb = [json.loads(l) for l in (run_b / "metrics.jsonl").read_text().splitlines()]
+    raw = [json.loads(l) for l in (run_b / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "resume" for r in raw)  # append-only: the pre-kill rows are still there
+    la = read_metrics(run_a / "metrics.jsonl")
+    lb = read_metrics(run_b / "metrics.jsonl")
     for ra, rb in zip([r for r in la if "loss" in r], [r for r in lb if "loss" in r]):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
         assert ra["neuron/margin"] == pytest.approx(rb["neuron/margin"], rel=1e-4, abs=1e-6)

@@ -121,3 +121,27 @@ def progress(iterable=None, total: int | None = None, desc: str = "", unit: str 
     if disable is None:
         disable = os.environ.get("YFPO_NO_PROGRESS") == "1"
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True)
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Rows of a trainer's append-only metrics.jsonl, as one clean curve.
+
+    A resumed run appends a marker {"event": "resume", "step": N} and then replays the steps after its
+    checkpoint N: rows logged after N before the marker (lost with the kill) are dropped, as is the
+    end-of-training summary row (train_runtime). A torn last line is repaired (read_jsonl_resume)."""
+    rows: list[dict] = []
+    for r in read_jsonl_resume(path):
+        if r.get("event") == "resume":
+            rows = [x for x in rows if x.get("step", 0) <= r.get("step", 0)]
+        elif "train_runtime" not in r:
+            rows.append(r)
+    return rows
+
+
+def atomic_savefig(fig, path: str | os.PathLike, **kw) -> None:
+    """fig.savefig through a temp file + rename, so a kill never leaves a half PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, **kw)
+    tmp.replace(path)

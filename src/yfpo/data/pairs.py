@@ -83,10 +83,15 @@ def load_pairs(path: str | os.PathLike, fmt: str | None = None, limit: int | Non
     if not path.exists():
         raise FileNotFoundError(f"pairs file {path} does not exist")
     pairs: list[Pair] = []
+    first = None  # (line, format) of the first row: one file holds one format
     for n, obj in read_jsonl(path):
-        if fmt is None:
-            fmt = detect_format(obj)
-        pairs.append(validate_pair(obj, f"{path}:{n}", fmt))
+        here = detect_format(obj)
+        if first is None:
+            first = (n, here)
+        elif here != first[1]:
+            raise DataFormatError(f"{path}:{n}: a {here} pair in a file whose line {first[0]} is a {first[1]} pair "
+                                  "(Step-DPO rows have 'initial_reason_steps'); one file holds one format: split it")
+        pairs.append(validate_pair(obj, f"{path}:{n}", fmt or here))
         if limit and len(pairs) >= limit:
             break
     if not pairs:
@@ -110,6 +115,8 @@ def write_pairs(path: str | os.PathLike, pairs: Iterable[Pair | dict], append: b
         with open(tmp, "w", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         tmp.replace(path)
     return len(rows)
 

@@ -1,9 +1,10 @@
 """Benchmark loaders: every math benchmark becomes a list of `Problem` records.
 
 A benchmark is looked for in: `--data-dir` (the `data_dir` argument), then `$YFPO_DATA_DIR`, then
-`../shared/data` beside the checkout (and beside the current directory), then, for users who are
-online and have `datasets` installed, the Hugging Face Hub. When none has it the error lists every
-place it looked. A user file in one of the supported formats can be passed as `path=`.
+`../shared/data` beside the checkout (and beside the current directory). The Hugging Face Hub is used
+only when asked for (`hub=True`, `yfpo eval --hub`, or YFPO_HUB=1), never as a silent fallback. When
+no place has it the error lists every place it looked. `benchmark_provenance` gives the file(s) read and
+their sha256, recorded in every eval summary. A user file in one of the supported formats can be passed as `path=`.
 """
 
 from __future__ import annotations
@@ -229,19 +230,44 @@ def _from_hub(b: Benchmark, name: str) -> list[Problem]:
 
     ds_id, cfg, split = b.hub  # type: ignore[misc]
     ds = datasets.load_dataset(ds_id, cfg, split=split)
-    tmp = Path(os.environ.get("YFPO_CACHE", Path.home() / ".cache" / "yfpo")) / "hub_data" / f"{name}.jsonl"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "w") as f:
-        for row in ds:
-            f.write(json.dumps(row) + "\n")
+    from yfpo.utils import atomic_write_text
+
+    tmp = _hub_cache(name)
+    atomic_write_text(tmp, "".join(json.dumps(row) + "\n" for row in ds))
     return b.parse(tmp, name)
 
 
+def hub_allowed(hub: bool | None = None) -> bool:
+    """The Hub only when asked: hub=True, or (hub None) the environment variable YFPO_HUB=1."""
+    return bool(hub) if hub is not None else os.environ.get("YFPO_HUB") == "1"
+
+
+def _hub_cache(name: str) -> Path:
+    return Path(os.environ.get("YFPO_CACHE", Path.home() / ".cache" / "yfpo")) / "hub_data" / f"{name}.jsonl"
+
+
+def benchmark_provenance(name: str, data_dir: str | os.PathLike | None = None,
+                         path: str | os.PathLike | None = None) -> list[dict]:
+    """[{path, sha256}] of the file(s) load_benchmark reads for `name` (several for a group)."""
+    from yfpo.utils import sha256_file
+
+    if path is not None:
+        files = [Path(path)]
+    elif name in GROUPS:
+        return [r for sub in GROUPS[name] for r in benchmark_provenance(sub, data_dir)]
+    else:
+        b = BENCHMARKS.get(name)
+        f = find_data_file(b.relpath, data_dir) if b is not None else None
+        files = [f if f is not None else _hub_cache(name)]
+    return [{"path": str(f.resolve()), "sha256": sha256_file(f)} for f in files if f.exists()]
+
+
 def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, limit: int | None = None,
-                   path: str | os.PathLike | None = None) -> list[Problem]:
-    """Problems of a named benchmark (or of a user `path` in that benchmark's format), first `limit`."""
+                   path: str | os.PathLike | None = None, hub: bool | None = None) -> list[Problem]:
+    """Problems of a named benchmark (or of a user `path` in that benchmark's format), first `limit`.
+    A benchmark missing locally is fetched from the Hub only when hub_allowed(hub)."""
     if name in GROUPS:
-        probs = [p for sub in GROUPS[name] for p in load_benchmark(sub, data_dir, None)]
+        probs = [p for sub in GROUPS[name] for p in load_benchmark(sub, data_dir, None, hub=hub)]
         return probs[:limit] if limit else probs
     if path is not None:
         parse = BENCHMARKS[name].parse if name in BENCHMARKS else _parse_generic
@@ -257,7 +283,9 @@ def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, limit: 
     else:
         looked = [str(d / b.relpath) for d in candidate_data_dirs(data_dir)]
         hub_err = "no Hugging Face dataset known for it"
-        if b.hub is not None:
+        if b.hub is not None and not hub_allowed(hub):
+            hub_err = f"the Hugging Face Hub ({b.hub[0]}) was not asked for (pass --hub or set YFPO_HUB=1 to use it)"
+        elif b.hub is not None:
             try:
                 probs = _from_hub(b, name)
                 return probs[:limit] if limit else probs

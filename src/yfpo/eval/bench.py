@@ -2,7 +2,9 @@
 
 Output folder: items.jsonl (one row per problem, appended as batches finish: a rerun skips the items
 already there) and summary.json (accuracy per extractor with Wilson 95% CIs, the protocol, model,
-versions, time and tokens/s). `compare_items` pairs two runs item by item.
+versions, time and tokens/s, and `data`: the benchmark file(s) read, path + sha256). The folder records
+its config (yfpo.resume): a rerun with another model, benchmark file, limit or protocol is refused, not
+mixed in. `compare_items` pairs two runs item by item.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from yfpo.data.problems import Problem, benchmark_kind, load_benchmark
+from yfpo.data.problems import Problem, benchmark_kind, benchmark_provenance, load_benchmark
 from yfpo.engine.answers import EXTRACTORS, PRIMARY, grade
 from yfpo.engine.generate import generate
 from yfpo.engine.prompts import INSTRUCTION, TEMPLATE_NAME, build_prompt
@@ -56,12 +58,22 @@ def _check_protocol(out: Path, protocol: dict, resuming: bool) -> None:
 def run_eval(model, bench: str, *, tokenizer=None, limit: int | None = None, shots: int = 0, out_dir=None,
              batch_size: int = 16, max_new_tokens: int = 256, data_dir=None, backend: str = "auto",
              dtype: str = "float32", device: str = "cpu", bench_file: str | None = None,
-             problems: list[Problem] | None = None, chunk: int | None = None, progress: bool = True) -> dict:
+             problems: list[Problem] | None = None, chunk: int | None = None, progress: bool = True,
+             hub: bool | None = None, overwrite: bool = False) -> dict:
     """Evaluate `model` (alias/path, or a loaded model with tokenizer=) on `bench`. Returns the summary."""
     m, tok, model_name = _load(model, tokenizer, dtype, device)
-    probs = problems if problems is not None else load_benchmark(bench, data_dir=data_dir, limit=limit, path=bench_file)
+    probs = problems if problems is not None else load_benchmark(bench, data_dir=data_dir, limit=limit, path=bench_file,
+                                                                 hub=hub)
+    data = benchmark_provenance(bench, data_dir, bench_file) if problems is None else [{"path": None, "passed_in": len(probs)}]
     kind = benchmark_kind(bench)
     out = Path(out_dir) if out_dir else None
+    if out:
+        from yfpo.resume import claim
+
+        # items are graded one by one, so another limit only adds or leaves out items: not part of the record
+        claim(out, "eval", {"model": model_name, "bench": bench, "data": [d.get("sha256") for d in data],
+                            "shots": shots, "max_new_tokens": max_new_tokens, "backend": backend, "dtype": dtype,
+                            "template": TEMPLATE_NAME, "instruction": INSTRUCTION}, overwrite=overwrite)
     items_path = out / "items.jsonl" if out else None
     done = {r["id"]: r for r in read_jsonl_resume(items_path)} if items_path else {}
     todo = [p for p in probs if p.id not in done]
@@ -94,7 +106,7 @@ def run_eval(model, bench: str, *, tokenizer=None, limit: int | None = None, sho
     order = {p.id: i for i, p in enumerate(probs)}
     rows.sort(key=lambda r: order.get(r["id"], 1 << 30))
     summary = summarize(rows, bench, model_name, protocol, {
-        "versions": versions(), "date": now(), "time_s": round(elapsed, 2),
+        "data": data, "versions": versions(), "date": now(), "time_s": round(elapsed, 2),
         "new_items": len(todo), "tokens_generated": new_tokens,
         "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 and new_tokens else None,
         "problems_per_s": round(len(todo) / elapsed, 4) if elapsed > 0 and todo else None,

@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default: runs/eval/<model>/)")
     p.add_argument("--data-dir", default=None, help="data folder (default: $YFPO_DATA_DIR, then ../shared/data)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--hub", action="store_true", help="fetch a benchmark missing locally from the Hugging Face Hub")
+    p.add_argument("--overwrite", action="store_true", help="empty each benchmark's --out folder first (made by another config)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -87,7 +89,7 @@ def _eval(args) -> int:
             continue
         s = run_eval(model, b, tokenizer=tok, limit=args.limit, shots=args.shots, out_dir=out_root / b,
                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, data_dir=args.data_dir,
-                     backend=args.backend, bench_file=args.bench_file)
+                     backend=args.backend, bench_file=args.bench_file, hub=args.hub or None, overwrite=args.overwrite)
         cells = [f"{s['accuracy'][e]['acc']:.3f} [{s['accuracy'][e]['lo']:.3f}, {s['accuracy'][e]['hi']:.3f}]" for e in EXTRACTORS]
         table.add_row(b, str(s["n"]), *cells, str(s.get("tokens_per_s") or "-"))
     console.print(table)

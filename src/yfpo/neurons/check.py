@@ -288,5 +288,7 @@ def _plot(summary: dict[str, dict[str, Any]], png: str, title: str, acc_label: s
         ax2.set_xticklabels(allnames, rotation=30)
         ax2.set_ylabel(acc_label)
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
+    from yfpo.utils import atomic_savefig
+
+    atomic_savefig(fig, png, dpi=120)
     plt.close(fig)

@@ -15,6 +15,7 @@ def register(sub) -> None:
                                  "selection (global|per_layer), match, seed, batch_size, max_length, data_dir.",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--config", help="YAML file (section `neurons` or top level)")
+    f.add_argument("--overwrite", action="store_true", help="empty the work folder first (made by another config)")
     f.set_defaults(func=_find, accepts_overrides=True)
 
     k = s.add_parser("control", help="a control NeuronSet of a found set: random (same per-layer counts) or flipped signs",
@@ -49,7 +50,7 @@ def _find(args) -> int:
     from yfpo.neurons.find import find_neurons
 
     cfg = load_config(NeuronsConfig, args.config, args.overrides, section="neurons" if args.config else None)
-    path = find_neurons(cfg)
+    path = find_neurons(cfg, overwrite=args.overwrite)
     from yfpo.neurons.show import summary_text
 
     print(summary_text(path, top=10))

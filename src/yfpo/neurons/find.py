@@ -28,8 +28,9 @@ def work_dir_for(out: str | Path) -> Path:
     return out.parent / f"{out.stem}_work"
 
 
-def find_neurons(cfg: NeuronsConfig) -> Path:
-    """Run the find stage; returns the path of the NeuronSet file (cfg.out). Resumable."""
+def find_neurons(cfg: NeuronsConfig, overwrite: bool = False) -> Path:
+    """Run the find stage; returns the path of the NeuronSet file (cfg.out). Resumable; a work folder made by
+    another config is refused (yfpo.resume) unless overwrite, which empties it."""
     from yfpo import __version__
     from yfpo.config import save_config, to_dict
     from yfpo.data.corpora import contrast_corpus, math_corpus
@@ -46,7 +47,9 @@ def find_neurons(cfg: NeuronsConfig) -> Path:
     t0 = time.time()
     out = Path(cfg.out)
     work = work_dir_for(out)
-    work.mkdir(parents=True, exist_ok=True)
+    from yfpo.resume import claim
+
+    claim(work, "neurons", to_dict(cfg), overwrite=overwrite)
     save_config(cfg, work / "config.yaml")
     model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     L, W = arch.neuron_shape(model)
@@ -95,7 +98,8 @@ def find_neurons(cfg: NeuronsConfig) -> Path:
         layers, indices = select_random(counts, W, cfg.seed)
         scores = torch.zeros(len(layers))  # no math score for random neurons (sign +1)
         k_resolved = len(layers)
-    torch.save(grids, work / "grids.pt")
+    torch.save(grids, work / "grids.pt.tmp")
+    (work / "grids.pt.tmp").replace(work / "grids.pt")  # atomic
 
     prov = {
         "model": cfg.model,

@@ -118,8 +118,10 @@ class NeuronSet:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model: torch.nn.Module | None = None) -> "NeuronSet":
-        """Read a NeuronSet file; with `model`, refuse it unless the model's family and neuron grid match."""
+    def load(cls, path: str | os.PathLike, model: torch.nn.Module | None = None,
+             allow_other_weights: bool = False) -> "NeuronSet":
+        """Read a NeuronSet file; with `model`, refuse it unless the model's family and neuron grid match, and
+        (check_weights) unless its weights are the ones the set was found on or allow_other_weights."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"NeuronSet file {path} does not exist")
@@ -143,11 +145,15 @@ class NeuronSet:
             raise NeuronSetError(f"{path}: field 'neurons' must be a non-empty list")
         cols: dict[str, list] = {k: [] for k in ("layer", "index", "score", "mean", "std")}
         L, W = int(prov["num_layers"]), int(prov["intermediate_size"])
+        seen: dict[tuple[int, int], int] = {}
         for i, r in enumerate(rows):
+            _check_row(path, i, r)
             for k in cols:
-                if k not in r or not isinstance(r[k], (int, float)):
-                    raise NeuronSetError(f"{path}: neurons[{i}].{k} missing or not a number")
                 cols[k].append(r[k])
+            if (r["layer"], r["index"]) in seen:
+                raise NeuronSetError(f"{path}: neurons[{i}] = (layer {r['layer']}, index {r['index']}) repeats "
+                                     f"neurons[{seen[r['layer'], r['index']]}]; each neuron may appear once")
+            seen[r["layer"], r["index"]] = i
             if not (0 <= r["layer"] < L and 0 <= r["index"] < W):
                 raise NeuronSetError(f"{path}: neurons[{i}] = (layer {r['layer']}, index {r['index']}) is outside "
                                      f"the {L} x {W} grid named in provenance")
@@ -156,7 +162,32 @@ class NeuronSet:
         ns = cls(cols["layer"], cols["index"], cols["score"], cols["mean"], cols["std"], prov)
         if model is not None:
             ns.check_model(model, where=str(path))
+            ns.check_weights(model, where=str(path), allow_other_weights=allow_other_weights)
         return ns
+
+    def check_weights(self, model: torch.nn.Module, where: str = "NeuronSet", allow_other_weights: bool = False) -> None:
+        """Refuse a model whose weights differ from provenance.weight_hash (another checkpoint of the same shape).
+        Compared only when the set records a hash and the model has the dtype the set was found in (the hash
+        is over the weight bytes); otherwise a warning says it was not compared."""
+        import warnings
+
+        from yfpo.models import arch
+        from yfpo.models.tiny import state_hash
+
+        want = self.provenance.get("weight_hash")
+        found_dtype = (self.provenance.get("config") or {}).get("dtype", "float32")
+        dtype = str(next(arch.unwrap(model).parameters()).dtype).replace("torch.", "")
+        if want is None or allow_other_weights:
+            return
+        if {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(found_dtype, found_dtype) != dtype:
+            warnings.warn(f"{where}: weights not compared with weight_hash (found in {found_dtype}, model is {dtype})",
+                          stacklevel=2)
+            return
+        got = state_hash(arch.unwrap(model))
+        if got != want:
+            raise NeuronSetError(f"{where} was found on weights {want} ({self.provenance.get('model', '?')}), but this "
+                                 f"model's weights hash to {got}: find neurons for this model, or pass "
+                                 "--allow-other-weights to use the set anyway")
 
     def check_model(self, model: torch.nn.Module, where: str = "NeuronSet") -> None:
         from yfpo.models import arch
@@ -179,3 +210,18 @@ def floor_sigma(std: torch.Tensor, frac: float = SIGMA_FLOOR) -> torch.Tensor:
     if std.numel() == 0:
         return std
     return std.clamp_min(frac * float(std.median()))
+
+
+def _check_row(path: Path, i: int, r: Any) -> None:
+    """One neurons[] entry: layer/index JSON integers (not bools, not floats), the rest finite numbers."""
+    import math
+
+    if not isinstance(r, dict):
+        raise NeuronSetError(f"{path}: neurons[{i}] must be an object with layer, index, score, mean, std")
+    for k in ("layer", "index"):
+        if k not in r or isinstance(r[k], bool) or not isinstance(r[k], int):
+            raise NeuronSetError(f"{path}: neurons[{i}].{k} must be an integer, got {r.get(k)!r}")
+    for k in ("score", "mean", "std"):
+        v = r.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise NeuronSetError(f"{path}: neurons[{i}].{k} must be a finite number, got {v!r}")

@@ -231,7 +231,7 @@ def corpus_relevance(model: nn.Module, tokenizer, records: Sequence, *, method: 
                      device: str | torch.device = "cpu", progress: bool = True, desc: str = "") -> CorpusStats:
     """Relevance (and activation statistics) of every neuron over `records` (objects with id, prompt,
     response). With `work_dir`, each finished batch is saved there and skipped on a rerun."""
-    from yfpo.utils import progress as pbar, stable_hash
+    from yfpo.utils import atomic_write_json, progress as pbar, stable_hash
 
     model.eval()
     encoded = [encode_record(tokenizer, r.prompt, r.response, max_length, r.id) for r in records]
@@ -249,7 +249,7 @@ def corpus_relevance(model: nn.Module, tokenizer, records: Sequence, *, method: 
             stale = sorted(wd.glob("batch_*.pt"))
             for f in stale:
                 f.unlink()
-        meta.write_text(json.dumps({"hash": h, "n": len(encoded), "batches": len(plan)}))
+        atomic_write_json(meta, {"hash": h, "n": len(encoded), "batches": len(plan)})
     rel_sum = torch.zeros(L, W, dtype=torch.float64)
     rel_sq = torch.zeros(L, W, dtype=torch.float64)
     act_sum = torch.zeros(L, W, dtype=torch.float64)

@@ -47,6 +47,8 @@ def plot_layer_counts(path: str | os.PathLike, png: str | os.PathLike) -> Path:
     fig.tight_layout()
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
+    from yfpo.utils import atomic_savefig
+
+    atomic_savefig(fig, png, dpi=120)
     plt.close(fig)
     return png

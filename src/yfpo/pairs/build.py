@@ -6,7 +6,8 @@ incorrect samples (source "self"). When no sample is correct, the gold solution 
 format the prompt asks for ("... The answer is N.") is the chosen side (source "gold"). At most
 `max_pairs_per_question` pairs per question. Optional Step-DPO pairs (steps.py) go to step_pairs.jsonl.
 
-Files in out_dir (append-only, resumable; a question is finished when its samples.jsonl row is written):
+Files in out_dir (append-only, resumable; a chunk of questions is finished when all its samples.jsonl rows are
+written; the chunks and their seeds depend only on the question list, cfg.seed and batch_size // k):
     samples.jsonl      one row per question: id, question, gold, samples [{text, n_tokens, truncated, correct}], counts
     pairs.jsonl        {prompt, chosen, rejected, answer, source, id, question_id}   (yfpo.data.pairs format)
     step_pairs.jsonl   Step-DPO pairs (only with step_pairs: true)
@@ -128,28 +129,39 @@ def _chunk_seed(seed: int, chunk: int) -> int:
 
 # ----------------------------------------------------------------------------- the stage
 
-def _resume(out: Path) -> tuple[list[dict], list[dict], list[dict]]:
-    """Finished rows; pairs of unfinished questions (a kill between the two appends) are dropped."""
+def _chunks(n: int, per_chunk: int) -> list[list[int]]:
+    """Generation batches over the whole question list: fixed by position alone, never by what is done."""
+    return [list(range(i, min(i + per_chunk, n))) for i in range(0, n, per_chunk)]
+
+
+def _resume(out: Path, ids: list[str], chunks: list[list[int]]) -> tuple[list[dict], list[dict], list[dict]]:
+    """Rows of the chunks finished whole. A chunk cut by a kill is redone whole (its rows and pairs are
+    dropped), because a sampled batch depends on all its prompts: so a resumed run equals an uninterrupted one."""
     from yfpo.utils import atomic_write_text, read_jsonl_resume
     import json
 
+    def rewrite(name: str, rows: list[dict], keep) -> list[dict]:
+        good = [r for r in rows if keep(r)]
+        if len(good) != len(rows):
+            atomic_write_text(out / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in good))
+        return good
+
     rows = read_jsonl_resume(out / SAMPLES)
-    done = {r["id"] for r in rows}
-    kept = {}
-    for name in (PAIRS, STEP_PAIRS):
-        prs = read_jsonl_resume(out / name)
-        good = [p for p in prs if p.get("question_id") in done]
-        if len(good) != len(prs):
-            atomic_write_text(out / name, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in good))
-        kept[name] = good
+    have = {r["id"] for r in rows}
+    whole = {ids[i] for c in chunks if all(ids[i] in have for i in c) for i in c}
+    rows = rewrite(SAMPLES, rows, lambda r: r["id"] in whole)
+    kept = {name: rewrite(name, read_jsonl_resume(out / name), lambda p: p.get("question_id") in whole)
+            for name in (PAIRS, STEP_PAIRS)}
     return rows, kept[PAIRS], kept[STEP_PAIRS]
 
 
 def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = None,
                 template_fn: Callable[[str], str] | None = None,  # question -> templated prompt
                 grade_fn: Callable[[str, str], bool] | None = None, message_fn: Callable[[str], str] | None = None,
-                problems: list | None = None) -> Path:
-    """Run the pairs stage; returns out_dir/pairs.jsonl. Resumable: finished questions are skipped.
+                problems: list | None = None, overwrite: bool = False) -> Path:
+    """Run the pairs stage; returns out_dir/pairs.jsonl. Resumable: finished chunks are skipped, and a
+    resumed run writes the same bytes as an uninterrupted one. A folder made by another config is refused
+    (yfpo.resume) unless overwrite, which empties it.
 
     generate_fn(prompts, **generate kwargs), template_fn(question) -> chat-templated prompt (the user turn
     is message_fn(question) inside it) and
@@ -160,14 +172,15 @@ def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = N
     from yfpo.config import save_config, to_dict
     from yfpo.data.problems import benchmark_kind, load_benchmark
     from yfpo.pairs.steps import step_pair
-    from yfpo.utils import append_jsonl, atomic_write_json, now, progress, versions
+    from yfpo.resume import claim
+    from yfpo.utils import append_jsonl, atomic_write_json, atomic_write_text, now, progress, versions
 
     t0 = time.time()
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
     if cfg.k < 2 and not cfg.gold_fallback:
         raise ValueError("pairs: k must be >= 2 to pair samples with each other (or enable gold_fallback)")
+    claim(out, "pairs", to_dict(cfg), overwrite=overwrite)
+    save_config(cfg, out / "config.yaml")
 
     if problems is None:
         problems = load_benchmark(cfg.bench, cfg.data_dir, None, path=cfg.bench_file)
@@ -177,7 +190,12 @@ def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = N
     if not problems:
         raise ValueError(f"pairs: no questions in {cfg.bench} after offset {cfg.offset} / limit {cfg.limit}")
 
-    rows, pair_rows, step_rows = _resume(out)
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"pairs: question id {dup!r} occurs twice in {cfg.bench_file or cfg.bench}; ids must be unique")
+    chunks = _chunks(len(problems), max(1, cfg.batch_size // max(cfg.k, 1)))
+    rows, pair_rows, step_rows = _resume(out, ids, chunks)
     done = {r["id"] for r in rows}
     todo_idx = [i for i, p in enumerate(problems) if p.id not in done]
 
@@ -204,13 +222,11 @@ def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = N
         def grade_fn(output, gold):
             return is_correct(output, gold, kind)
 
-    per_chunk = max(1, cfg.batch_size // max(cfg.k, 1))
-    chunks: dict[int, list[int]] = {}
-    for i in todo_idx:
-        chunks.setdefault(i // per_chunk, []).append(i)  # fixed boundaries -> same seeds on resume
     bar = progress(total=len(problems), desc="pairs: sample+grade", unit="q", disable=not cfg.progress)
     bar.update(len(problems) - len(todo_idx))
-    for c, idx in chunks.items():
+    for c, idx in enumerate(chunks):
+        if all(problems[i].id in done for i in idx):
+            continue
         qs = [problems[i] for i in idx]
         prompts = [template_fn(p.question) for p in qs]
         seed = _chunk_seed(cfg.seed, c)
@@ -258,7 +274,7 @@ def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = N
             bar.update(1)
     bar.close()
     if not (out / PAIRS).exists():
-        (out / PAIRS).write_text("")
+        atomic_write_text(out / PAIRS, "")
     summary = summarize(rows, pair_rows, step_rows)
     summary.update(bench=cfg.bench, model=cfg.model, config=to_dict(cfg), time_s=round(time.time() - t0, 2),
                    date=now(), tool_version=__version__, versions=versions(),

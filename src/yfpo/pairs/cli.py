@@ -16,6 +16,7 @@ def register(sub) -> None:
                     "step_threshold, data_dir, backend, dtype, device. Resumable: rerun the same command.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--config", help="YAML file (section `pairs` or top level)")
+    b.add_argument("--overwrite", action="store_true", help="empty out_dir first (it was made by another config)")
     b.set_defaults(func=_build, accepts_overrides=True)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
@@ -35,7 +36,7 @@ def _build(args) -> int:
         data = yaml.safe_load(Path(args.config).read_text()) or {}
         section = "pairs" if isinstance(data, dict) and "pairs" in data else None
     cfg = load_config(PairsConfig, args.config, args.overrides, section=section)
-    path = build_pairs(cfg)
+    path = build_pairs(cfg, overwrite=args.overwrite)
     s = json.loads((path.parent / SUMMARY).read_text())
     acc = s["sample_accuracy"]
     print(f"{s['questions']} questions, {s['samples']} samples, sample accuracy "

@@ -5,7 +5,8 @@ summary.json, the trainer's metrics.jsonl, eval summary.json + items.jsonl, disc
 have not finished are shown as missing, so a partial run still gives a report.
 
 Statistics (SPEC sections 7-8): accuracy per method x benchmark is the mean over seeds of the primary
-extractor's accuracy, with the Wilson 95% CI over all items (pooled over seeds) and, with >= 2 seeds, a
+extractor's accuracy, with the Wilson 95% CI over the items, each counted once (items_once_wilson: an item's
+correctness averaged over seeds; (seed, item) rows are not pooled as independent) and, with >= 2 seeds, a
 t-interval over the seed means; significance against DPO is McNemar's exact test on items paired by id
 with one seed, and with several seeds its generalisation that keeps the item as the unit: an exact
 sign-flip test on each item's mean difference over seeds (yfpo.eval.stats.sign_flip_exact). The untrained
@@ -37,6 +38,22 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     from yfpo.eval.stats import wilson_ci
 
     return wilson_ci(k, n)
+
+
+def items_once_wilson(per_seed: list[dict[str, bool]]) -> tuple[float, float, int]:
+    """Wilson 95% interval of accuracy with each item counted once: with several seeds, the (seed, item) rows
+    are not independent draws (the seeds share the items), so pooling them would be ~sqrt(seeds) too narrow.
+    Each item's correctness is averaged over the seeds that evaluated it; the interval is Wilson's on
+    (sum of those means, number of distinct items) - exact Wilson with one seed, conservative with several
+    (an item's mean varies less than a 0/1 outcome). Returns (lo, hi, distinct items)."""
+    by_item: dict[str, list[bool]] = {}
+    for corr in per_seed:
+        for i, c in corr.items():
+            by_item.setdefault(i, []).append(bool(c))
+    n = len(by_item)
+    k = sum(sum(v) / len(v) for v in by_item.values())
+    lo, hi = wilson(k, n)
+    return lo, hi, n
 
 
 def seed_ci(values: list[float]) -> tuple[float, float, float]:
@@ -107,7 +124,9 @@ def read_run(run_dir: str | Path) -> RunData:
         elif kind == "pairs" and (folder / "summary.json").exists():
             rd.pairs = json.loads((folder / "summary.json").read_text())
         elif kind == "train":
-            rows = [r for r in _jsonl(folder / "metrics.jsonl") if "train_runtime" not in r]  # drop the end summary
+            from yfpo.utils import read_metrics  # resume markers applied, end summary dropped
+
+            rows = read_metrics(folder / "metrics.jsonl")
             if rows:
                 rd.metrics[f"{s['method']}-s{s['seed']}"] = rows
         elif kind == "eval" and s["finished"] and (folder / "summary.json").exists():
@@ -142,23 +161,21 @@ def comparison(rd: RunData) -> dict:
             runs = {s: v for (mm, s, bb), v in rd.evals.items() if mm == m and bb == b}
             if not runs:
                 continue
-            accs, k, n = [], 0, 0
+            accs, n, per_seed = [], 0, []
             for s, v in sorted(runs.items(), key=lambda kv: str(kv[0])):
                 ext = _primary(v["summary"])
                 corr = _item_correct(v["items"], ext)
-                if corr:
-                    accs.append(sum(corr.values()) / len(corr))
-                    k += sum(corr.values())
-                    n += len(corr)
-                else:
+                if not corr:  # no items.jsonl: the summary's counts, as anonymous items shared by the seeds
                     a = v["summary"]["accuracy"][ext]
-                    accs.append(a["acc"])
-                    k += a.get("n_correct", round(a["acc"] * v["summary"]["n"]))
-                    n += v["summary"]["n"]
+                    k_s = a.get("n_correct", round(a["acc"] * v["summary"]["n"]))
+                    corr = {f"#{i}": i < k_s for i in range(v["summary"]["n"])}
+                accs.append(sum(corr.values()) / len(corr) if corr else 0.0)
+                n += len(corr)
+                per_seed.append(corr)
             mean, slo, shi = seed_ci(accs)
-            lo, hi = wilson(k, n)
+            lo, hi, n_distinct = items_once_wilson(per_seed)
             table[m][b] = {"acc": mean, "lo": lo, "hi": hi, "seed_lo": slo, "seed_hi": shi, "seeds": len(accs),
-                           "n_items": n, "per_seed": accs}
+                           "n_items": n, "n_distinct_items": n_distinct, "per_seed": accs}
             if m != "dpo":
                 t = paired_test(rd, m, "dpo", b)
                 if t is not None:
@@ -170,8 +187,10 @@ def comparison(rd: RunData) -> dict:
             accs = [float(v["accuracy"]) for v in vals]
             mean, slo, shi = seed_ci(accs)
             n = sum(int(v.get("n", 0)) for v in vals)
-            k = sum(round(float(v["accuracy"]) * int(v.get("n", 0))) for v in vals)
-            lo, hi = wilson(k, n) if n else (float("nan"), float("nan"))
+            # the seeds score the same held-out pairs: each pair counts once (items_once_wilson)
+            per_seed = [{f"#{i}": i < round(float(v["accuracy"]) * int(v.get("n", 0))) for i in range(int(v.get("n", 0)))}
+                        for v in vals]
+            lo, hi, _ = items_once_wilson(per_seed) if n else (float("nan"), float("nan"), 0)
             disc[m] = {"acc": mean, "lo": lo, "hi": hi, "seeds": len(vals), "n": n}
     return {"methods": methods, "benches": benches, "table": table, "discrimination": disc}
 
@@ -378,7 +397,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     doc.h(2, "Comparison")
     ex = next(iter(rd.evals.values()), None)
     prim = _primary(ex["summary"]) if ex else "flexible"
-    doc.p(f"Accuracy (%) with the `{prim}` extractor: mean over seeds [Wilson 95% CI over all items]"
+    doc.p(f"Accuracy (%) with the `{prim}` extractor: mean over seeds [Wilson 95% CI over the items, each counted once]"
           "; with 2+ seeds also the t 95% CI over seeds; p = exact test against DPO on paired items (McNemar's "
           "with one seed; with several, an exact sign-flip test on each item's mean difference over seeds, so an "
           "item counts once). Discrimination: how often the model gives the correct solution of a held-out "

@@ -57,7 +57,9 @@ def training_curves(runs: dict[str, list[dict]], png: str | Path, keys=CURVES) -
     fig.tight_layout()
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
+    from yfpo.utils import atomic_savefig
+
+    atomic_savefig(fig, png, dpi=110)
     plt.close(fig)
     return png
 
@@ -89,6 +91,8 @@ def accuracy_bars(table: dict[str, dict[str, dict]], benches: Sequence[str], png
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     png = Path(png)
-    fig.savefig(png, dpi=110)
+    from yfpo.utils import atomic_savefig
+
+    atomic_savefig(fig, png, dpi=110)
     plt.close(fig)
     return png

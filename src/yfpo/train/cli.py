@@ -20,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("config", nargs="?", default=None, help="YAML config (optional; every key can be given as --key value)")
     p.add_argument("--out", default=None, help="run directory (default: output_dir of the config)")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints (start over in a new --out)")
+    p.add_argument("--overwrite", action="store_true", help="empty --out first (it was made by another config)")
+    p.add_argument("--allow-other-weights", action="store_true",
+                   help="use a NeuronSet found on other weights of the same shape (its weight_hash differs)")
     p.add_argument("--keys", action="store_true", help="list the config keys with their defaults and exit")
     _add_config_keys(p)
     p.set_defaults(func=_train, accepts_overrides=True)
@@ -76,7 +79,8 @@ def _train(args) -> int:
     if args.out:
         overrides += ["--output_dir", args.out]
     cfg = load_config(TrainConfig, args.config, overrides, section=section)
-    out = train(cfg, resume=not args.no_resume)
+    out = train(cfg, resume=not args.no_resume, overwrite=args.overwrite,
+                allow_other_weights=args.allow_other_weights)
     print(f"run directory: {out}  (final model: {out / 'final'})")
     return 0
 

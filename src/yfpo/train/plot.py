@@ -17,12 +17,12 @@ PANELS = [
 
 
 def read_metrics(run_dir) -> list[dict]:
-    from yfpo.utils import read_jsonl_resume
+    from yfpo.utils import read_metrics as read_rows
 
     p = Path(run_dir) / "metrics.jsonl"
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist (not a training run directory?)")
-    return [r for r in read_jsonl_resume(p) if "loss" in r and "train_runtime" not in r]
+    return [r for r in read_rows(p) if "loss" in r]
 
 
 def plot_runs(runs: list, out=None, labels: list[str] | None = None) -> Path:
@@ -55,6 +55,8 @@ def plot_runs(runs: list, out=None, labels: list[str] | None = None) -> Path:
     fig.tight_layout()
     out = Path(out) if out else (Path(runs[0]) / "curves.png" if len(runs) == 1 else Path("curves.png"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    from yfpo.utils import atomic_savefig
+
+    atomic_savefig(fig, out, dpi=110)
     plt.close(fig)
     return out

@@ -6,14 +6,16 @@ Everything else — tokenization, collation, reference handling (a reference cop
 or precomputed reference log-probs), gradient checkpointing, checkpoints and resume, accelerate/DDP — is
 TRL's and transformers'. `train(cfg)` builds a run directory:
 
-    OUT/config.yaml  versions.json  metrics.jsonl  checkpoints/checkpoint-N/  final/  done.json
+    OUT/config.yaml  versions.json  metrics.jsonl  checkpoints/checkpoint-N/  final/  train_done.json
+
+config.hash.json records the config (yfpo.resume): a rerun with another config is refused, not resumed.
+metrics.jsonl is append-only; a resume appends {"event": "resume", "step": N} (read with utils.read_metrics).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import time
 from pathlib import Path
@@ -59,7 +61,18 @@ class YFPOTrainer(DPOTrainer):
 
     # -- Step-DPO: TRL appends EOS to plain-text completions; a step is not the end of the answer
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        n_in = len(dataset)
         ds = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        # TRL drops pairs whose prompt alone fills max_length (their completions would be empty): count them
+        self.dropped_prompt_too_long = n_in - len(ds)
+        if self.dropped_prompt_too_long:
+            import warnings
+
+            warnings.warn(f"{self.dropped_prompt_too_long} of {n_in} {dataset_name} pairs dropped: prompt of >= "
+                          f"max_length={args.max_length} tokens leaves no completion token", stacklevel=2)
+        if n_in and not len(ds):
+            raise ValueError(f"all {n_in} pairs have a prompt of >= max_length={args.max_length} tokens (nothing "
+                             "would be learned); raise max_length")
         if getattr(self, "step_dpo", False):
             eos = processing_class.eos_token_id
 
@@ -180,10 +193,9 @@ class MetricsJsonl(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        row = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+        from yfpo.utils import append_jsonl
+
+        append_jsonl(self.path, [{"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}])
 
 
 class StopAfter(TrainerCallback):
@@ -228,7 +240,8 @@ def build_dataset(cfg: TrainConfig, tokenizer):
     return Dataset.from_list(rows), step
 
 
-def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, out: Path | None = None):
+def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, out: Path | None = None,
+                 allow_other_weights: bool = False):
     """Everything `train` does before `.train()`: returns (trainer, run_dir)."""
     from yfpo.models import load_model
     from yfpo.neurons.neuronset import NeuronSet
@@ -238,7 +251,7 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
     if model is None:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
     dataset, step = build_dataset(cfg, tokenizer)
-    neuron_set = NeuronSet.load(cfg.neurons, model) if cfg.neurons else None
+    neuron_set = NeuronSet.load(cfg.neurons, model, allow_other_weights=allow_other_weights) if cfg.neurons else None
     peft_config = None
     ref_model = None
     if cfg.lora:
@@ -287,33 +300,44 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
     return trainer, out
 
 
-def train(cfg: TrainConfig, resume: bool = True, callbacks=None, model=None, tokenizer=None) -> Path:
-    """Run (or resume) one training run; returns the run directory (its final/ loads with load_model)."""
-    from yfpo.config import save_config
-    from yfpo.utils import atomic_write_json, read_jsonl_resume, seed_everything, versions
+DONE = "train_done.json"  # not done.json: that name is the pipeline's stage record in the same folder
+# keys that change no weight: where and how often the run logs and saves
+_NOT_RESULT = frozenset({"logging_steps", "save_steps", "save_total_limit"})
+
+
+def train(cfg: TrainConfig, resume: bool = True, callbacks=None, model=None, tokenizer=None,
+          overwrite: bool = False, allow_other_weights: bool = False) -> Path:
+    """Run (or resume) one training run; returns the run directory (its final/ loads with load_model).
+    A run directory made by another config is refused (yfpo.resume) unless overwrite (which empties it)."""
+    from yfpo import resume as strict
+    from yfpo.config import save_config, to_dict
+    from yfpo.utils import atomic_write_json, append_jsonl, read_jsonl_resume, seed_everything, versions
 
     cfg.validate()
     out = Path(cfg.output_dir)
-    if (out / "done.json").exists():
-        return out
+    ignored = strict.IGNORED | _NOT_RESULT
+    if not overwrite:
+        strict.check(out, "train", to_dict(cfg), ignored=ignored)
+        if (out / DONE).exists():
+            return out
     seed_everything(cfg.seed)
     # build first (model, data, NeuronSet): a bad model path or pairs file fails before anything is written
-    trainer, out = make_trainer(cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out)
+    trainer, out = make_trainer(cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out,
+                                allow_other_weights=allow_other_weights)
     acc = trainer.accelerator
     main = acc.is_main_process  # under accelerate/DDP only one process writes the run directory's own files
+    if main:
+        strict.claim(out, "train", to_dict(cfg), overwrite=overwrite, ignored=ignored)
+    acc.wait_for_everyone()
     last = _last_checkpoint(out / "checkpoints") if resume else None
     if main:
-        out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         atomic_write_json(out / "versions.json", versions())
-        # keep the metric rows up to the checkpoint we resume from (later rows are replayed)
+        # append-only: a torn last line is cut; a marker says the steps after the checkpoint are replayed
         mpath = out / "metrics.jsonl"
-        rows = read_jsonl_resume(mpath)
-        keep_until = int(last.name.split("-")[-1]) if last else 0
-        if rows:
-            kept = [r for r in rows if r.get("step", 0) <= keep_until and "train_runtime" not in r]
-            with open(mpath, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
+        if read_jsonl_resume(mpath):
+            append_jsonl(mpath, [{"event": "resume", "step": int(last.name.split("-")[-1]) if last else 0,
+                                  "time": time.time()}])
     acc.wait_for_everyone()
     t0 = time.time()
     trainer.train(resume_from_checkpoint=str(last) if last else None)
@@ -335,7 +359,8 @@ def train(cfg: TrainConfig, resume: bool = True, callbacks=None, model=None, tok
     if main:
         tok.save_pretrained(final)
         summary = {"steps": trainer.state.global_step, "train_time_s": round(time.time() - t0, 1),
-                   "final": str(final), "merged": merged_lora}
-        atomic_write_json(out / "done.json", summary)
+                   "final": str(final), "merged": merged_lora, "pairs_used": len(trainer.train_dataset),
+                   "pairs_dropped_prompt_too_long": getattr(trainer, "dropped_prompt_too_long", 0)}
+        atomic_write_json(out / DONE, summary)
     acc.wait_for_everyone()
     return out
