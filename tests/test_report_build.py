@@ -113,7 +113,7 @@ def test_comparison_numbers(tmp_path):
     assert comp["methods"] == ["base", "dpo", "yfpo", "dpo_fdt", "yfpo_fdt"]
     c = comp["table"]["yfpo"]["gsm8k"]
     assert c["acc"] == pytest.approx(25 / 40) and c["n_items"] == 80 and c["seeds"] == 2
-    assert (c["lo"], c["hi"]) == pytest.approx(wilson(50, 80))
+    assert (c["lo"], c["hi"]) == pytest.approx(wilson(25, 40))  # items count once, not once per seed
     assert c["vs_dpo"]["n"] == 80 and c["vs_dpo"]["a_only"] == 30 and c["vs_dpo"]["n_items"] == 40
     # the same 15 items in both seeds: 15 items count once (exact sign-flip p = 2 * 2^-15), not 30 rows
     assert c["vs_dpo"]["p"] == pytest.approx(2 * 0.5 ** 15) and c["vs_dpo"]["p_rows"] == pytest.approx(2 * 0.5 ** 30)
@@ -143,7 +143,12 @@ def test_report_files_and_verdicts(tmp_path):
     assert len(links) == 4 and all(not Path(x).is_absolute() and (page.parent / x).exists() for x in links)
     assert "Ablation check (zero) of 3 neurons" in md
     assert not re.search(r"src=\"(?!data:)", html)  # self-contained
-    assert "10 pairs by source" in md and "25.0%" in md
+    assert "This gave 10 pairs" in md and "25.0% of the samples were correct" in md
+    # readable: the pairs and neuron sections are tables and sentences, not Python reprs or a text dump
+    assert "| self | 6 | 60.0% |" in md and "Dropped samples: 2 truncated." in md
+    assert "{'" not in md and "{'" not in html
+    assert "| layer | 0 | 1 |" in md and "| neurons | 2 | 1 |" in md
+    assert "| 1 | 0 | 3 | 5.000e-01 |" in md  # top neuron by |score|: layer 0, index 3
 
 
 def test_report_cli_and_missing_run(tmp_path, capsys):
@@ -179,3 +184,55 @@ def test_report_verdict_for_an_extra_gamma(tmp_path):
     (run / "run.json").write_text(json.dumps(idx))
     md = (build_report(run).parent / "report.md").read_text()
     assert "yfpo_g10 vs DPO on gsm8k: 62.5% vs 25.0%" in md and "| yfpo_g10 | 2 |" in md
+
+
+def test_wilson_interval_counts_each_item_once(tmp_path):
+    """With 2 seeds on the same 40 items, the item CI is the 40-item interval (pooling 80 rows would be
+    ~sqrt(2) too narrow)."""
+    comp = comparison(read_run(make_run(tmp_path)))
+    c = comp["table"]["dpo"]["gsm8k"]
+    lo, hi = wilson(10, 40)
+    assert (c["lo"], c["hi"]) == pytest.approx((lo, hi)) and c["n_per_seed"] == 40
+    lo80, hi80 = wilson(20, 80)
+    assert hi - lo > 1.3 * (hi80 - lo80)
+
+
+def _add_method(run: Path, method: str, correct: list[bool], cfg: dict) -> None:
+    idx = json.loads((run / "run.json").read_text())
+    idx["config"]["methods"][method] = cfg
+    for seed in (0, 1):
+        d = f"eval/{method}-s{seed}-ccc/gsm8k"
+        _write_eval(run / d, correct, "gsm8k")
+        idx["stages"].append({"name": f"eval/{method}-s{seed}/gsm8k", "kind": "eval", "dir": d, "hash": "c",
+                              "method": method, "seed": seed, "bench": "gsm8k"})
+    (run / "run.json").write_text(json.dumps(idx))
+
+
+def _with_gammas(run: Path) -> None:
+    idx = json.loads((run / "run.json").read_text())
+    idx["config"]["methods"] = {"dpo": {"gamma": 0}, "yfpo": {"gamma": 1}, "dpo_fdt": {"gamma": 0, "fdt": True},
+                                "yfpo_fdt": {"gamma": 1, "fdt": True}}
+    (run / "run.json").write_text(json.dumps(idx))
+
+
+def test_random_neuron_control_verdict(tmp_path):
+    from yfpo.report.build import random_controls
+
+    methods = {"dpo": {"gamma": 0}, "yfpo": {"gamma": 1}, "yfpo_random": {"gamma": 1, "neurons": "random"},
+               "yfpo_fdt": {"gamma": 1, "fdt": True}, "yfpo_flip": {"gamma": 1, "neurons": "flipped"}}
+    assert random_controls(methods) == [("yfpo", "yfpo_random")]
+    # random neurons as good as math neurons (same 25 right): helped vs DPO, but not because of the math neurons
+    run = make_run(tmp_path / "a")
+    _with_gammas(run)
+    _add_method(run, "yfpo_random", [i < 25 for i in range(40)], {"gamma": 1, "neurons": "random"})
+    md = (build_report(run).parent / "report.md").read_text()
+    assert "YFPO vs YFPO (random neurons) on gsm8k: 62.5% vs 62.5%" in md
+    assert "YFPO beat DPO but not the same reward on random neurons" in md
+    assert "no evidence that it helped because the neurons are math neurons" in md
+    # random neurons no better than DPO: the gain is the math neurons'
+    run = make_run(tmp_path / "b")
+    _with_gammas(run)
+    _add_method(run, "yfpo_random", [i < 10 for i in range(40)], {"gamma": 1, "neurons": "random"})
+    md = (build_report(run).parent / "report.md").read_text()
+    assert "the gain is attributable to the math neurons" in md
+    assert "| YFPO (random neurons) | 2 |" in md

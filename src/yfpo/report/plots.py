@@ -69,7 +69,7 @@ def accuracy_bars(table: dict[str, dict[str, dict]], benches: Sequence[str], png
     if not methods or not benches:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(benches) * len(methods) / 2), 3.2))
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(benches) * len(methods) / 2 + 2), 3.4))
     width = 0.8 / len(methods)
     for mi, m in enumerate(methods):
         xs, ys, lo, hi = [], [], [], []
@@ -85,7 +85,9 @@ def accuracy_bars(table: dict[str, dict[str, dict]], benches: Sequence[str], png
     ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(benches))])
     ax.set_xticklabels(benches)
     ax.set_ylabel("accuracy (%)")
-    ax.legend(fontsize=7, ncol=min(len(methods), 5))
+    ax.set_ylim(0, min(100, 1.1 * max([100 * c["hi"] for m in methods for c in table[m].values()] + [1])))
+    # the legend sits outside the axes, to the right, so it never covers a bar or an error bar
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     png = Path(png)
