@@ -146,7 +146,8 @@ def test_report_files_and_verdicts(tmp_path):
     assert "This gave 10 pairs" in md and "25.0% of the samples were correct" in md
     # readable: the pairs and neuron sections are tables and sentences, not Python reprs or a text dump
     assert "| self | 6 | 60.0% |" in md and "Dropped samples: 2 truncated." in md
-    assert "{'" not in md and "{'" not in html
+    assert "{'" not in md and "{'" not in html and "['" not in md  # no dict or list reprs
+    assert "extractors = flexible; stop = none" in md
     assert "| layer | 0 | 1 |" in md and "| neurons | 2 | 1 |" in md
     assert "| 1 | 0 | 3 | 5.000e-01 |" in md  # top neuron by |score|: layer 0, index 3
 

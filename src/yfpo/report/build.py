@@ -35,6 +35,17 @@ def _cell(c: dict | None) -> str:
     return s
 
 
+def _plain(v) -> str:
+    """A config value as a reader writes it: lists joined, None as 'none'."""
+    if v is None:
+        return "none"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_plain(x) for x in v) or "none"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_plain(x)}" for k, x in v.items()) or "none"
+    return str(v)
+
+
 def _header(doc: Doc, rd: RunData) -> None:
     doc.h(1, f"yfpo run report: {rd.index.get('name', rd.dir.name)}")
     doc.p(f"Run directory {rd.dir} — report built {now()}. Model: {rd.config.get('model')}; seeds: "
@@ -77,7 +88,7 @@ def _comparison_section(doc: Doc, rd: RunData, comp: dict, out: Path) -> None:
     if png:
         doc.img(png, "accuracy per method and benchmark (error bars: Wilson 95% CI over items)")
     proto = ex["summary"].get("protocol", {})
-    doc.p("Evaluation protocol: " + "; ".join(f"{k} = {v}" for k, v in proto.items() if k != "template") +
+    doc.p("Evaluation protocol: " + "; ".join(f"{k} = {_plain(v)}" for k, v in proto.items() if k != "template") +
           (f"; template: {proto.get('template')}" if proto.get("template") else "") + ".")
 
 

@@ -53,8 +53,14 @@ def training_curves(runs: dict[str, list[dict]], png: str | Path, keys=CURVES) -
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
+    # the legend never sits on a curve: in the first empty panel, else beside the panels on the right
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    if n < axes.size:
+        axes.flat[n].legend(handles, names, fontsize=8, loc="upper left", frameon=False, ncol=1 + len(names) // 12)
+        fig.tight_layout()
+    else:
+        fig.legend(handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(0.86, 0.98), frameon=False)
+        fig.tight_layout(rect=(0, 0, 0.85, 1))
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
