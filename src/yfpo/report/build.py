@@ -14,14 +14,11 @@ import json
 import shutil
 from pathlib import Path
 
-from yfpo.report.compare import (METHOD_LABELS, _primary, comparison, label, mcnemar, paired_test,  # noqa: F401
-                                 seed_ci, wilson)
+from yfpo.report.compare import _primary, comparison, label
 from yfpo.report.read import RunData, read_run
 from yfpo.report.render import Doc, pct
-from yfpo.report.verdicts import ALPHA, neuron_comparisons, random_controls, verdicts  # noqa: F401
+from yfpo.report.verdicts import verdicts
 from yfpo.utils import atomic_write_text, now
-
-# the names above stay importable from here (yfpo.report.build was one module before)
 
 
 def _cell(c: dict | None) -> str:
@@ -48,8 +45,10 @@ def _plain(v) -> str:
 
 def _header(doc: Doc, rd: RunData) -> None:
     doc.h(1, f"yfpo run report: {rd.index.get('name', rd.dir.name)}")
-    doc.p(f"Run directory {rd.dir} — report built {now()}. Model: {rd.config.get('model')}; seeds: "
-          f"{rd.config.get('seeds')}; methods: {', '.join(rd.config.get('methods', {}) or [])}.")
+    doc.p(
+        f"Run directory {rd.dir} — report built {now()}. Model: {rd.config.get('model')}; seeds: "
+        f"{rd.config.get('seeds')}; methods: {', '.join(rd.config.get('methods', {}) or [])}."
+    )
     unfinished = [s["name"] for s in rd.stages if not s.get("finished")]
     if unfinished:
         doc.p("Unfinished stages (missing from the tables below): " + ", ".join(unfinished) + ".")
@@ -63,11 +62,13 @@ def _comparison_section(doc: Doc, rd: RunData, comp: dict, out: Path) -> None:
     doc.h(2, "Comparison")
     ex = next(iter(rd.evals.values()), None)
     prim = _primary(ex["summary"]) if ex else "flexible"
-    doc.p(f"Accuracy (%) with the `{prim}` extractor: mean over seeds [Wilson 95% CI over the items, each item "
-          "counted once]; with 2+ seeds also the t 95% CI over seeds; p = exact test against DPO on paired items "
-          "(McNemar's with one seed; with several, an exact sign-flip test on each item's mean difference over "
-          "seeds, so an item counts once). Discrimination: how often the model gives the correct solution of a "
-          "held-out (correct, incorrect) pair the higher length-normalised log-likelihood.")
+    doc.p(
+        f"Accuracy (%) with the `{prim}` extractor: mean over seeds [Wilson 95% CI over the items, each item "
+        "counted once]; with 2+ seeds also the t 95% CI over seeds; p = exact test against DPO on paired items "
+        "(McNemar's with one seed; with several, an exact sign-flip test on each item's mean difference over "
+        "seeds, so an item counts once). Discrimination: how often the model gives the correct solution of a "
+        "held-out (correct, incorrect) pair the higher length-normalised log-likelihood."
+    )
     header = ["method", "seeds"]
     for b in comp["benches"]:
         ns = {c["n_per_seed"] for m in comp["methods"] if (c := comp["table"][m].get(b))}
@@ -78,8 +79,11 @@ def _comparison_section(doc: Doc, rd: RunData, comp: dict, out: Path) -> None:
         cells = [comp["table"][m].get(b) for b in comp["benches"]]
         d = comp["discrimination"].get(m)
         seeds = max([c["seeds"] for c in cells if c] + [d["seeds"] if d else 0])
-        rows.append([label(m), str(seeds)] + [_cell(c) for c in cells] +
-                    [f"{pct(d['acc'])} [{pct(d['lo'])}, {pct(d['hi'])}] (n={d['n']})" if d else "—"])
+        rows.append(
+            [label(m), str(seeds)]
+            + [_cell(c) for c in cells]
+            + [f"{pct(d['acc'])} [{pct(d['lo'])}, {pct(d['hi'])}] (n={d['n']})" if d else "—"]
+        )
     if not rows:
         doc.p("No evaluation has finished yet.")
         return
@@ -88,8 +92,12 @@ def _comparison_section(doc: Doc, rd: RunData, comp: dict, out: Path) -> None:
     if png:
         doc.img(png, "accuracy per method and benchmark (error bars: Wilson 95% CI over items)")
     proto = ex["summary"].get("protocol", {})
-    doc.p("Evaluation protocol: " + "; ".join(f"{k} = {_plain(v)}" for k, v in proto.items() if k != "template") +
-          (f"; template: {proto.get('template')}" if proto.get("template") else "") + ".")
+    doc.p(
+        "Evaluation protocol: "
+        + "; ".join(f"{k} = {_plain(v)}" for k, v in proto.items() if k != "template")
+        + (f"; template: {proto.get('template')}" if proto.get("template") else "")
+        + "."
+    )
 
 
 def _training_section(doc: Doc, rd: RunData, out: Path) -> None:
@@ -105,7 +113,7 @@ def _training_section(doc: Doc, rd: RunData, out: Path) -> None:
     keys = ["loss", "rewards/margins", "rewards/accuracies", "neuron/margin", "neuron/accuracy"]
     rows = []
     for run, mrows in rd.metrics.items():
-        tail = mrows[-max(1, len(mrows) // 10):]
+        tail = mrows[-max(1, len(mrows) // 10) :]
         vals = []
         for k in keys:
             xs = [r[k] for r in tail if r.get(k) is not None]
@@ -125,25 +133,35 @@ def _counts(d: dict | None, noun: str = "") -> str:
 def _pairs_section(doc: Doc, rd: RunData) -> None:
     doc.h(2, "Preference pairs")
     if not rd.pairs:
-        doc.p(f"Pairs read from {rd.config['pairs_file']}." if rd.config.get("pairs_file")
-              else "Pairs stage not finished.")
+        doc.p(
+            f"Pairs read from {rd.config['pairs_file']}."
+            if rd.config.get("pairs_file")
+            else "Pairs stage not finished."
+        )
         return
     s = rd.pairs
     acc = s.get("sample_accuracy")
-    doc.p(f"{s['questions']} questions from {s.get('bench')} were sampled {s['samples']} times in all; "
-          f"{'the sample accuracy is not known' if acc is None else f'{pct(acc)}% of the samples were correct'}. "
-          f"This gave {s['pairs']} pairs" +
-          (f" and {s['step_pairs']} Step-DPO pairs" if s.get("step_pairs") else "") + ".")
+    doc.p(
+        f"{s['questions']} questions from {s.get('bench')} were sampled {s['samples']} times in all; "
+        f"{'the sample accuracy is not known' if acc is None else f'{pct(acc)}% of the samples were correct'}. "
+        f"This gave {s['pairs']} pairs"
+        + (f" and {s['step_pairs']} Step-DPO pairs" if s.get("step_pairs") else "")
+        + "."
+    )
     by_source = s.get("pairs_by_source") or {}
     if by_source:
         total = sum(by_source.values()) or 1
-        doc.table(["chosen answer comes from", "pairs", "share"],
-                  [[str(k), str(v), f"{pct(v / total)}%"] for k, v in sorted(by_source.items(), key=lambda kv: -kv[1])])
+        doc.table(
+            ["chosen answer comes from", "pairs", "share"],
+            [[str(k), str(v), f"{pct(v / total)}%"] for k, v in sorted(by_source.items(), key=lambda kv: -kv[1])],
+        )
     facts = [f"Dropped samples: {_counts(s.get('dropped'))}."]
     if s.get("questions_with_a_correct_sample") is not None:
-        facts.append(f"{s['questions_with_a_correct_sample']} of {s['questions']} questions had at least one "
-                     f"correct sample; {s.get('questions_all_correct', 0)} had only correct samples (no "
-                     "self-generated pair).")
+        facts.append(
+            f"{s['questions_with_a_correct_sample']} of {s['questions']} questions had at least one "
+            f"correct sample; {s.get('questions_all_correct', 0)} had only correct samples (no "
+            "self-generated pair)."
+        )
     if s.get("truncated_samples"):
         facts.append(f"{s['truncated_samples']} samples hit the generation length limit.")
     doc.ul(facts)
@@ -160,24 +178,42 @@ def _neurons_section(doc: Doc, rd: RunData, out: Path) -> None:
     ns = NeuronSet.load(rd.neurons)
     p = ns.provenance
     n_layers, width = ns.shape
-    doc.p(f"{len(ns)} neurons selected out of {n_layers} layers x {width} MLP neurons "
-          f"({len(ns) / (n_layers * width):.2%}) of {p.get('model')} ({p.get('family')}), by {p.get('method')}"
-          + (f", selection {p['selection']}" if p.get("selection") else "")
-          + (f", k = {p['k']}" if p.get("k") is not None else "") + ".")
+    doc.p(
+        f"{len(ns)} neurons selected out of {n_layers} layers x {width} MLP neurons "
+        f"({len(ns) / (n_layers * width):.2%}) of {p.get('model')} ({p.get('family')}), by {p.get('method')}"
+        + (f", selection {p['selection']}" if p.get("selection") else "")
+        + (f", k = {p['k']}" if p.get("k") is not None else "")
+        + "."
+    )
     corp = {k: v for k, v in (p.get("corpora") or {}).items() if v}
     if corp:
-        doc.table(["corpus", "name", "texts", "tokens"],
-                  [[k, str(v.get("name")), str(v.get("n")), str(v.get("tokens", "—"))] for k, v in corp.items()])
+        doc.table(
+            ["corpus", "name", "texts", "tokens"],
+            [[k, str(v.get("name")), str(v.get("n")), str(v.get("tokens", "—"))] for k, v in corp.items()],
+        )
     counts = ns.per_layer_counts()
     doc.p("Selected neurons per layer:")
     doc.table(["layer"] + [str(i) for i in range(len(counts))], [["neurons"] + [str(c) for c in counts]])
     doc.img(plot_layer_counts(rd.neurons, out / "neuron_layers.png"), "selected neurons per layer")
     order = ns.scores.abs().argsort(descending=True)[:10].tolist()
-    doc.p(f"The {len(order)} neurons with the largest |score| (activation mean and std over the math corpus "
-          "normalise the neuron margin):")
-    doc.table(["rank", "layer", "index", "score", "act mean", "act std"],
-              [[str(r), str(int(ns.layers[i])), str(int(ns.indices[i])), f"{float(ns.scores[i]):.3e}",
-                f"{float(ns.mean[i]):.4f}", f"{float(ns.std[i]):.4f}"] for r, i in enumerate(order, 1)])
+    doc.p(
+        f"The {len(order)} neurons with the largest |score| (activation mean and std over the math corpus "
+        "normalise the neuron margin):"
+    )
+    doc.table(
+        ["rank", "layer", "index", "score", "act mean", "act std"],
+        [
+            [
+                str(r),
+                str(int(ns.layers[i])),
+                str(int(ns.indices[i])),
+                f"{float(ns.scores[i]):.3e}",
+                f"{float(ns.mean[i]):.4f}",
+                f"{float(ns.std[i]):.4f}",
+            ]
+            for r, i in enumerate(order, 1)
+        ],
+    )
 
 
 def _check_section(doc: Doc, rd: RunData, out: Path) -> None:
@@ -187,14 +223,26 @@ def _check_section(doc: Doc, rd: RunData, out: Path) -> None:
         return
     summary = rd.check.get("summary")
     if isinstance(summary, dict) and all(isinstance(v, dict) and "math_nll" in v for v in summary.values()):
-        doc.p(f"Ablation ({rd.check.get('ablation')}) of the {rd.check.get('n_neurons')} selected neurons against "
-              "random neurons of the same per-layer counts: NLL in nats/token on math and contrast texts, and the "
-              "change from no ablation.")
-        doc.table(["condition", "math NLL", "Δ math", "contrast NLL", "Δ contrast"] +
-                  (["accuracy"] if any("accuracy" in v for v in summary.values()) else []),
-                  [[name, f"{v['math_nll']:.4f}", f"{v['delta_math_nll'][0]:+.4f}", f"{v['contrast_nll']:.4f}",
-                    f"{v['delta_contrast_nll'][0]:+.4f}"] + ([f"{v['accuracy']:.3f}"] if "accuracy" in v else [])
-                   for name, v in summary.items()])
+        doc.p(
+            f"Ablation ({rd.check.get('ablation')}) of the {rd.check.get('n_neurons')} selected neurons against "
+            "random neurons of the same per-layer counts: NLL in nats/token on math and contrast texts, and the "
+            "change from no ablation."
+        )
+        doc.table(
+            ["condition", "math NLL", "Δ math", "contrast NLL", "Δ contrast"]
+            + (["accuracy"] if any("accuracy" in v for v in summary.values()) else []),
+            [
+                [
+                    name,
+                    f"{v['math_nll']:.4f}",
+                    f"{v['delta_math_nll'][0]:+.4f}",
+                    f"{v['contrast_nll']:.4f}",
+                    f"{v['delta_contrast_nll'][0]:+.4f}",
+                ]
+                + ([f"{v['accuracy']:.3f}"] if "accuracy" in v else [])
+                for name, v in summary.items()
+            ],
+        )
         tail = [ln.strip() for ln in (rd.check.get("verdict_text") or "").splitlines() if ln.strip().startswith("math")]
         if tail:
             doc.ul(tail)
@@ -212,9 +260,13 @@ def _config_section(doc: Doc, rd: RunData) -> None:
     doc.h(2, "Configuration")
     doc.pre(yaml.safe_dump(rd.config, sort_keys=False))
     doc.h(2, "Stages")
-    doc.table(["stage", "folder", "status", "time (s)"],
-              [[s["name"], s["dir"], ("done" if s.get("finished") else "unfinished"), str(s.get("time_s", ""))]
-               for s in rd.stages])
+    doc.table(
+        ["stage", "folder", "status", "time (s)"],
+        [
+            [s["name"], s["dir"], ("done" if s.get("finished") else "unfinished"), str(s.get("time_s", ""))]
+            for s in rd.stages
+        ],
+    )
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:

@@ -13,8 +13,14 @@ from __future__ import annotations
 from yfpo.eval.stats import mcnemar_exact, mean_ci, sign_flip_exact, wilson_ci
 from yfpo.report.read import RunData
 
-METHOD_LABELS = {"base": "base (untrained)", "dpo": "DPO", "yfpo": "YFPO", "dpo_fdt": "DPO+FDT",
-                 "yfpo_fdt": "YFPO+FDT", "yfpo_random": "YFPO (random neurons)"}
+METHOD_LABELS = {
+    "base": "base (untrained)",
+    "dpo": "DPO",
+    "yfpo": "YFPO",
+    "dpo_fdt": "DPO+FDT",
+    "yfpo_fdt": "YFPO+FDT",
+    "yfpo_random": "YFPO (random neurons)",
+}
 
 
 def label(method: str) -> str:
@@ -68,8 +74,17 @@ def _cell(runs: dict) -> dict:
     mean, slo, shi = seed_ci(accs)
     n_per_seed = min(ns)  # the items each seed saw (the same items in every seed)
     lo, hi = wilson(mean * n_per_seed, n_per_seed)  # items count once, not once per seed
-    return {"acc": mean, "lo": lo, "hi": hi, "seed_lo": slo, "seed_hi": shi, "seeds": len(accs),
-            "n_items": sum(ns), "n_per_seed": n_per_seed, "per_seed": accs}
+    return {
+        "acc": mean,
+        "lo": lo,
+        "hi": hi,
+        "seed_lo": slo,
+        "seed_hi": shi,
+        "seeds": len(accs),
+        "n_items": sum(ns),
+        "n_per_seed": n_per_seed,
+        "per_seed": accs,
+    }
 
 
 def _discrimination(rd: RunData, method: str) -> dict | None:
@@ -144,6 +159,13 @@ def paired_test(rd: RunData, a: str, b: str, bench: str) -> dict | None:
     k = len(per_seed)
     sf = sign_flip_exact([sum(d[i] for d in per_seed) / k for i in common], denominator=k)
     test = "McNemar exact" if k == 1 else f"exact sign-flip over {len(common)} items (mean of {k} seeds)"
-    r.update(acc_a=sum(xa) / len(xa), acc_b=sum(xb) / len(xb), p_rows=r["p"], p=sf["p"], n_items=len(common),
-             seeds=k, test=test)
+    r.update(
+        acc_a=sum(xa) / len(xa),
+        acc_b=sum(xb) / len(xb),
+        p_rows=r["p"],
+        p=sf["p"],
+        n_items=len(common),
+        seeds=k,
+        test=test,
+    )
     return r

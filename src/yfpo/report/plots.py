@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-CURVES = (("loss", "loss"), ("rewards/margins", "DPO reward margin"), ("neuron/margin", "neuron margin"),
-          ("rewards/accuracies", "reward accuracy"), ("neuron/accuracy", "neuron accuracy"))
+CURVES = (
+    ("loss", "loss"),
+    ("rewards/margins", "DPO reward margin"),
+    ("neuron/margin", "neuron margin"),
+    ("rewards/accuracies", "reward accuracy"),
+    ("neuron/accuracy", "neuron accuracy"),
+)
 
 
 def _plt():

@@ -61,7 +61,9 @@ def _read_stage(rd: RunData, s: dict) -> None:
             rd.metrics[f"{s['method']}-s{s['seed']}"] = rows
     elif kind == "eval" and finished and (folder / "summary.json").exists():
         rd.evals[(s["method"], s["seed"], s["bench"])] = {
-            "summary": _read_json(folder / "summary.json"), "items": _jsonl(folder / "items.jsonl")}
+            "summary": _read_json(folder / "summary.json"),
+            "items": _jsonl(folder / "items.jsonl"),
+        }
     elif kind == "discrimination" and finished and (folder / "discrimination.json").exists():
         rd.disc[(s["method"], s["seed"])] = _read_json(folder / "discrimination.json")
 

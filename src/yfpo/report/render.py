@@ -7,13 +7,15 @@ import base64
 import html
 from pathlib import Path
 
-CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;"
-       "line-height:1.45}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}"
-       "table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;"
-       "text-align:left;vertical-align:top}th{background:#f3f3f3}td.num{text-align:right;"
-       "font-variant-numeric:tabular-nums}.wide{overflow-x:auto;max-width:100%}"
-       "pre{background:#f7f7f7;padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}"
-       "img{max-width:100%}figure{margin:1em 0}figcaption{font-size:12px;color:#666}li{margin:.25em 0}")
+CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;"
+    "line-height:1.45}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}"
+    "table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;"
+    "text-align:left;vertical-align:top}th{background:#f3f3f3}td.num{text-align:right;"
+    "font-variant-numeric:tabular-nums}.wide{overflow-x:auto;max-width:100%}"
+    "pre{background:#f7f7f7;padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}"
+    "img{max-width:100%}figure{margin:1em 0}figcaption{font-size:12px;color:#666}li{margin:.25em 0}"
+)
 
 
 def pct(x: float) -> str:
@@ -67,8 +69,14 @@ class Doc:
         if kind == "pre":
             return "```\n" + b[1].rstrip() + "\n```"
         if kind == "table":
-            return ("| " + " | ".join(b[1]) + " |\n|" + "|".join(" --- " for _ in b[1]) + "|\n" +
-                    "\n".join("| " + " | ".join(r) + " |" for r in b[2]))
+            return (
+                "| "
+                + " | ".join(b[1])
+                + " |\n|"
+                + "|".join(" --- " for _ in b[1])
+                + "|\n"
+                + "\n".join("| " + " | ".join(r) + " |" for r in b[2])
+            )
         try:  # img: a path relative to the report folder, so the folder can be copied anywhere
             rel = b[1].resolve().relative_to(base.resolve())
         except ValueError:
@@ -79,8 +87,10 @@ class Doc:
 
     def html(self, title: str) -> str:
         body = "".join(self._html_block(b) for b in self.blocks)
-        return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                f"<style>{CSS}</style></head><body>{body}</body></html>\n")
+        return (
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{body}</body></html>\n"
+        )
 
     @staticmethod
     def _html_block(b: tuple) -> str:
@@ -96,9 +106,15 @@ class Doc:
             return f"<pre>{e(b[1])}</pre>"
         if kind == "table":
             head = "".join(f"<th>{e(h)}</th>" for h in b[1])
-            rows = "".join("<tr>" + "".join(f"<td class='num'>{e(c)}</td>" if _is_num(c) else f"<td>{e(c)}</td>"
-                                            for c in r) + "</tr>" for r in b[2])
+            rows = "".join(
+                "<tr>"
+                + "".join(f"<td class='num'>{e(c)}</td>" if _is_num(c) else f"<td>{e(c)}</td>" for c in r)
+                + "</tr>"
+                for r in b[2]
+            )
             return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
         data = base64.b64encode(b[1].read_bytes()).decode()
-        return (f'<figure><img alt="{e(b[2])}" src="data:image/png;base64,{data}"/>'
-                f"<figcaption>{e(b[2])}</figcaption></figure>")
+        return (
+            f'<figure><img alt="{e(b[2])}" src="data:image/png;base64,{data}"/>'
+            f"<figcaption>{e(b[2])}</figcaption></figure>"
+        )

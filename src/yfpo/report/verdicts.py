@@ -62,9 +62,11 @@ def _sentence(t: dict, a: str, b: str, bench: str, effect: str) -> str:
         what = f"{effect} {'helped' if diff > 0 else 'hurt'} (significant at {ALPHA})"
     else:
         what = f"not significant at {ALPHA}: no evidence here that {effect} {'helped' if diff >= 0 else 'hurt'}"
-    return (f"{la} vs {lb} on {bench}: {100 * t['acc_a']:.1f}% vs {100 * t['acc_b']:.1f}% ({diff:+.1f} points) "
-            f"over {t['n']} paired items ({t['a_only']} only {la} right, {t['b_only']} only {lb} right); "
-            f"{t['test']} p = {t['p']:.3g} — {what}.")
+    return (
+        f"{la} vs {lb} on {bench}: {100 * t['acc_a']:.1f}% vs {100 * t['acc_b']:.1f}% ({diff:+.1f} points) "
+        f"over {t['n']} paired items ({t['a_only']} only {la} right, {t['b_only']} only {lb} right); "
+        f"{t['test']} p = {t['p']:.3g} — {what}."
+    )
 
 
 def _helped(t: dict | None) -> bool:
@@ -77,13 +79,19 @@ def _because_math(a: str, base: str, rnd: str, t_base: dict | None, t_rnd: dict 
     if t_base is None or t_rnd is None:
         return f"{la} on {bench}: the random-neuron control or the baseline was not evaluated, so the question is open."
     if not _helped(t_base):
-        return (f"So on {bench}: {la} did not significantly beat {label(base)}, so there is no effect to attribute "
-                f"to the math neurons.")
+        return (
+            f"So on {bench}: {la} did not significantly beat {label(base)}, so there is no effect to attribute "
+            f"to the math neurons."
+        )
     if _helped(t_rnd):
-        return (f"So on {bench}: {la} beat {label(base)} and also beat the same reward on random neurons "
-                f"({label(rnd)}): the gain is attributable to the math neurons, not to the extra reward term alone.")
-    return (f"So on {bench}: {la} beat {label(base)} but not the same reward on random neurons ({label(rnd)}): "
-            f"no evidence that it helped because the neurons are math neurons.")
+        return (
+            f"So on {bench}: {la} beat {label(base)} and also beat the same reward on random neurons "
+            f"({label(rnd)}): the gain is attributable to the math neurons, not to the extra reward term alone."
+        )
+    return (
+        f"So on {bench}: {la} beat {label(base)} but not the same reward on random neurons ({label(rnd)}): "
+        f"no evidence that it helped because the neurons are math neurons."
+    )
 
 
 def verdicts(rd: RunData, comp: dict) -> list[str]:
@@ -99,8 +107,10 @@ def verdicts(rd: RunData, comp: dict) -> list[str]:
                 out.append(_sentence(t, a, b, bench, "the neuron reward"))
         da, db = comp["discrimination"].get(a), comp["discrimination"].get(b)
         if da and db:
-            out.append(f"{label(a)} vs {label(b)} pair discrimination: {100 * da['acc']:.1f}% vs "
-                       f"{100 * db['acc']:.1f}% ({100 * (da['acc'] - db['acc']):+.1f} points).")
+            out.append(
+                f"{label(a)} vs {label(b)} pair discrimination: {100 * da['acc']:.1f}% vs "
+                f"{100 * db['acc']:.1f}% ({100 * (da['acc'] - db['acc']):+.1f} points)."
+            )
     for a, r in random_controls(methods):
         for bench in comp["benches"]:
             t_rnd = paired_test(rd, a, r, bench)
@@ -110,6 +120,8 @@ def verdicts(rd: RunData, comp: dict) -> list[str]:
             if a in baselines:
                 out.append(_because_math(a, baselines[a], r, paired_test(rd, a, baselines[a], bench), t_rnd, bench))
     if not out:
-        out.append("No YFPO/DPO pair of methods was evaluated on the same items, so the neuron reward's effect "
-                   "is not measured in this run.")
+        out.append(
+            "No YFPO/DPO pair of methods was evaluated on the same items, so the neuron reward's effect "
+            "is not measured in this run."
+        )
     return out
