@@ -9,17 +9,19 @@ from pathlib import Path
 import pytest
 
 from yfpo.neurons.neuronset import NeuronSet
-from yfpo.report.build import build_report, comparison, mcnemar, read_run, seed_ci, wilson
+from yfpo.report.build import build_report
+from yfpo.report.compare import comparison, mcnemar, seed_ci, wilson
+from yfpo.report.read import read_run
 
 
 def test_wilson_and_seed_ci_and_mcnemar_values():
     lo, hi = wilson(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-3) and hi == pytest.approx(0.7634, abs=1e-3)
     m, lo, hi = seed_ci([0.2, 0.4])
-    assert m == pytest.approx(0.3) and lo == pytest.approx(0.3 - 12.7062 * (0.02 ** 0.5) / 2 ** 0.5, rel=1e-4)
+    assert m == pytest.approx(0.3) and lo == pytest.approx(0.3 - 12.7062 * (0.02**0.5) / 2**0.5, rel=1e-4)
     assert seed_ci([0.5]) == (0.5, 0.5, 0.5)
     r = mcnemar([True] * 10 + [False] * 5, [False] * 10 + [False] * 5)
-    assert r["a_only"] == 10 and r["b_only"] == 0 and r["p"] == pytest.approx(2 * 0.5 ** 10)
+    assert r["a_only"] == 10 and r["b_only"] == 0 and r["p"] == pytest.approx(2 * 0.5**10)
     assert mcnemar([True, False], [True, False])["p"] == 1.0
 
 
@@ -27,15 +29,42 @@ def _write_eval(folder: Path, correct: list[bool], bench: str):
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "items.jsonl", "w") as f:
         for i, c in enumerate(correct):
-            f.write(json.dumps({"id": f"{bench}-{i}", "question": "q", "gold": "1", "prompt": "p", "output": "o",
-                                "n_tokens": 3, "truncated": False, "extracted": {"flexible": "1"},
-                                "correct": {"flexible": c, "strict": False}}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"{bench}-{i}",
+                        "question": "q",
+                        "gold": "1",
+                        "prompt": "p",
+                        "output": "o",
+                        "n_tokens": 3,
+                        "truncated": False,
+                        "extracted": {"flexible": "1"},
+                        "correct": {"flexible": c, "strict": False},
+                    }
+                )
+                + "\n"
+            )
     k, n = sum(correct), len(correct)
-    (folder / "summary.json").write_text(json.dumps({
-        "bench": bench, "model": "m", "n": n, "primary": "flexible",
-        "accuracy": {"flexible": {"acc": k / n, "lo": 0, "hi": 1, "n_correct": k}},
-        "protocol": {"template": "chatml", "shots": 0, "decoding": "greedy", "max_new_tokens": 64,
-                     "extractors": ["flexible"], "stop": None}}))
+    (folder / "summary.json").write_text(
+        json.dumps(
+            {
+                "bench": bench,
+                "model": "m",
+                "n": n,
+                "primary": "flexible",
+                "accuracy": {"flexible": {"acc": k / n, "lo": 0, "hi": 1, "n_correct": k}},
+                "protocol": {
+                    "template": "chatml",
+                    "shots": 0,
+                    "decoding": "greedy",
+                    "max_new_tokens": 64,
+                    "extractors": ["flexible"],
+                    "stop": None,
+                },
+            }
+        )
+    )
     (folder / "done.json").write_text("{}")
 
 
@@ -44,9 +73,14 @@ def make_run(root: Path) -> Path:
     stages = []
     nd = run / "stages" / "neurons-aaa"
     nd.mkdir(parents=True)
-    NeuronSet([0, 0, 1], [3, 7, 2], [0.5, -0.2, 0.1], [0.0, 0.1, 0.2], [1.0, 1.0, 1.0],
-              {"num_layers": 2, "intermediate_size": 16, "family": "llama", "model": "tiny", "method": "attnlrp"}
-              ).save(nd / "neurons.json")
+    NeuronSet(
+        [0, 0, 1],
+        [3, 7, 2],
+        [0.5, -0.2, 0.1],
+        [0.0, 0.1, 0.2],
+        [1.0, 1.0, 1.0],
+        {"num_layers": 2, "intermediate_size": 16, "family": "llama", "model": "tiny", "method": "attnlrp"},
+    ).save(nd / "neurons.json")
     (nd / "done.json").write_text("{}")
     stages.append({"name": "neurons", "kind": "neurons", "dir": "stages/neurons-aaa", "hash": "aaa"})
     cd = run / "stages" / "check-ccc"
@@ -62,59 +96,122 @@ def make_run(root: Path) -> Path:
     stages.append({"name": "check", "kind": "check", "dir": "stages/check-ccc", "hash": "ccc"})
     pd = run / "stages" / "pairs-bbb"
     pd.mkdir(parents=True)
-    (pd / "summary.json").write_text(json.dumps({"questions": 8, "samples": 32, "sample_accuracy": 0.25,
-                                                 "pairs": 10, "pairs_by_source": {"self": 6, "gold": 4},
-                                                 "dropped": {"truncated": 2}, "bench": "gsm8k_train"}))
+    (pd / "summary.json").write_text(
+        json.dumps(
+            {
+                "questions": 8,
+                "samples": 32,
+                "sample_accuracy": 0.25,
+                "pairs": 10,
+                "pairs_by_source": {"self": 6, "gold": 4},
+                "dropped": {"truncated": 2},
+                "bench": "gsm8k_train",
+            }
+        )
+    )
     (pd / "done.json").write_text("{}")
     stages.append({"name": "pairs", "kind": "pairs", "dir": "stages/pairs-bbb", "hash": "bbb"})
     n = 40
     # yfpo: right on 15 items where dpo is wrong (significant); yfpo_fdt vs dpo_fdt: 2 vs 1 discordant (not)
     dpo = [i < 10 for i in range(n)]
-    patterns = {"base": [i < 4 for i in range(n)], "dpo": dpo, "yfpo": [i < 25 for i in range(n)],
-                "dpo_fdt": [i < 11 for i in range(n)], "yfpo_fdt": [i < 12 or i == 39 for i in range(n)]}
+    patterns = {
+        "base": [i < 4 for i in range(n)],
+        "dpo": dpo,
+        "yfpo": [i < 25 for i in range(n)],
+        "dpo_fdt": [i < 11 for i in range(n)],
+        "yfpo_fdt": [i < 12 or i == 39 for i in range(n)],
+    }
     for method, corr in patterns.items():
-        for seed in ([None] if method == "base" else [0, 1]):
+        for seed in [None] if method == "base" else [0, 1]:
             tag = "base" if seed is None else f"{method}-s{seed}"
             d = f"eval/{tag}-ccc/gsm8k"
             _write_eval(run / d, corr, "gsm8k")
-            stages.append({"name": f"eval/{tag}/gsm8k", "kind": "eval", "dir": d, "hash": "c", "method": method,
-                           "seed": seed, "bench": "gsm8k"})
+            stages.append(
+                {
+                    "name": f"eval/{tag}/gsm8k",
+                    "kind": "eval",
+                    "dir": d,
+                    "hash": "c",
+                    "method": method,
+                    "seed": seed,
+                    "bench": "gsm8k",
+                }
+            )
             dd = run / f"eval/{tag}-ccc/discrimination"
             dd.mkdir(parents=True)
             (dd / "discrimination.json").write_text(json.dumps({"n": 20, "accuracy": 0.6 if "yfpo" in method else 0.5}))
             (dd / "done.json").write_text("{}")
-            stages.append({"name": f"eval/{tag}/discrimination", "kind": "discrimination",
-                           "dir": f"eval/{tag}-ccc/discrimination", "hash": "d", "method": method, "seed": seed})
+            stages.append(
+                {
+                    "name": f"eval/{tag}/discrimination",
+                    "kind": "discrimination",
+                    "dir": f"eval/{tag}-ccc/discrimination",
+                    "hash": "d",
+                    "method": method,
+                    "seed": seed,
+                }
+            )
             if seed is not None:
                 td = run / f"train/{tag}-ttt"
                 td.mkdir(parents=True)
                 with open(td / "metrics.jsonl", "w") as f:
                     for step in range(1, 6):
-                        f.write(json.dumps({"step": step, "loss": 0.69 - 0.05 * step, "rewards/margins": 0.1 * step,
-                                            "rewards/accuracies": 0.5, "neuron/margin": 0.02 * step,
-                                            "neuron/accuracy": 0.6}) + "\n")
-                    f.write(json.dumps({"step": 5, "train_runtime": 3.0, "train_loss": 0.5}) + "\n")  # trainer's end row
+                        f.write(
+                            json.dumps(
+                                {
+                                    "step": step,
+                                    "loss": 0.69 - 0.05 * step,
+                                    "rewards/margins": 0.1 * step,
+                                    "rewards/accuracies": 0.5,
+                                    "neuron/margin": 0.02 * step,
+                                    "neuron/accuracy": 0.6,
+                                }
+                            )
+                            + "\n"
+                        )
+                    f.write(
+                        json.dumps({"step": 5, "train_runtime": 3.0, "train_loss": 0.5}) + "\n"
+                    )  # trainer's end row
                 (td / "done.json").write_text("{}")
-                stages.append({"name": f"train/{tag}", "kind": "train", "dir": f"train/{tag}-ttt", "hash": "t",
-                               "method": method, "seed": seed})
+                stages.append(
+                    {
+                        "name": f"train/{tag}",
+                        "kind": "train",
+                        "dir": f"train/{tag}-ttt",
+                        "hash": "t",
+                        "method": method,
+                        "seed": seed,
+                    }
+                )
     # an unfinished stage: folder without done.json
     (run / "eval/extra-s0-eee/gsm8k").mkdir(parents=True)
-    stages.append({"name": "eval/extra-s0/gsm8k", "kind": "eval", "dir": "eval/extra-s0-eee/gsm8k", "hash": "e",
-                   "method": "extra", "seed": 0, "bench": "gsm8k"})
-    (run / "run.json").write_text(json.dumps({"name": "synth", "stages": stages, "config": {
-        "name": "synth", "model": "tiny", "seeds": [0, 1], "methods": {m: {} for m in patterns if m != "base"},
-        "eval": {"benches": ["gsm8k"]}}}))
+    stages.append(
+        {
+            "name": "eval/extra-s0/gsm8k",
+            "kind": "eval",
+            "dir": "eval/extra-s0-eee/gsm8k",
+            "hash": "e",
+            "method": "extra",
+            "seed": 0,
+            "bench": "gsm8k",
+        }
+    )
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "name": "synth",
+                "stages": stages,
+                "config": {
+                    "name": "synth",
+                    "model": "tiny",
+                    "seeds": [0, 1],
+                    "methods": {m: {} for m in patterns if m != "base"},
+                    "eval": {"benches": ["gsm8k"]},
+                },
+            }
+        )
+    )
     return run
-
-
-def test_items_once_wilson_one_seed_is_wilson_and_repeats_do_not_narrow_it():
-    from yfpo.report.build import items_once_wilson
-
-    one = {f"q{i}": i < 6 for i in range(10)}
-    assert items_once_wilson([one])[:2] == pytest.approx(wilson(6, 10))
-    assert items_once_wilson([one, one, one]) == pytest.approx(items_once_wilson([one]))  # same items, 3 seeds
-    half = items_once_wilson([{"a": True, "b": False}, {"a": False, "b": True}])
-    assert half[2] == 2 and half[:2] == pytest.approx(wilson(1, 2))
 
 
 def test_comparison_numbers(tmp_path):
@@ -123,14 +220,10 @@ def test_comparison_numbers(tmp_path):
     assert comp["methods"] == ["base", "dpo", "yfpo", "dpo_fdt", "yfpo_fdt"]
     c = comp["table"]["yfpo"]["gsm8k"]
     assert c["acc"] == pytest.approx(25 / 40) and c["n_items"] == 80 and c["seeds"] == 2
-    # 2 seeds x the same 40 items: the interval counts 40 items (sum of per-item means 25), not 80 rows
-    assert c["n_distinct_items"] == 40
-    assert (c["lo"], c["hi"]) == pytest.approx(wilson(25, 40))
-    pooled = wilson(50, 80)
-    assert (c["hi"] - c["lo"]) / (pooled[1] - pooled[0]) == pytest.approx(2 ** 0.5, rel=0.05)
+    assert (c["lo"], c["hi"]) == pytest.approx(wilson(25, 40))  # items count once, not once per seed
     assert c["vs_dpo"]["n"] == 80 and c["vs_dpo"]["a_only"] == 30 and c["vs_dpo"]["n_items"] == 40
     # the same 15 items in both seeds: 15 items count once (exact sign-flip p = 2 * 2^-15), not 30 rows
-    assert c["vs_dpo"]["p"] == pytest.approx(2 * 0.5 ** 15) and c["vs_dpo"]["p_rows"] == pytest.approx(2 * 0.5 ** 30)
+    assert c["vs_dpo"]["p"] == pytest.approx(2 * 0.5**15) and c["vs_dpo"]["p_rows"] == pytest.approx(2 * 0.5**30)
     assert comp["table"]["base"]["gsm8k"]["vs_dpo"]["n"] == 80  # base paired with each DPO seed
     assert "vs_dpo" not in comp["table"]["dpo"]["gsm8k"]
     assert comp["discrimination"]["yfpo"]["acc"] == pytest.approx(0.6)
@@ -144,8 +237,11 @@ def test_report_files_and_verdicts(tmp_path):
     html = page.read_text()
     assert "YFPO vs DPO on gsm8k: 62.5% vs 25.0%" in md and "the neuron reward helped (significant at 0.05)" in md
     assert "YFPO+FDT vs DPO+FDT on gsm8k" in md and "not significant at 0.05" in md
-    m = re.search(r"YFPO\+FDT vs DPO\+FDT on gsm8k: .*exact sign-flip over 40 items \(mean of 2 seeds\) p = "
-                  r"([0-9.e-]+)", md)
+    m = re.search(
+        r"YFPO\+FDT vs DPO\+FDT on gsm8k: .*exact sign-flip over 40 items \(mean of 2 seeds\) p = "
+        r"([0-9.e-]+)",
+        md,
+    )
     assert float(m.group(1)) == pytest.approx(mcnemar([True] * 2, [False] * 2)["p"]) == pytest.approx(0.5)
     assert "| DPO | 2 |" in md and "| dpo-s0 | 5 | 0.440 | 0.500 |" in md
     assert "Unfinished stages (missing from the tables below): eval/extra-s0/gsm8k." in md
@@ -157,7 +253,13 @@ def test_report_files_and_verdicts(tmp_path):
     assert len(links) == 4 and all(not Path(x).is_absolute() and (page.parent / x).exists() for x in links)
     assert "Ablation check (zero) of 3 neurons" in md
     assert not re.search(r"src=\"(?!data:)", html)  # self-contained
-    assert "10 pairs by source" in md and "25.0%" in md
+    assert "This gave 10 pairs" in md and "25.0% of the samples were correct" in md
+    # readable: the pairs and neuron sections are tables and sentences, not Python reprs or a text dump
+    assert "| self | 6 | 60.0% |" in md and "Dropped samples: 2 truncated." in md
+    assert "{'" not in md and "{'" not in html and "['" not in md  # no dict or list reprs
+    assert "extractors = flexible; stop = none" in md
+    assert "| layer | 0 | 1 |" in md and "| neurons | 2 | 1 |" in md
+    assert "| 1 | 0 | 3 | 5.000e-01 |" in md  # top neuron by |score|: layer 0, index 3
 
 
 def test_report_cli_and_missing_run(tmp_path, capsys):
@@ -171,25 +273,119 @@ def test_report_cli_and_missing_run(tmp_path, capsys):
 
 
 def test_neuron_comparisons_from_config():
-    from yfpo.report.build import neuron_comparisons
+    from yfpo.report.verdicts import neuron_comparisons
 
-    methods = {"dpo": {"gamma": 0.0}, "yfpo": {"gamma": 1.0}, "dpo_fdt": {"gamma": 0.0, "fdt": True},
-               "yfpo_fdt": {"gamma": 1.0, "fdt": True}, "yfpo_g10": {"gamma": 10.0},
-               "yfpo_fdt_g5": {"gamma": 5.0, "fdt": True}, "ipo_g1": {"gamma": 1.0, "loss_type": "ipo"}}
-    assert neuron_comparisons(methods) == [("yfpo", "dpo"), ("yfpo_fdt", "dpo_fdt"), ("yfpo_g10", "dpo"),
-                                           ("yfpo_fdt_g5", "dpo_fdt")]  # ipo_g1 has no gamma-0 twin
+    methods = {
+        "dpo": {"gamma": 0.0},
+        "yfpo": {"gamma": 1.0},
+        "dpo_fdt": {"gamma": 0.0, "fdt": True},
+        "yfpo_fdt": {"gamma": 1.0, "fdt": True},
+        "yfpo_g10": {"gamma": 10.0},
+        "yfpo_fdt_g5": {"gamma": 5.0, "fdt": True},
+        "ipo_g1": {"gamma": 1.0, "loss_type": "ipo"},
+    }
+    assert neuron_comparisons(methods) == [
+        ("yfpo", "dpo"),
+        ("yfpo_fdt", "dpo_fdt"),
+        ("yfpo_g10", "dpo"),
+        ("yfpo_fdt_g5", "dpo_fdt"),
+    ]  # ipo_g1 has no gamma-0 twin
 
 
 def test_report_verdict_for_an_extra_gamma(tmp_path):
     run = make_run(tmp_path)
     idx = json.loads((run / "run.json").read_text())
-    idx["config"]["methods"] = {"dpo": {"gamma": 0}, "yfpo": {"gamma": 1}, "dpo_fdt": {"gamma": 0, "fdt": True},
-                                "yfpo_fdt": {"gamma": 1, "fdt": True}, "yfpo_g10": {"gamma": 10}}
+    idx["config"]["methods"] = {
+        "dpo": {"gamma": 0},
+        "yfpo": {"gamma": 1},
+        "dpo_fdt": {"gamma": 0, "fdt": True},
+        "yfpo_fdt": {"gamma": 1, "fdt": True},
+        "yfpo_g10": {"gamma": 10},
+    }
     for seed in (0, 1):  # yfpo_g10 evaluated like yfpo
         d = f"eval/yfpo_g10-s{seed}-ccc/gsm8k"
         _write_eval(run / d, [i < 25 for i in range(40)], "gsm8k")
-        idx["stages"].append({"name": f"eval/yfpo_g10-s{seed}/gsm8k", "kind": "eval", "dir": d, "hash": "c",
-                              "method": "yfpo_g10", "seed": seed, "bench": "gsm8k"})
+        idx["stages"].append(
+            {
+                "name": f"eval/yfpo_g10-s{seed}/gsm8k",
+                "kind": "eval",
+                "dir": d,
+                "hash": "c",
+                "method": "yfpo_g10",
+                "seed": seed,
+                "bench": "gsm8k",
+            }
+        )
     (run / "run.json").write_text(json.dumps(idx))
     md = (build_report(run).parent / "report.md").read_text()
     assert "yfpo_g10 vs DPO on gsm8k: 62.5% vs 25.0%" in md and "| yfpo_g10 | 2 |" in md
+
+
+def test_wilson_interval_counts_each_item_once(tmp_path):
+    """With 2 seeds on the same 40 items, the item CI is the 40-item interval (pooling 80 rows would be
+    ~sqrt(2) too narrow)."""
+    comp = comparison(read_run(make_run(tmp_path)))
+    c = comp["table"]["dpo"]["gsm8k"]
+    lo, hi = wilson(10, 40)
+    assert (c["lo"], c["hi"]) == pytest.approx((lo, hi)) and c["n_per_seed"] == 40
+    lo80, hi80 = wilson(20, 80)
+    assert hi - lo > 1.3 * (hi80 - lo80)
+
+
+def _add_method(run: Path, method: str, correct: list[bool], cfg: dict) -> None:
+    idx = json.loads((run / "run.json").read_text())
+    idx["config"]["methods"][method] = cfg
+    for seed in (0, 1):
+        d = f"eval/{method}-s{seed}-ccc/gsm8k"
+        _write_eval(run / d, correct, "gsm8k")
+        idx["stages"].append(
+            {
+                "name": f"eval/{method}-s{seed}/gsm8k",
+                "kind": "eval",
+                "dir": d,
+                "hash": "c",
+                "method": method,
+                "seed": seed,
+                "bench": "gsm8k",
+            }
+        )
+    (run / "run.json").write_text(json.dumps(idx))
+
+
+def _with_gammas(run: Path) -> None:
+    idx = json.loads((run / "run.json").read_text())
+    idx["config"]["methods"] = {
+        "dpo": {"gamma": 0},
+        "yfpo": {"gamma": 1},
+        "dpo_fdt": {"gamma": 0, "fdt": True},
+        "yfpo_fdt": {"gamma": 1, "fdt": True},
+    }
+    (run / "run.json").write_text(json.dumps(idx))
+
+
+def test_random_neuron_control_verdict(tmp_path):
+    from yfpo.report.verdicts import random_controls
+
+    methods = {
+        "dpo": {"gamma": 0},
+        "yfpo": {"gamma": 1},
+        "yfpo_random": {"gamma": 1, "neurons": "random"},
+        "yfpo_fdt": {"gamma": 1, "fdt": True},
+        "yfpo_flip": {"gamma": 1, "neurons": "flipped"},
+    }
+    assert random_controls(methods) == [("yfpo", "yfpo_random")]
+    # random neurons as good as math neurons (same 25 right): helped vs DPO, but not because of the math neurons
+    run = make_run(tmp_path / "a")
+    _with_gammas(run)
+    _add_method(run, "yfpo_random", [i < 25 for i in range(40)], {"gamma": 1, "neurons": "random"})
+    md = (build_report(run).parent / "report.md").read_text()
+    assert "YFPO vs YFPO (random neurons) on gsm8k: 62.5% vs 62.5%" in md
+    assert "YFPO beat DPO but not the same reward on random neurons" in md
+    assert "no evidence that it helped because the neurons are math neurons" in md
+    # random neurons no better than DPO: the gain is the math neurons'
+    run = make_run(tmp_path / "b")
+    _with_gammas(run)
+    _add_method(run, "yfpo_random", [i < 10 for i in range(40)], {"gamma": 1, "neurons": "random"})
+    md = (build_report(run).parent / "report.md").read_text()
+    assert "the gain is attributable to the math neurons" in md
+    assert "| YFPO (random neurons) | 2 |" in md

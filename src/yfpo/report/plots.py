@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-CURVES = (("loss", "loss"), ("rewards/margins", "DPO reward margin"), ("neuron/margin", "neuron margin"),
-          ("rewards/accuracies", "reward accuracy"), ("neuron/accuracy", "neuron accuracy"))
+CURVES = (
+    ("loss", "loss"),
+    ("rewards/margins", "DPO reward margin"),
+    ("neuron/margin", "neuron margin"),
+    ("rewards/accuracies", "reward accuracy"),
+    ("neuron/accuracy", "neuron accuracy"),
+)
 
 
 def _plt():
@@ -53,8 +58,14 @@ def training_curves(runs: dict[str, list[dict]], png: str | Path, keys=CURVES) -
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
+    # the legend never sits on a curve: in the first empty panel, else beside the panels on the right
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    if n < axes.size:
+        axes.flat[n].legend(handles, names, fontsize=8, loc="upper left", frameon=False, ncol=1 + len(names) // 12)
+        fig.tight_layout()
+    else:
+        fig.legend(handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(0.86, 0.98), frameon=False)
+        fig.tight_layout(rect=(0, 0, 0.85, 1))
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     from yfpo.utils import atomic_savefig
@@ -71,7 +82,7 @@ def accuracy_bars(table: dict[str, dict[str, dict]], benches: Sequence[str], png
     if not methods or not benches:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(benches) * len(methods) / 2), 3.2))
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(benches) * len(methods) / 2 + 2), 3.4))
     width = 0.8 / len(methods)
     for mi, m in enumerate(methods):
         xs, ys, lo, hi = [], [], [], []
@@ -87,7 +98,9 @@ def accuracy_bars(table: dict[str, dict[str, dict]], benches: Sequence[str], png
     ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(benches))])
     ax.set_xticklabels(benches)
     ax.set_ylabel("accuracy (%)")
-    ax.legend(fontsize=7, ncol=min(len(methods), 5))
+    ax.set_ylim(0, min(100, 1.1 * max([100 * c["hi"] for m in methods for c in table[m].values()] + [1])))
+    # the legend sits outside the axes, to the right, so it never covers a bar or an error bar
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     png = Path(png)
