@@ -39,6 +39,9 @@ DEFAULT_METHODS = {
 # config keys that only say where or how visibly a stage works; they do not enter its hash
 _NO_HASH = {"out", "out_dir", "output_dir", "progress", "neurons", "pairs", "pairs_path", "neurons_path",
             "train_file", "pairs_file", "neurons_file", "neuron_set", "save_dir", "run_dir", "model", "resume", "name"}
+# keys added after runs were cached: left out of the hash while at the value that reproduces the old behaviour,
+# so adding them does not invalidate finished stages
+_NO_HASH_AT_DEFAULT = {"criterion": "diff", "exclude_quantile": 0.99}
 
 
 @dataclass
@@ -105,7 +108,8 @@ def stage_hash(kind: str, config: dict, inputs: dict) -> str:
     """Hash of a stage: its kind, its config without location/verbosity keys, and its inputs' hashes."""
     from yfpo.utils import stable_hash
 
-    cfg = {k: v for k, v in config.items() if k not in _NO_HASH}
+    cfg = {k: v for k, v in config.items()
+           if k not in _NO_HASH and not (k in _NO_HASH_AT_DEFAULT and v == _NO_HASH_AT_DEFAULT[k])}
     return stable_hash({"kind": kind, "config": cfg, "inputs": inputs}, n=10)
 
 
