@@ -46,7 +46,8 @@ RHO = 0.5
 # (name, items available, measured base accuracy of the default model or None, where measured)
 BENCHES = [
     ("gsm8k", 1319, 0.005, "README baseline: 1/200, 320 new tokens"),
-    ("gsm8k", 1319, 0.033, "cpu_result base: 2/60, 192 new tokens (DPO 7.5%)"),
+    ("gsm8k", 1319, 0.033, "cpu_result base: 2/60, 192 new tokens"),
+    ("gsm8k", 1319, 0.075, "cpu_result DPO (LoRA): 9/120 rows, 192 new tokens"),
     ("mawps_singleop", 561, 0.062, "README baseline: 35/562"),
     ("mawps_addsub", 394, None, "not measured"),
     ("mawps_singleeq", 507, None, "not measured"),
@@ -198,8 +199,35 @@ def mde(n: int, seeds: int, p_a: float, churn: float = CHURN, rho: float = RHO, 
 
 
 # ----------------------------------------------------------------------------- budget
-def eval_hours(n_items_total: int, n_models: int) -> float:
-    return n_items_total * n_models * MEASURED["eval_s_per_item"] / 3600
+def budget_hours(methods: int, seeds: int, gen_items: int, disc_pairs: int, train_pairs: int,
+                 questions: int, processes: int = 2) -> dict[str, float]:
+    """Wall hours of a design from the MEASURED rates (already per process with 2 side by side), split
+    over `processes` parallel processes: pairs once, every (method, seed) trained and evaluated, base once."""
+    models = methods * seeds
+    pairs = questions * MEASURED["pairs_s_per_question"]
+    train = models * train_pairs * MEASURED["train_s_per_pair_lora"]
+    ev = (models + 1) * (gen_items * MEASURED["eval_s_per_item"] + disc_pairs * MEASURED["disc_s_per_pair"])
+    return {"pairs_h": pairs / 3600, "train_h": train / 3600 / processes, "eval_h": ev / 3600 / processes,
+            "total_h": (pairs + (train + ev) / processes) / 3600}
+
+
+DESIGNS = [  # (label, methods, seeds, generated eval items per model, discrimination pairs, train pairs, questions)
+    ("cpu_result (for calibration of the model)", 5, 2, 120, 64, 64, 112),
+    ("A: 5 methods x 3 seeds, 400+400 items, 300 disc. pairs", 5, 3, 800, 300, 256, 400),
+    ("B: 5 methods x 3 seeds, 200+200+200 items, 300 disc.", 5, 3, 600, 300, 256, 400),
+    ("C: 5 methods x 3 seeds, 100+100 items, 400 disc.", 5, 3, 200, 400, 256, 400),
+    ("D: 7 methods (+50% data arms) x 3 seeds, 200+200, 400 disc.", 7, 3, 400, 400, 192, 400),
+]
+
+
+def budget_table() -> list[str]:
+    lines = ["| design | models trained | pairs (h) | train (h) | eval (h) | total wall (h, 2 processes) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for label, m, s, g, dp, tp, q in DESIGNS:
+        b = budget_hours(m, s, g, dp, tp, q)
+        lines.append(f"| {label} | {m * s} | {b['pairs_h']:.1f} | {b['train_h']:.1f} | {b['eval_h']:.1f} | "
+                     f"{b['total_h']:.1f} |")
+    return lines
 
 
 def table(reps: int, slices: list[int], seeds_list: list[int]) -> list[str]:
@@ -249,6 +277,9 @@ def main(argv: list[str]) -> int:
     for name, n, s, p in (("MAWPS-like slice (p_A 6%)", 400, 3, 0.06), ("GSM8K (p_A 3.3%)", 400, 3, 0.033)):
         out += ["", f"### Sensitivity: {name}, n = {n}, S = {s}: MDE (points) by churn and rho", ""]
         out += sensitivity(a.reps, n, s, p)
+    out += ["", "## Budget (wall hours from the measured per-item rates, today's HF generation path)", ""]
+    out += [", ".join(f"{k} = {v:.2f} s" for k, v in MEASURED.items()), ""]
+    out += budget_table()
     text = "\n".join(out) + "\n"
     print(text)
     if a.out:
