@@ -18,6 +18,11 @@ class NeuronsConfig:
     contrast_sources: str = "self_instruct,dolly"
     k: float = 0.01  # count (>= 1) or fraction of all neurons (< 1); per layer: of the width
     selection: str = "global"  # global | per_layer
+    # attnlrp/actgrad: what "math-specific" means (neurons/select.py criterion_score): diff (mean math minus
+    # mean contrast, the SPEC default) | tstat (Welch t over samples) | ratio (diff / (|contrast| + median))
+    # | exclude_both (diff, never picking neurons in the top (1 - exclude_quantile) of |relevance| on both corpora)
+    criterion: str = "diff"
+    exclude_quantile: float = 0.99
     match: str | None = None  # method=random: NeuronSet whose per-layer counts to copy
     seed: int = 0
     batch_size: int = 4

@@ -39,11 +39,15 @@ def find_neurons(cfg: NeuronsConfig, overwrite: bool = False) -> Path:
     from yfpo.models.tiny import state_hash
     from yfpo.neurons.neuronset import NeuronSet
     from yfpo.neurons.relevance import POSITIONS, POSITIONS_TEXT, corpus_relevance
-    from yfpo.neurons.select import math_score, resolve_k, select_random, select_top
+    from yfpo.neurons.select import CRITERIA, criterion_score, math_score, resolve_k, select_random, select_top
     from yfpo.utils import atomic_write_json, now, versions
 
     if cfg.method not in METHODS:
         raise ValueError(f"neurons find: method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.criterion not in CRITERIA:
+        raise ValueError(f"neurons find: criterion must be one of {', '.join(CRITERIA)}, got {cfg.criterion!r}")
+    if cfg.criterion != "diff" and cfg.method not in ("attnlrp", "actgrad"):
+        raise ValueError(f"neurons find: criterion {cfg.criterion!r} needs method attnlrp or actgrad, got {cfg.method!r}")
     t0 = time.time()
     out = Path(cfg.out)
     work = work_dir_for(out)
@@ -68,8 +72,12 @@ def find_neurons(cfg: NeuronsConfig, overwrite: bool = False) -> Path:
 
     grids: dict[str, Any] = {"act_mean_math": ms.act_mean, "act_std_math": ms.act_std, "act_prob_math": ms.act_prob}
     if cfg.method in ("attnlrp", "actgrad"):
-        score = math_score(ms.relevance_mean, cs.relevance_mean)
-        grids.update(relevance_math=ms.relevance_mean, relevance_contrast=cs.relevance_mean)
+        score = criterion_score(cfg.criterion, ms.relevance_mean, cs.relevance_mean,
+                                math_sq_mean=ms.relevance_sq_mean, contrast_sq_mean=cs.relevance_sq_mean,
+                                n_math=ms.n_samples, n_contrast=cs.n_samples, exclude_quantile=cfg.exclude_quantile)
+        grids.update(relevance_math=ms.relevance_mean, relevance_contrast=cs.relevance_mean,
+                     relevance_sq_math=ms.relevance_sq_mean, relevance_sq_contrast=cs.relevance_sq_mean,
+                     n_math=ms.n_samples, n_contrast=cs.n_samples)
     elif cfg.method == "lape":
         score = math_score(ms.act_prob, cs.act_prob)
         grids.update(act_prob_contrast=cs.act_prob)
@@ -125,6 +133,8 @@ def find_neurons(cfg: NeuronsConfig, overwrite: bool = False) -> Path:
         "stats": "activation mean/std over the response positions of the math corpus",
         "positions": POSITIONS,
         "positions_text": POSITIONS_TEXT,
+        "criterion": cfg.criterion if cfg.method in ("attnlrp", "actgrad") else None,
+        "exclude_quantile": cfg.exclude_quantile if cfg.criterion == "exclude_both" else None,
         "k": cfg.k,
         "k_resolved": k_resolved,
         "selection": cfg.selection,
