@@ -13,6 +13,14 @@ time and by this process's CPU time (the CPU time is much less sensitive to othe
 --threads 1 it is the compute each side needed).
 
     .venv/bin/python benchmarks/bench_eval.py [--n 16 --max-new-tokens 128 --batch-size 16]
+
+Backend comparison (--backends): the same prompts through yfpo.engine.generate with each backend named (the first is
+the reference, normally hf = today's path), greedy, at each --max-new-tokens given; rounds interleave the backends
+(order reversed every other round) and the median is reported. Per backend: tokens/s, speed-up over the first,
+share of greedy outputs identical to it, peak resident memory above the process's level before the run (sampled
+every 20 ms), and the one-off setup time (conversion, first load) of its first call.
+
+    .venv/bin/python benchmarks/bench_eval.py --backends hf,fast,ct2 --n 64 --max-new-tokens 128,256 --threads 1
 """
 
 from __future__ import annotations
@@ -91,6 +99,83 @@ def run_prefill(model, tok, prompts, args, batched: bool) -> Clock:
     return c
 
 
+class PeakRSS:
+    """Peak resident memory (MiB) of this process during a block, above its level at the start (sampled)."""
+
+    def __enter__(self):
+        import threading
+
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._watch, daemon=True)
+        self._t.start()
+        return self
+
+    @staticmethod
+    def _rss() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _watch(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+        self.extra = self.peak - self.base
+
+
+def compare_backends(model, tok, prompts, args) -> dict:
+    from yfpo.engine.generate import generate
+
+    names = args.backends.split(",")
+    results: dict = {}
+    for mnt in [int(x) for x in str(args.max_new_tokens).split(",")]:
+        setup = {}
+        for b in names:  # first call of each backend: conversion / engine start, timed apart, then not counted
+            with Clock() as c:
+                generate(model, tok, prompts[:1], max_new_tokens=4, backend=b, batch_size=args.batch_size,
+                         progress=False)
+            setup[b] = c.wall
+        runs: dict = {b: [] for b in names}
+        outs: dict = {}
+        for r in range(args.rounds):
+            for b in (names if r % 2 == 0 else names[::-1]):
+                with PeakRSS() as mem, Clock() as c:
+                    g = generate(model, tok, prompts, max_new_tokens=mnt, backend=b, batch_size=args.batch_size,
+                                 progress=False)
+                runs[b].append({"wall": c.wall, "cpu": c.cpu, "mem_mib": mem.extra, "load": _load_avg()})
+                outs.setdefault(b, g)
+                print(f"  {mnt} new tokens, round {r + 1}, {b}: {c.wall:.1f} s wall, {c.cpu:.1f} s CPU, "
+                      f"+{mem.extra:.0f} MiB (load {_load_avg()})", flush=True)
+        ref = outs[names[0]]
+        base_wall = statistics.median(x["wall"] for x in runs[names[0]])
+        base_cpu = statistics.median(x["cpu"] for x in runs[names[0]])
+        print(f"\n{len(prompts)} prompts, greedy, max_new_tokens {mnt}, {args.rounds} round(s), reference {names[0]}")
+        print("| backend | new tokens | wall (s, median) | tokens/s | speed-up (wall) | CPU (s) | speed-up (CPU) | "
+              "identical to " + names[0] + " | peak memory (+MiB) | setup (s) |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        rows = {}
+        for b in names:
+            wall = statistics.median(x["wall"] for x in runs[b])
+            cpu = statistics.median(x["cpu"] for x in runs[b])
+            ntok = sum(x.n_tokens for x in outs[b])
+            same = sum(x.text == y.text and x.n_tokens == y.n_tokens for x, y in zip(outs[b], ref))
+            mem = max(x["mem_mib"] for x in runs[b])
+            rows[b] = {"tokens": ntok, "wall": wall, "cpu": cpu, "tok_s": ntok / wall, "speedup_wall": base_wall / wall,
+                       "speedup_cpu": base_cpu / cpu, "identical": same, "n": len(ref), "mem_mib": mem,
+                       "setup_s": setup[b], "runs": runs[b]}
+            print(f"| {b} | {ntok} | {wall:.1f} | {ntok / wall:.1f} | {base_wall / wall:.2f}x | {cpu:.1f} | "
+                  f"{base_cpu / cpu:.2f}x | {same}/{len(ref)} | {mem:.0f} | {setup[b]:.1f} |", flush=True)
+            for i, (x, y) in enumerate(zip(outs[b], ref)):
+                if x.text != y.text:
+                    print(f"    prompt {i} differs at {_divergence(tok, x.text, y.text)}")
+        results[mnt] = rows
+    return results
+
+
 def _divergence(tok, a: str, b: str) -> str:
     i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     ta = tok(a[:i], add_special_tokens=False).input_ids
@@ -100,7 +185,10 @@ def _divergence(tok, a: str, b: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=16, help="GSM8K test problems (the first N)")
-    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--max-new-tokens", default="128", help="an int; with --backends a comma list (128,256)")
+    ap.add_argument("--backends", default=None, help="comma list of engine backends to compare, reference first "
+                    "(e.g. hf,fast,ct2); replaces the naive-loop comparison")
+    ap.add_argument("--rounds", type=int, default=2, help="with --backends: interleaved rounds per setting")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--model", default="default")
     ap.add_argument("--threads", type=int, default=0,
@@ -108,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                          "running, OpenMP waits make every pass several times slower")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
+    if not args.backends:
+        args.max_new_tokens = int(args.max_new_tokens)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -130,7 +220,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
           f"python {platform.python_version()}, {os.cpu_count()} CPUs, load avg at start {_load_avg()}", flush=True)
 
-    generate(model, tok, prompts[:1], max_new_tokens=4, progress=False)  # warm-up, not timed
+    generate(model, tok, prompts[:1], max_new_tokens=4, backend="hf", progress=False)  # warm-up, not timed
+    if args.backends:
+        import subprocess
+
+        cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model_name = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
+        flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni") if f in cpu]
+        print(f"CPU {model_name}, flags {' '.join(flags)}; uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+        res = compare_backends(model, tok, prompts, args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"n": n, "cpu": model_name, "flags": flags, "threads": torch.get_num_threads(),
+                           "torch": torch.__version__, "results": res}, f, indent=2)
+        return 0
 
     # interleaved: B, naive first half, B, naive second half, B (the machine is shared; load drifts)
     half = (n + 1) // 2

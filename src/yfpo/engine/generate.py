@@ -1,6 +1,6 @@
-"""Batched generation: Hugging Face backend (always), vLLM backend (when vLLM and a GPU are present).
+"""Batched generation behind one call, `generate`; the backends are listed in yfpo.engine.backends.
 
-HF backend: prompts are sorted by length and cut into batches (less padding), left-padded, generated
+HF backend (the reference): prompts are sorted by length and cut into batches (less padding), left-padded, generated
 with the KV cache, and returned in the caller's order. Sampling is reproducible: each batch seeds its
 own generator from `seed` and the batch's prompt texts, so the same prompts give the same samples
 whatever else is in the call (resume-safe).
@@ -29,12 +29,6 @@ def _batch_seed(seed: int, prompts: list[str]) -> int:
     return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
 
 
-def _vllm_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
-
-
 def _model_dir(model) -> str | None:
     p = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "name_or_path", None)
     return p if p and os.path.isdir(p) else None
@@ -43,19 +37,27 @@ def _model_dir(model) -> str | None:
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 256, batch_size: int = 16,
              stop: list[str] | None = None, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
              num_return_sequences: int = 1, seed: int = 0, backend: str = "auto", progress: bool = True,
-             desc: str = "generate") -> list[Generation]:
-    """Generate for already-templated prompt strings; returns prompt-major list (len(prompts) * n)."""
-    if backend not in ("auto", "hf", "vllm"):
-        raise ValueError(f"backend {backend!r}: expected auto, hf or vllm")
-    if backend == "vllm" or (backend == "auto" and _vllm_available() and _model_dir(model)):
-        if not _vllm_available():
-            raise RuntimeError("backend 'vllm' needs the vllm package and a CUDA GPU; use --backend hf")
-        return _generate_vllm(_model_dir(model) or model, prompts, max_new_tokens=max_new_tokens, stop=stop,
-                              do_sample=do_sample, temperature=temperature, top_p=top_p,
-                              num_return_sequences=num_return_sequences, seed=seed)
-    return _generate_hf(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop,
-                        do_sample=do_sample, temperature=temperature, top_p=top_p,
-                        num_return_sequences=num_return_sequences, seed=seed, progress=progress, desc=desc)
+             desc: str = "generate", token_budget: int | None = None) -> list[Generation]:
+    """Generate for already-templated prompt strings; returns prompt-major list (len(prompts) * n).
+
+    backend: auto | hf | fast | ct2 | ct2-int8 | llamacpp | vllm (yfpo.engine.backends). `auto` = vLLM with a GPU,
+    else the fastest exact CPU path ("fast"), else the HF reference. token_budget: KV positions per batch for the
+    fast path (rows x (longest prompt + max_new_tokens)); batch_size is then the fewest rows a batch gets."""
+    from yfpo.engine.backends import resolve
+
+    b = resolve(backend, model)
+    if not prompts:
+        return []
+    return b.run(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop,
+                 do_sample=do_sample, temperature=temperature, top_p=top_p, num_return_sequences=num_return_sequences,
+                 seed=seed, progress=progress, desc=desc, token_budget=token_budget)
+
+
+def _generate_vllm_backend(model, tokenizer, prompts, *, max_new_tokens, stop, do_sample, temperature, top_p,
+                           num_return_sequences, seed, **_):  # pragma: no cover - needs a GPU + vllm
+    return _generate_vllm(_model_dir(model) or model, prompts, max_new_tokens=max_new_tokens, stop=stop,
+                          do_sample=do_sample, temperature=temperature, top_p=top_p,
+                          num_return_sequences=num_return_sequences, seed=seed)
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -102,7 +104,7 @@ def _finish_row(row: list[int], tokenizer, eos_ids: list[int], pad_id: int | Non
 
 @torch.no_grad()
 def _generate_hf(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop, do_sample, temperature, top_p,
-                 num_return_sequences, seed, progress, desc) -> list[Generation]:
+                 num_return_sequences, seed, progress, desc, **_) -> list[Generation]:
     from yfpo.utils import progress as bar
 
     n = num_return_sequences
@@ -151,6 +153,68 @@ def _generate_hf(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop,
         tokenizer.padding_side = old_side
         if old_pad is None:
             tokenizer.pad_token = None
+        if was_training:
+            model.train()
+    return results  # type: ignore[return-value]
+
+
+class _PaddingSide:
+    """Left padding and a pad token for the duration of a block (batching needs both); the tokenizer is restored."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+
+    def __enter__(self):
+        self.side, self.pad = self.tok.padding_side, self.tok.pad_token
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        return self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+
+    def __exit__(self, *exc):
+        self.tok.padding_side = self.side
+        if self.pad is None:
+            self.tok.pad_token = None
+
+
+@torch.no_grad()
+def _generate_fast(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop, do_sample, temperature, top_p,
+                   num_return_sequences, seed, progress, desc, token_budget=None, **_) -> list[Generation]:
+    """The "fast" backend: the HF model driven by yfpo.engine.fast's decode loop (see there for what it changes)."""
+    from yfpo.engine.fast import DEFAULT_TOKEN_BUDGET, _StopWatch, batch_seed, decode_batch, pack_batches
+    from yfpo.utils import progress as bar
+
+    n = num_return_sequences
+    results: list[Generation | None] = [None] * (len(prompts) * n)
+    eos_ids = _eos_ids(model, tokenizer)
+    device = next(model.parameters()).device
+    lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+    budget = (token_budget or DEFAULT_TOKEN_BUDGET) // n  # n samples share a prompt's prefill, not its cache
+    batches = pack_batches(lengths, max_new_tokens, budget, min_rows=max(1, batch_size // n))
+    stopper = _StopWatch(tokenizer, stop) if stop else None
+    was_training = model.training
+    model.eval()
+    total_new, t0 = 0, time.time()
+    pbar = bar(total=len(prompts) * n, desc=desc, unit="seq", disable=None if progress else True)
+    try:
+        with _PaddingSide(tokenizer):
+            for idx in batches:
+                texts = [prompts[i] for i in idx]
+                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+                gen = None
+                if do_sample:
+                    gen = torch.Generator(device=device).manual_seed(batch_seed(seed, texts))
+                rows = decode_batch(model, enc.input_ids, enc.attention_mask, max_new_tokens=max_new_tokens,
+                                    eos_ids=eos_ids, n=n, do_sample=do_sample, temperature=temperature, top_p=top_p,
+                                    gen=gen, stopper=stopper)
+                for r, (toks, _finish) in enumerate(rows):
+                    n_tok, text, finish = _finish_row(toks, tokenizer, eos_ids, None, stop)
+                    results[idx[r // n] * n + (r % n)] = Generation(text, n_tok, finish == "length", finish)
+                    total_new += n_tok
+                pbar.update(len(rows))
+                pbar.set_postfix(tok_s=f"{total_new / max(time.time() - t0, 1e-9):.0f}")
+    finally:
+        pbar.close()
         if was_training:
             model.train()
     return results  # type: ignore[return-value]

@@ -1,0 +1,129 @@
+"""Generation backends: one interface, so pairs, the causal check, eval (and online RL) get a new backend at once.
+
+A backend is a function with `generate`'s keyword arguments that returns one `Generation` per (prompt, sample),
+prompt-major, plus what the caller needs to choose it:
+  exact      greedy float32 outputs are meant to equal the HF reference (measured in benchmarks/RESULTS.md)
+  quantized  runs reduced-precision weights: used only when asked for by name, never by `auto`
+  missing    why it cannot run here (package not installed, no GPU, ...), or None
+
+`auto` picks vLLM when it is installed and a GPU is present (today's behaviour), else the fastest exact CPU path
+("fast", measured), and falls back to the HF reference when that cannot serve the model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    run: Callable  # (model, tokenizer, prompts, **generate kwargs) -> list[Generation]
+    exact: bool
+    quantized: bool
+    missing: Callable  # (model) -> str | None
+    about: str
+
+
+def _has(pkg: str) -> bool:
+    return importlib.util.find_spec(pkg) is not None
+
+
+def _always(model) -> str | None:
+    return None
+
+
+def _vllm_missing(model) -> str | None:
+    import torch
+
+    if not _has("vllm"):
+        return "the vllm package is not installed (pip install vllm; GPU only)"
+    if not torch.cuda.is_available():
+        return "vllm needs a CUDA GPU and none is visible"
+    return None
+
+
+def _fast_missing(model) -> str | None:
+    if getattr(model.config, "is_encoder_decoder", False):
+        return "the fast loop serves decoder-only models; this one is encoder-decoder"
+    return None
+
+
+def _ct2_missing(model) -> str | None:
+    if not _has("ctranslate2"):
+        return "the ctranslate2 package is not installed (pip install ctranslate2)"
+    from yfpo.engine.generate import _model_dir
+
+    if _model_dir(model) is None:
+        return "ctranslate2 converts the model from its HF folder, and this model has none (name_or_path)"
+    return None
+
+
+def _llamacpp_missing(model) -> str | None:
+    if not _has("llama_cpp"):
+        return ("the llama-cpp-python package is not installed (pip install llama-cpp-python; it compiles llama.cpp "
+                "from source)")
+    if not _has("gguf"):
+        return "the gguf package is needed to convert the HF folder to GGUF (pip install gguf)"
+    from yfpo.engine.generate import _model_dir
+
+    if _model_dir(model) is None:
+        return "llama.cpp converts the model from its HF folder, and this model has none (name_or_path)"
+    return None
+
+
+def _registry() -> dict[str, Backend]:
+    from yfpo.engine import generate as g
+
+    def ct2_run(*a, **k):
+        from yfpo.engine.ct2 import generate_ct2
+
+        return generate_ct2(*a, **k)
+
+    def ct2_int8_run(*a, **k):
+        from yfpo.engine.ct2 import generate_ct2
+
+        return generate_ct2(*a, compute_type="int8", **k)
+
+    def llamacpp_run(*a, **k):
+        from yfpo.engine.llamacpp import generate_llamacpp
+
+        return generate_llamacpp(*a, **k)
+
+    return {b.name: b for b in [
+        Backend("hf", g._generate_hf, True, False, _always,
+                "Hugging Face model.generate, length-sorted left-padded batches of batch_size rows (the reference)"),
+        Backend("fast", g._generate_fast, True, False, _fast_missing,
+                "the same HF model in a lean decode loop: token-filled batches, finished rows dropped, shared prefill"),
+        Backend("ct2", ct2_run, True, False, _ct2_missing, "CTranslate2, float32, converted from the HF folder"),
+        Backend("ct2-int8", ct2_int8_run, False, True, _ct2_missing, "CTranslate2 with int8 weights (quantized)"),
+        Backend("llamacpp", llamacpp_run, True, False, _llamacpp_missing,
+                "llama.cpp (llama-cpp-python) on an f32 GGUF converted from the HF folder"),
+        Backend("vllm", g._generate_vllm_backend, False, False, _vllm_missing, "vLLM (GPU)"),
+    ]}
+
+
+BACKEND_NAMES = ("auto", "hf", "fast", "ct2", "ct2-int8", "llamacpp", "vllm")
+AUTO_ORDER = ("vllm", "fast", "hf")  # vllm only with a GPU and a model folder; then the fastest exact CPU path
+
+
+def resolve(name: str, model) -> Backend:
+    """The backend to run for `name` (a clear error when it cannot run here; `auto` falls back down AUTO_ORDER)."""
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"backend {name!r}: expected one of {', '.join(BACKEND_NAMES)}")
+    reg = _registry()
+    if name == "auto":
+        from yfpo.engine.generate import _model_dir
+
+        for cand in AUTO_ORDER:
+            b = reg[cand]
+            if b.missing(model) is None and (cand != "vllm" or _model_dir(model)):
+                return b
+        return reg["hf"]
+    b = reg[name]
+    why = b.missing(model)
+    if why:
+        raise RuntimeError(f"backend {name!r} cannot run here: {why}; use --backend hf (the reference) or auto")
+    return b
