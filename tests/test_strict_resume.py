@@ -104,6 +104,8 @@ def test_identities_are_by_content_not_location(tmp_path):
     assert strict.model_identity(str(a)) == strict.model_identity(str(tmp_path / "moved" / "final"))
     assert strict.model_identity(str(a)) != strict.model_identity(str(b))
     assert strict.model_identity("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+    for d in "xyz":
+        (tmp_path / d).mkdir()
     p1 = write_jsonl(tmp_path / "x" / "pairs.jsonl", pair_rows(2))
     p2 = write_jsonl(tmp_path / "y" / "pairs.jsonl", pair_rows(2))
     assert strict.file_identity(str(p1)) == strict.file_identity(str(p2)) != strict.file_identity(
