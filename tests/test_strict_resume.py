@@ -93,3 +93,20 @@ def test_folder_from_before_the_record_is_checked_against_its_config_yaml(tmp_pa
     strict.check(d, "pairs", {"k": 4, "seed": 0, "out_dir": "y"})
     with pytest.raises(strict.ResumeConflict, match=r"k: 4 -> 2.*from its config.yaml"):
         strict.check(d, "pairs", {"k": 2, "seed": 0})
+
+
+def test_identities_are_by_content_not_location(tmp_path):
+    import shutil
+
+    a = save_tiny(tmp_path / "a" / "final", family="llama", seed=0)
+    b = save_tiny(tmp_path / "b" / "final", family="llama", seed=1)  # same shape and name, other weights
+    shutil.copytree(a, tmp_path / "moved" / "final")
+    assert strict.model_identity(str(a)) == strict.model_identity(str(tmp_path / "moved" / "final"))
+    assert strict.model_identity(str(a)) != strict.model_identity(str(b))
+    assert strict.model_identity("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+    for d in "xyz":
+        (tmp_path / d).mkdir()
+    p1 = write_jsonl(tmp_path / "x" / "pairs.jsonl", pair_rows(2))
+    p2 = write_jsonl(tmp_path / "y" / "pairs.jsonl", pair_rows(2))
+    assert strict.file_identity(str(p1)) == strict.file_identity(str(p2)) != strict.file_identity(
+        str(write_jsonl(tmp_path / "z" / "pairs.jsonl", pair_rows(3))))

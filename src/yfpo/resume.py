@@ -35,6 +35,35 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def file_identity(path: str | None) -> str | None:
+    """A file by name and content, not by location (a run folder may be moved): 'pairs.jsonl sha256:ab12..'."""
+    from yfpo.utils import sha256_file
+
+    if not path or not Path(path).is_file():
+        return path
+    return f"{Path(path).name} sha256:{sha256_file(path)[:16]}"
+
+
+def model_identity(name_or_path: str) -> str:
+    """A hub id / alias as itself; a local model folder by its folder name and a fingerprint of its files
+    (size + sha256 of the first and last 4 MiB of each, whole small files), so two checkpoints differ."""
+    import hashlib
+
+    p = Path(name_or_path)
+    if not p.is_dir():
+        return name_or_path
+    h = hashlib.sha256()
+    for f in sorted(x for x in p.iterdir() if x.is_file() and x.suffix in (".json", ".safetensors", ".bin", ".model")):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(4 << 20))
+            if size > 8 << 20:
+                fh.seek(-(4 << 20), 2)
+                h.update(fh.read())
+    return f"{p.name} files:{h.hexdigest()[:16]}"
+
+
 def hashed_config(config: dict, ignored=IGNORED) -> dict:
     return {k: v for k, v in config.items() if k not in ignored}
 

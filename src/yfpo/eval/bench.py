@@ -68,10 +68,10 @@ def run_eval(model, bench: str, *, tokenizer=None, limit: int | None = None, sho
     kind = benchmark_kind(bench)
     out = Path(out_dir) if out_dir else None
     if out:
-        from yfpo.resume import claim
+        from yfpo.resume import claim, model_identity
 
         # items are graded one by one, so another limit only adds or leaves out items: not part of the record
-        claim(out, "eval", {"model": model_name, "bench": bench, "data": [d.get("sha256") for d in data],
+        claim(out, "eval", {"model": model_identity(model_name), "bench": bench, "data": [d.get("sha256") for d in data],
                             "shots": shots, "max_new_tokens": max_new_tokens, "backend": backend, "dtype": dtype,
                             "template": TEMPLATE_NAME, "instruction": INSTRUCTION}, overwrite=overwrite)
     items_path = out / "items.jsonl" if out else None

@@ -316,8 +316,10 @@ def train(cfg: TrainConfig, resume: bool = True, callbacks=None, model=None, tok
     cfg.validate()
     out = Path(cfg.output_dir)
     ignored = strict.IGNORED | _NOT_RESULT
+    record = {**to_dict(cfg), "model": strict.model_identity(cfg.model), "pairs": strict.file_identity(cfg.pairs),
+              "neurons": strict.file_identity(cfg.neurons)}  # by content: a moved run folder still resumes
     if not overwrite:
-        strict.check(out, "train", to_dict(cfg), ignored=ignored)
+        strict.check(out, "train", record, ignored=ignored)
         if (out / DONE).exists():
             return out
     seed_everything(cfg.seed)
@@ -327,7 +329,7 @@ def train(cfg: TrainConfig, resume: bool = True, callbacks=None, model=None, tok
     acc = trainer.accelerator
     main = acc.is_main_process  # under accelerate/DDP only one process writes the run directory's own files
     if main:
-        strict.claim(out, "train", to_dict(cfg), overwrite=overwrite, ignored=ignored)
+        strict.claim(out, "train", record, overwrite=overwrite, ignored=ignored)
     acc.wait_for_everyone()
     last = _last_checkpoint(out / "checkpoints") if resume else None
     if main:
