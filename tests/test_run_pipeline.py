@@ -28,8 +28,14 @@ class Fakes:
         self.train_cfgs: dict[str, object] = {}
 
     def runners(self):
-        return {"neurons": self.neurons, "pairs": self.pairs, "train": self.train, "eval": self.eval,
-                "discrimination": self.disc}
+        return {"neurons": self.neurons, "pairs": self.pairs, "reference": self.reference, "train": self.train,
+                "eval": self.eval, "discrimination": self.disc}
+
+    def reference(self, cfg, neurons, out_dir):
+        self.calls["reference"] += 1
+        p = Path(out_dir) / "reference.json"
+        p.write_text(json.dumps({"neurons": sorted(neurons)}))
+        return p
 
     def neurons(self, cfg):
         self.calls["neurons"] += 1

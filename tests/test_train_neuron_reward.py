@@ -41,7 +41,7 @@ def _reference_ctx(tr):
     return tr.model, tr.model.disable_adapter()
 
 
-def direct_loss(tr, batch, ns, variant: str):
+def direct_loss(tr, batch, ns, variant: str, gamma: float = GAMMA):
     """SPEC's loss, its margin m and m_ref, by direct autograd on the policy's trainable parameters."""
     logp, phi = direct_logp_phi(tr.model, batch, ns)
     ref_mod, ctx = _reference_ctx(tr)
@@ -54,11 +54,11 @@ def direct_loss(tr, batch, ns, variant: str):
     rw, rl = ref_phi.chunk(2)
     m_ref = rw - rl
     if variant == "yoked":
-        loss = -F.logsigmoid(BETA * (lr_w - lr_l) + GAMMA * m).mean()
+        loss = -F.logsigmoid(BETA * (lr_w - lr_l) + gamma * m).mean()
     elif variant == "yoked_ref":
-        loss = -F.logsigmoid(BETA * (lr_w - lr_l) + GAMMA * (m - m_ref)).mean()
+        loss = -F.logsigmoid(BETA * (lr_w - lr_l) + gamma * (m - m_ref)).mean()
     else:
-        loss = -F.logsigmoid(BETA * (lr_w - lr_l)).mean() + LAM * (-F.logsigmoid(GAMMA * m)).mean()
+        loss = -F.logsigmoid(BETA * (lr_w - lr_l)).mean() + LAM * (-F.logsigmoid(gamma * m)).mean()
     return loss, m, m_ref, phi
 
 
@@ -75,8 +75,14 @@ def _check(tr, batch, ns, variant):
     assert abs(float(m.mean()) - float(m_ref.mean())) > 1e-3, "policy and reference margins should differ here"
     assert tr._metrics["train"]["neuron/chosen"][-1] == pytest.approx(float(phi.chunk(2)[0].mean()), abs=1e-5)
     assert l_tr == pytest.approx(float(loss), rel=1e-5, abs=1e-6)
-    # the margin moves the loss (so a wrong margin could not pass)
-    assert abs(float(loss) - float(-F.logsigmoid(torch.zeros(1)))) > 1e-3
+    # the margin moves the loss (so a wrong margin could not pass): compare with the same loss at gamma 0
+    if variant != "yoked_ref":  # (yoked_ref: the logged m - m_ref is checked against the direct one instead)
+        loss0, _, _, _ = direct_loss(tr, batch, ns, variant, gamma=0.0)
+        assert abs(float(loss) - float(loss0)) > 1e-3
+    else:
+        logged_vs_ref = tr._metrics["train"]["neuron/margin_vs_ref"][-1]
+        assert logged_vs_ref == pytest.approx(float((m - m_ref).mean()), abs=1e-5)
+        assert abs(logged_vs_ref - float(m.mean())) > 1e-3  # m_ref was not ignored
     scale = max(float(g.abs().max()) for g in g_dir.values())
     assert scale > 0
     for n in g_dir:
@@ -88,7 +94,7 @@ def _check(tr, batch, ns, variant):
 def test_margin_and_gradient_match_formula(files, tmp_path, lora, variant):
     d, pairs, npath = files
     tr = make_yfpo(cfg_for(tmp_path, pairs, lora=lora, gamma=GAMMA, beta=BETA, lam=LAM, variant=variant,
-                           neurons=str(npath)))
+                           neurons=str(npath), neuron_norm="raw"))
     ns = NeuronSet.load(npath)
     batch = first_batch(tr)
     assert batch["attention_mask"].min() == 0  # right padding present
@@ -98,7 +104,7 @@ def test_margin_and_gradient_match_formula(files, tmp_path, lora, variant):
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_gradient_checkpointing_does_not_double_count(files, tmp_path, lora):
     d, pairs, npath = files
-    tr = make_yfpo(cfg_for(tmp_path, pairs, lora=lora, gamma=GAMMA, beta=BETA, neurons=str(npath),
+    tr = make_yfpo(cfg_for(tmp_path, pairs, lora=lora, gamma=GAMMA, beta=BETA, neurons=str(npath), neuron_norm="raw",
                            gradient_checkpointing=True))
     enable_gc(tr)
     ns = NeuronSet.load(npath)
@@ -113,7 +119,7 @@ def test_gradient_checkpointing_does_not_double_count(files, tmp_path, lora):
 
 def test_left_padding(files, tmp_path):
     d, pairs, npath = files
-    tr = make_yfpo(cfg_for(tmp_path, pairs, lora=False, gamma=GAMMA, beta=BETA, neurons=str(npath)))
+    tr = make_yfpo(cfg_for(tmp_path, pairs, lora=False, gamma=GAMMA, beta=BETA, neurons=str(npath), neuron_norm="raw"))
     ns = NeuronSet.load(npath)
     batch = left_pad(first_batch(tr), tr.processing_class.pad_token_id)
     assert batch["attention_mask"][:, 0].min() == 0  # left padding present
@@ -123,7 +129,7 @@ def test_left_padding(files, tmp_path):
 def test_yoked_ref_full_finetuning_uses_reference_copy(files, tmp_path):
     """With a reference copy, m_ref comes from the copy's own hooks; it changes when only the reference changes."""
     d, pairs, npath = files
-    tr = make_yfpo(cfg_for(tmp_path, pairs, lora=False, gamma=GAMMA, variant="yoked_ref", neurons=str(npath)))
+    tr = make_yfpo(cfg_for(tmp_path, pairs, lora=False, gamma=GAMMA, variant="yoked_ref", neurons=str(npath), neuron_norm="raw"))
     batch = first_batch(tr)
     tr.model.train()
     with torch.no_grad():
@@ -138,7 +144,7 @@ def test_gamma_needs_neurons_and_logs_keys(files, tmp_path):
     d, pairs, npath = files
     with pytest.raises(ValueError, match="NeuronSet"):
         make_yfpo(cfg_for(tmp_path, pairs, gamma=1.0))
-    tr = make_yfpo(cfg_for(tmp_path, pairs, gamma=GAMMA, neurons=str(npath)))
+    tr = make_yfpo(cfg_for(tmp_path, pairs, gamma=GAMMA, neurons=str(npath), neuron_norm="raw"))
     loss_and_grads(tr, first_batch(tr))
     for k in ("neuron/chosen", "neuron/rejected", "neuron/margin", "neuron/accuracy", "rewards/margins", "logps/chosen"):
         assert k in tr._metrics["train"], k

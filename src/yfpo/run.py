@@ -292,14 +292,14 @@ def _run_pairs(cfg) -> Path:
 
 
 def _run_reference(cfg, neurons: dict[str, str], out_dir: Path) -> Path:
-    """train/reference.py's compute_reference: `cfg` is the TrainConfig of one (method, seed) of a group with
-    the same REF_KEYS (model and pairs set, output_dir = the stage folder); `neurons` = {label: NeuronSet path}
-    of every set the group's methods use (labels: attnlrp, lape, flipped, random-s0, ...). It returns the file
-    TrainConfig.ref_logps takes: reference chosen/rejected log-probs per pair and m_ref per NeuronSet (each
-    identified by its file's sha256, so a training finds the m_ref of its own `neurons` file)."""
+    """Reference log-probs + m_ref of every NeuronSet in `neurons` ({label: path}: attnlrp, lape, flipped,
+    random-s0, ...) for `cfg`, one (method, seed) of a group with the same REF_KEYS (model and pairs set); the
+    file is what TrainConfig.ref_logps takes (a training finds its m_ref by its NeuronSet's digest)."""
+    from yfpo.neurons.neuronset import NeuronSet
     from yfpo.train.reference import compute_reference
 
-    return compute_reference(cfg, neurons=neurons, out_dir=out_dir)
+    sets = {label: NeuronSet.load(path) for label, path in neurons.items()}
+    return compute_reference(cfg, neuron_sets=sets, out=Path(out_dir) / "reference.json")
 
 
 def _run_train(cfg) -> Path:
@@ -601,8 +601,12 @@ class Pipeline:
             rec = self.stage(name, "reference", "stages/reference-{hash}", settings,
                              {"model": self.mid, "pairs": pairs[1], "neurons": {k: neurons[k][1] for k in sets}},
                              run_ref)
+            # a training reads the log-probs and its own set's m_ref (its neurons hash is its own input), so its
+            # hash depends on the reference's model, pairs and settings, not on which other sets the file holds:
+            # adding a seed (a new random set) recomputes the file but retrains nothing
+            ref_id = stable_hash({"model": self.mid, "pairs": pairs[1], "settings": settings}, n=10)
             for member in members:
-                out[member] = (self.dir / rec["outputs"]["ref_logps"], rec["hash"])
+                out[member] = (self.dir / rec["outputs"]["ref_logps"], ref_id)
         return out
 
     def train_all(self, plan: Plan, neurons: dict, pairs: tuple[Path, str], refs: dict) -> dict[tuple[str, int], dict]:

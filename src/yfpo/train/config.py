@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+NEURON_NORMS = ("raw", "ref_std")
+GAMMA_MODES = ("fixed", "grad_ratio")
+
 
 @dataclass
 class TrainConfig:
@@ -21,6 +24,18 @@ class TrainConfig:
     gamma: float = 0.0
     variant: str = "yoked"  # yoked | yoked_ref | aux
     lam: float = 1.0  # lambda of the `aux` variant
+    # scale of the neuron margin (SPEC section 3 "Scale"): raw = SPEC's phi; ref_std = m / std(m_ref), with std(m_ref)
+    # measured once with the reference model over the training pairs before step 0 (calibration.json in the run dir)
+    neuron_norm: str = "ref_std"  # raw | ref_std
+    neuron_center: bool = False  # subtract mean(m_ref) too (variant yoked/aux): reward moving the margin, not its start
+    gamma_mode: str = "fixed"  # fixed: gamma as given | grad_ratio: gamma = rho * ||grad(beta*delta)|| / ||grad(m)|| at step 0
+    grad_ratio_rho: float = 1.0
+    grad_ratio_batches: int = 2  # batches averaged for the grad_ratio gamma
+    grad_share: bool | None = None  # log neuron/grad_share on logging steps (None: on with LoRA, off for full FT)
+    ref_logps: str | None = None  # reference file from `yfpo train precompute-ref` (yfpo.train.reference); no recompute
+    # held-out pairs evaluated with TRL's eval loop every eval_steps (reward accuracy, neuron margin into metrics)
+    eval_pairs: str | None = None
+    eval_steps: int = 0  # 0: every save_steps when eval_pairs is set
     # FDT plug-in (SPEC section 4)
     fdt: bool = False
     # Step-DPO data: None = from the file (initial_reason_steps present)
@@ -63,6 +78,21 @@ class TrainConfig:
             raise ValueError(f"loss_type {self.loss_type!r} is not supported; choose one of {', '.join(LOSS_TYPES)}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant {self.variant!r} is not supported; choose one of {', '.join(VARIANTS)}")
+        if self.neuron_norm not in NEURON_NORMS:
+            raise ValueError(f"neuron_norm {self.neuron_norm!r} is not supported; choose one of {', '.join(NEURON_NORMS)}")
+        if self.gamma_mode not in GAMMA_MODES:
+            raise ValueError(f"gamma_mode {self.gamma_mode!r} is not supported; choose one of {', '.join(GAMMA_MODES)}")
+        if self.loss_type == "sft" and self.gamma != 0:
+            raise ValueError("loss_type sft ignores the preference logit, so gamma != 0 would have no effect: use gamma 0 "
+                             "or a pairwise loss type")
+        if self.gamma_mode == "grad_ratio" and not self.grad_ratio_rho > 0:
+            raise ValueError(f"grad_ratio_rho must be > 0, got {self.grad_ratio_rho}")
+        if self.gamma_mode == "grad_ratio" and self.gamma == 0:
+            raise ValueError("gamma_mode grad_ratio needs gamma != 0 (its sign, and a NeuronSet); the value found replaces |gamma|")
+        if self.grad_ratio_batches < 1:
+            raise ValueError(f"grad_ratio_batches must be >= 1, got {self.grad_ratio_batches}")
+        if self.eval_steps < 0:
+            raise ValueError(f"eval_steps must be >= 0, got {self.eval_steps}")
         if self.gamma != 0 and not self.neurons:
             raise ValueError("gamma != 0 needs a NeuronSet: pass --neurons PATH (from `yfpo neurons find`), or --gamma 0")
         if not self.beta > 0:

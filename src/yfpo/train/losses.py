@@ -2,10 +2,11 @@
 
 `pairwise_loss` reproduces TRL 1.16 DPOTrainer's loss types for the standard (reverse-KL) DPO reward,
 so that with gamma = 0 training equals TRL's (tests/test_train_trl_equivalence.py pins it). The neuron
-margin m (SPEC section 3) joins the implicit reward: the chosen log-ratio gets + gamma*m/(2 beta) and
-the rejected one - gamma*m/(2 beta), so every loss that reads the margin sees
-beta * [logratio(y_w) - logratio(y_l)] + gamma * m, exactly SPEC's `yoked` form for the sigmoid loss,
-and losses that read the two rewards separately see the same margin split symmetrically.
+margin m (SPEC section 3) joins the implicit reward after any length normalisation: the chosen (normalised)
+log-ratio gets + gamma*m/(2 beta) and the rejected one - gamma*m/(2 beta), so every loss that reads the margin
+sees beta * delta' + gamma * m, exactly SPEC's `yoked` form for the sigmoid loss (delta' = the log-ratio
+margin, per token for ipo / sigmoid_norm), and losses that read the two rewards separately see the same
+margin split symmetrically.
 If TRL grows a hook for an extra reward term, this module becomes a call to it.
 """
 
@@ -22,17 +23,31 @@ VARIANTS = ("yoked", "yoked_ref", "aux")
 def pairwise_loss(loss_type: str, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float, *,
                   label_smoothing: float = 0.0, chosen_len: torch.Tensor | None = None,
                   rejected_len: torch.Tensor | None = None, discopop_tau: float = 0.05,
-                  sft_loss: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-pair loss (shape (B,)) of one TRL loss type from the policy-minus-reference log-ratios."""
+                  sft_loss: torch.Tensor | None = None, neuron: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pair loss (shape (B,)) of one TRL loss type from the policy-minus-reference log-ratios.
+
+    `neuron` (B,) is the YFPO term gamma*m, added to each loss's logit AFTER any length normalisation, so every
+    loss type sees exactly beta * delta' + gamma*m, where delta' is the (normalised, for ipo / sigmoid_norm)
+    log-ratio margin. Losses that read the chosen and rejected rewards separately (nca_pair, bco_pair, sppo_hard,
+    apo_zero, apo_down) get it split symmetrically, +gamma*m/2 on the chosen reward, -gamma*m/2 on the rejected.
+    """
+    c, r = chosen_logratios, rejected_logratios
+    if loss_type in ("ipo", "sigmoid_norm"):
+        c = c / chosen_len.clamp(min=1.0)
+        r = r / rejected_len.clamp(min=1.0)
+    if neuron is not None:
+        c, r = yoke(c, r, neuron, 1.0, beta)
+    return _pairwise(loss_type, c, r, beta, label_smoothing, discopop_tau, sft_loss)
+
+
+def _pairwise(loss_type, chosen_logratios, rejected_logratios, beta, label_smoothing, discopop_tau, sft_loss):
     delta = chosen_logratios - rejected_logratios
     if loss_type == "sigmoid":
         return -F.logsigmoid(beta * delta)
     if loss_type == "hinge":
         return torch.relu(1 - beta * delta)
-    if loss_type == "ipo":
-        c = chosen_logratios / chosen_len.clamp(min=1.0)
-        r = rejected_logratios / rejected_len.clamp(min=1.0)
-        return (c - r - 1 / (2 * beta)) ** 2
+    if loss_type == "ipo":  # inputs already length-normalised
+        return (delta - 1 / (2 * beta)) ** 2
     if loss_type == "exo_pair":
         eps = torch.tensor(label_smoothing, device=delta.device, dtype=delta.dtype)
         qw, log_qw = torch.sigmoid(beta * delta), F.logsigmoid(beta * delta)
@@ -57,10 +72,8 @@ def pairwise_loss(loss_type: str, chosen_logratios: torch.Tensor, rejected_logra
         logits = beta * delta
         mod = torch.sigmoid(logits / discopop_tau)
         return -F.logsigmoid(logits) * (1 - mod) + torch.exp(-logits) * mod
-    if loss_type == "sigmoid_norm":
-        c = chosen_logratios / chosen_len.clamp(min=1.0)
-        r = rejected_logratios / rejected_len.clamp(min=1.0)
-        return -F.logsigmoid(beta * (c - r))
+    if loss_type == "sigmoid_norm":  # inputs already length-normalised
+        return -F.logsigmoid(beta * delta)
     if loss_type == "sft":
         if sft_loss is None:
             raise ValueError("loss_type sft needs sft_loss (mean NLL of the chosen tokens)")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -34,7 +36,8 @@ from yfpo.train.neuron_reward import NeuronCapture, neuron_margin
 class YFPOTrainer(DPOTrainer):
     """DPOTrainer + neuron reward (gamma, variant, lam) + FDT. With gamma=0 and fdt=False it trains exactly as TRL."""
 
-    def __init__(self, *args, yfpo: TrainConfig, neuron_set=None, step_dpo: bool = False, **kwargs):
+    def __init__(self, *args, yfpo: TrainConfig, neuron_set=None, step_dpo: bool = False, run_dir=None,
+                 ref_identity: str | None = None, **kwargs):
         self.ycfg = yfpo
         self.step_dpo = step_dpo
         if yfpo.loss_type not in LOSS_TYPES:
@@ -43,10 +46,13 @@ class YFPOTrainer(DPOTrainer):
             raise ValueError(f"variant {yfpo.variant!r}: expected one of {', '.join(VARIANTS)}")
         if yfpo.gamma != 0 and neuron_set is None:
             raise ValueError("gamma != 0 needs a NeuronSet (--neurons PATH from `yfpo neurons find`)")
-        if yfpo.variant == "yoked_ref" and yfpo.gamma != 0 and yfpo.precompute_ref:
-            raise NotImplementedError("variant yoked_ref with precompute_ref: precomputed reference activations are "
-                                      "not implemented; use precompute_ref=false")
-        super().__init__(*args, **kwargs)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.ref_identity = ref_identity
+        self.neuron_set = neuron_set
+        self.calibration: dict | None = None
+        self.gamma_eff = float(yfpo.gamma)
+        self._ref_file = None
+        super().__init__(*args, **kwargs)  # TRL's precompute (if on) is deferred to _precompute_ref_logps below
         gc_kwargs = self.args.gradient_checkpointing_kwargs or {}
         if yfpo.gamma != 0 and self.args.gradient_checkpointing and gc_kwargs.get("use_reentrant", False):
             raise ValueError("the neuron reward needs non-reentrant gradient checkpointing (use_reentrant=False): "
@@ -56,8 +62,19 @@ class YFPOTrainer(DPOTrainer):
             add_fdt_head(arch.unwrap(self.model))  # TRL added its fused head first; this wraps it
         self.capture = NeuronCapture(self.model, neuron_set) if neuron_set is not None else None
         self.ref_capture = None
-        if neuron_set is not None and yfpo.variant == "yoked_ref":
+        if neuron_set is not None:  # with LoRA the reference is the same module: one capture, two windows
             self.ref_capture = NeuronCapture(self.ref_model, neuron_set) if self.ref_model is not None else self.capture
+        self.data_collator = _KeepRefMargin(self.data_collator)
+        if self.precompute_ref_logps:  # TRL's precompute pass, run here once the neuron hooks exist (m_ref rides on it)
+            bs = self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size
+            self.train_dataset = self._precompute_ref_logps(self.train_dataset, "train", bs)
+            if isinstance(self.eval_dataset, dict):
+                self.eval_dataset = {k: self._precompute_ref_logps(v, k, bs) for k, v in self.eval_dataset.items()}
+            elif self.eval_dataset is not None:
+                self.eval_dataset = self._precompute_ref_logps(self.eval_dataset, "eval", bs)
+        if neuron_set is not None and yfpo.gamma != 0 and self._needs_calibration():
+            self.calibration = self._calibrate()
+            self.gamma_eff = float(self.calibration["gamma_eff"])
 
     # -- Step-DPO: TRL appends EOS to plain-text completions; a step is not the end of the answer
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
@@ -88,6 +105,190 @@ class YFPOTrainer(DPOTrainer):
     def _metric(self, mode: str, key: str, value: torch.Tensor) -> None:
         self._metrics[mode][key].append(self.accelerator.gather_for_metrics(value.detach().float().reshape(-1)).mean().item())
 
+    # -- reference pass: TRL's precompute, replaced by one pass that also records m_ref, or read from a file
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if "ref_neuron_margin" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "ref_neuron_margin"]
+
+    def _ref_key_inputs(self, dataset) -> dict:
+        from trl.trainer.utils import hash_module
+
+        from yfpo.train.reference import key_inputs
+
+        ident = self.ref_identity
+        if ident is None:
+            if self.ref_model is None and hasattr(self.model, "peft_config"):
+                raise RuntimeError("ref_logps with LoRA: pass ref_identity (hash of the base model) to YFPOTrainer")
+            ident = self.ref_identity = hash_module(self.ref_model if self.ref_model is not None else self.model)
+        return key_inputs(self.ycfg, ident, dataset, self.args)
+
+    def _reference_for(self, dataset, name: str, batch_size: int) -> dict:
+        """Per-pair reference log-probs (and m_ref when there is a NeuronSet), from the file or one pass."""
+        from yfpo.train.reference import load_reference, neuronset_digest, reference_pass
+
+        cfg = self.ycfg
+        if cfg.ref_logps and name == "train":
+            data = load_reference(cfg.ref_logps, self._ref_key_inputs(dataset))
+            res = {"ref_chosen_logps": torch.tensor(data["ref_chosen_logps"]),
+                   "ref_rejected_logps": torch.tensor(data["ref_rejected_logps"]), "m_ref": {}, "source": cfg.ref_logps}
+            if self.neuron_set is not None:
+                want = neuronset_digest(self.neuron_set)
+                for entry in data.get("m_ref", {}).values():
+                    if entry.get("neurons_sha256") == want:
+                        res["m_ref"]["run"] = {k: torch.tensor(entry[k]) for k in ("phi_chosen", "phi_rejected", "m_ref")}
+                        break
+            return res
+        caps = {"run": self.ref_capture} if self.ref_capture is not None else None
+        res = reference_pass(self, dataset, caps, batch_size)
+        res["source"] = "pass"
+        return res
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if not hasattr(self, "capture"):  # called from DPOTrainer.__init__: deferred until the hooks exist
+            return dataset
+        res = self._reference_for(dataset, name, batch_size)
+        if name == "train":
+            self._train_reference = res
+        cols = {"ref_chosen_logps": res["ref_chosen_logps"].tolist(), "ref_rejected_logps": res["ref_rejected_logps"].tolist()}
+        if "run" in res["m_ref"]:
+            cols["ref_neuron_margin"] = res["m_ref"]["run"]["m_ref"].tolist()
+        if len(cols["ref_chosen_logps"]) != len(dataset):
+            raise ValueError(f"reference log-probs: {len(cols['ref_chosen_logps'])} pairs for a {name} dataset of {len(dataset)}")
+        for k, v in cols.items():
+            if k in dataset.column_names:
+                dataset = dataset.remove_columns(k)
+            dataset = dataset.add_column(k, v)
+        return dataset
+
+    # -- calibration of the neuron margin (SPEC section 3 "Scale")
+    def _needs_calibration(self) -> bool:
+        c = self.ycfg
+        return c.neuron_norm == "ref_std" or c.neuron_center or c.gamma_mode == "grad_ratio"
+
+    def _calibration_key(self) -> dict:
+        from yfpo.train.reference import neuronset_digest
+        from yfpo.utils import sha256_file
+
+        c = self.ycfg
+        return {"pairs_sha256": sha256_file(c.pairs) if c.pairs and Path(c.pairs).is_file() else None,
+                "n_pairs": len(self.train_dataset), "neurons_sha256": neuronset_digest(self.neuron_set),
+                "model": str(c.model), "neuron_norm": c.neuron_norm, "neuron_center": c.neuron_center,
+                "variant": c.variant, "gamma": c.gamma, "gamma_mode": c.gamma_mode, "grad_ratio_rho": c.grad_ratio_rho,
+                "grad_ratio_batches": c.grad_ratio_batches, "beta": c.beta, "max_length": self.args.max_length}
+
+    def _calibrate(self) -> dict:
+        """m_ref per training pair (reference, no grad) -> std, mean (-> calibration.json, reused on resume)."""
+        from yfpo.utils import atomic_write_json
+
+        path = self.run_dir / "calibration.json" if self.run_dir is not None else None
+        key = self._calibration_key()
+        if path is not None and path.is_file():
+            old = json.loads(path.read_text())
+            if old.get("key") == key:
+                return old
+        ref = getattr(self, "_train_reference", None)
+        if ref is None or "run" not in ref["m_ref"]:
+            bs = self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size
+            from yfpo.train.reference import reference_pass
+
+            ref = reference_pass(self, self.train_dataset, {"run": self.ref_capture}, bs)
+            ref["source"] = "pass"
+        m_ref = ref["m_ref"]["run"]["m_ref"].double()
+        if m_ref.numel() < 2:
+            raise ValueError("neuron_norm ref_std needs at least 2 training pairs to measure std(m_ref)")
+        # every process computes the same pairs; the constants are averaged so all ranks use one value
+        stats = torch.tensor([float(m_ref.mean()), float(m_ref.std())], device=self.accelerator.device)
+        stats = self.accelerator.reduce(stats, reduction="mean").cpu()
+        mean, std = float(stats[0]), float(stats[1])
+        if not std > 0:
+            raise ValueError(f"std(m_ref) = {std} over {m_ref.numel()} pairs: the neuron margin does not vary; "
+                             "use neuron_norm raw or other pairs / neurons")
+        c = self.ycfg
+        cal = {"key": key, "norm": c.neuron_norm, "center": c.neuron_center,
+               "constant": std if c.neuron_norm == "ref_std" else 1.0, "n_pairs": int(m_ref.numel()), "mean": mean,
+               "std": std, "mean_over_std": mean / std, "std_convention": "sample (n-1)",
+               "m_ref": m_ref.tolist(), "m_ref_source": ref.get("source", "pass"), "gamma": c.gamma,
+               "gamma_mode": c.gamma_mode, "gamma_eff": c.gamma, "processes": self.accelerator.num_processes}
+        self.calibration = cal
+        if c.gamma_mode == "grad_ratio":
+            gr = self._grad_ratio()
+            cal["grad_ratio"] = gr
+            cal["gamma_eff"] = gr["gamma"]
+        if path is not None and self.accelerator.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, cal)
+        self.accelerator.wait_for_everyone()
+        return cal
+
+    def _grad_ratio(self) -> dict:
+        """gamma = rho * ||grad mean(beta*delta)|| / ||grad mean(m')|| at step 0, averaged over a few batches
+        (m' = the normalised margin the loss uses); delta's reference part is constant, so only the policy log-probs."""
+        from torch.utils.data import DataLoader
+
+        c = self.ycfg
+        ds = self.train_dataset
+        cols = [k for k in ("prompt_ids", "chosen_ids", "rejected_ids", "ref_neuron_margin") if k in ds.column_names]
+        dl = DataLoader(ds.select_columns(cols), batch_size=self.args.per_device_train_batch_size,
+                        collate_fn=self.data_collator, shuffle=False)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        nd, nm = [], []
+        for i, batch in enumerate(dl):
+            if i >= c.grad_ratio_batches:
+                break
+            batch = {k: v.to(self.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            logps, phi = self._policy_logps_phi(self.model, batch)
+            w, l = logps.chunk(2)
+            _, _, m = neuron_margin(phi)
+            m_ref = batch.get("ref_neuron_margin")
+            if c.variant == "yoked_ref" and m_ref is None:
+                with self.ref_capture.window("ref"):
+                    self.compute_ref_log_probs(self.ref_model if self.ref_model is not None else self.model, batch)
+                _, _, m_ref = neuron_margin(self.ref_capture.phi("ref", batch["completion_mask"]).detach())
+                self.ref_capture.clear()
+            mn = self._normalise_margin(m, m_ref)
+            gd = torch.autograd.grad((c.beta * (w - l)).mean(), params, retain_graph=True, allow_unused=True)
+            gm = torch.autograd.grad(mn.mean(), params, allow_unused=True)
+            nd.append(_norm(gd))
+            nm.append(_norm(gm))
+        d, mm = sum(nd) / len(nd), sum(nm) / len(nm)
+        if not mm > 0:
+            raise ValueError("gamma_mode grad_ratio: the neuron margin has zero gradient at step 0")
+        gamma = c.grad_ratio_rho * d / mm * (1.0 if c.gamma > 0 else -1.0)
+        return {"rho": c.grad_ratio_rho, "batches": len(nd), "grad_beta_delta_norms": nd, "grad_margin_norms": nm,
+                "mean_grad_beta_delta_norm": d, "mean_grad_margin_norm": mm, "gamma": gamma}
+
+    def _normalise_margin(self, m: torch.Tensor, m_ref: torch.Tensor | None) -> torch.Tensor:
+        """The margin the loss uses: m (raw), m - m_ref (yoked_ref), m - mean(m_ref) (neuron_center), / std(m_ref)."""
+        c = self.ycfg
+        cal = self.calibration
+        if c.variant == "yoked_ref":
+            if m_ref is None:
+                raise RuntimeError("variant yoked_ref: no reference margin m_ref for this batch")
+            m = m - m_ref.to(m.device, m.dtype)
+        elif c.neuron_center and cal is not None:
+            m = m - cal["mean"]
+        if c.neuron_norm == "ref_std" and cal is not None:
+            m = m / cal["std"]
+        return m
+
+    def _policy_logps_phi(self, model, inputs):
+        """Policy forward (neuron activations captured): summed completion log-probs (2B,) and phi (2B,) or None."""
+        completion_mask = inputs["completion_mask"]
+        seq_len = completion_mask.size(1) - 1
+        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        model_kwargs["use_cache"] = False
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        cap = self.capture
+        with cap.window("policy") if cap is not None else contextlib.nullcontext():
+            outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        logps = (outputs.log_probs[:, -seq_len:] * completion_mask[:, 1:]).sum(dim=1)
+        phi = None
+        if cap is not None:
+            phi = cap.phi("policy", completion_mask)
+            cap.clear()
+        return logps, phi
+
     def _compute_loss(self, model, inputs, return_outputs):
         cfg = self.ycfg
         if return_outputs or self.ld_alpha is not None or self.f_divergence_type != "reverse_kl" or self.use_weighting \
@@ -100,75 +301,93 @@ class YFPOTrainer(DPOTrainer):
         completion_mask = inputs["completion_mask"]
         shift_mask = completion_mask[:, 1:]
         seq_len = shift_mask.size(1)
-        model_kwargs = {k: v for k, v in inputs.items() if k not in {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}}
-        model_kwargs["use_cache"] = False
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         cap = self.capture
-        window = cap.window("policy") if cap is not None else contextlib.nullcontext()
 
         # ---- policy forward (the only one whose activations are captured)
-        with window:
-            if cfg.fdt:  # through the (possibly DDP-wrapped) model, so gradient sync still happens
+        if cfg.fdt:  # through the (possibly DDP-wrapped) model, so gradient sync still happens
+            model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+            model_kwargs["use_cache"] = False
+            labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+            with cap.window("policy") if cap is not None else contextlib.nullcontext():
                 outputs = model(**model_kwargs, fdt_labels=labels)
-                per_token_logps = outputs.log_probs[:, -seq_len:]
-                self._metrics[mode]["fdt/aligned_tokens"].append(float(outputs.aligned_tokens))
-                self._metrics[mode]["fdt/hidden_diff_norm"].append(float(outputs.hidden_diff_norm))
-            else:
-                outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
-                per_token_logps = outputs.log_probs[:, -seq_len:]
-        logps = (per_token_logps * shift_mask).sum(dim=1)
+            per_token_logps = outputs.log_probs[:, -seq_len:]
+            self._metrics[mode]["fdt/aligned_tokens"].append(float(outputs.aligned_tokens))
+            self._metrics[mode]["fdt/hidden_diff_norm"].append(float(outputs.hidden_diff_norm))
+            logps = (per_token_logps * shift_mask).sum(dim=1)
+            phi = None
+            if cap is not None:  # read (and released) before the reference forward
+                phi = cap.phi("policy", completion_mask)
+                cap.clear()
+        else:
+            logps, phi = self._policy_logps_phi(model, inputs)
+            per_token_logps = None
         chosen_logps, rejected_logps = logps.chunk(2, dim=0)
-        phi = None
-        if cap is not None:  # read (and released) before the reference forward
-            phi = cap.phi("policy", completion_mask)
-            cap.clear()
 
-        # ---- reference log-probs: precomputed, a reference copy, or adapters disabled (TRL's own routine).
-        # Like TRL, the reference runs on the unwrapped module (self.model / self.ref_model), not the DDP wrapper.
+        # ---- reference log-probs: precomputed (TRL's pass or a reference file), a reference copy, or adapters
+        # disabled (TRL's own routine). Like TRL, the reference runs on the unwrapped module, not the DDP wrapper.
+        live_mref = cfg.variant == "yoked_ref" and phi is not None and "ref_neuron_margin" not in inputs
         if self.precompute_ref_logps:
             ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+            if live_mref:
+                raise RuntimeError("variant yoked_ref with precomputed reference log-probs: the batch carries no "
+                                   "ref_neuron_margin (the reference pass ran without the NeuronSet)")
         else:
-            ref_window = self.ref_capture.window("ref") if self.ref_capture is not None else contextlib.nullcontext()
+            ref_window = self.ref_capture.window("ref") if live_mref else contextlib.nullcontext()
             with ref_window:
                 ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(
                     self.ref_model if self.ref_model is not None else self.model, inputs)
         chosen_lr = chosen_logps - ref_chosen_logps
         rejected_lr = rejected_logps - ref_rejected_logps
 
-        # ---- neuron margin (SPEC section 3); m_ref from the reference forward's own window
+        # ---- neuron margin (SPEC section 3); m_ref from the reference forward's own window or the batch
         # (with LoRA the reference is the same module, so policy and reference share one capture)
-        m = m_ref = None
+        m = m_ref = m_n = None
         if phi is not None:
             phi_w, phi_l, m = neuron_margin(phi)
-            if self.ref_capture is not None and not self.precompute_ref_logps:
-                _, _, m_ref = neuron_margin(self.ref_capture.phi("ref", completion_mask).detach())
-                self.ref_capture.clear()
+            if cfg.variant == "yoked_ref":
+                if live_mref:
+                    _, _, m_ref = neuron_margin(self.ref_capture.phi("ref", completion_mask).detach())
+                    self.ref_capture.clear()
+                else:
+                    m_ref = inputs["ref_neuron_margin"].to(m.device, m.dtype)
+            m_n = self._normalise_margin(m, m_ref)
             self._metric(mode, "neuron/chosen", phi_w)
             self._metric(mode, "neuron/rejected", phi_l)
             self._metric(mode, "neuron/margin", m)
             self._metric(mode, "neuron/accuracy", (m > 0).float())
-        c_eff, r_eff = chosen_lr, rejected_lr
-        if m is not None and cfg.gamma != 0 and cfg.variant in ("yoked", "yoked_ref"):
-            m_eff = m
             if cfg.variant == "yoked_ref":
-                m_eff = m - m_ref
-                self._metric(mode, "neuron/margin_vs_ref", m_eff)
-            c_eff, r_eff = yoke(chosen_lr, rejected_lr, m_eff, cfg.gamma, self.beta)
+                self._metric(mode, "neuron/margin_vs_ref", m - m_ref)
+            if m_n is not m:
+                self._metric(mode, "neuron/margin_norm", m_n)
+        gamma = self.gamma_eff
+        neuron = gamma * m_n if m_n is not None and gamma != 0 and cfg.variant in ("yoked", "yoked_ref") else None
 
         chosen_mask, rejected_mask = completion_mask.chunk(2, dim=0)
         sft = None
         if self.loss_types[0] == "sft":
+            if per_token_logps is None:
+                per_token_logps = self._sft_token_logps(model, inputs)
             c_tok, _ = per_token_logps.chunk(2, dim=0)
             c_m, _ = shift_mask.chunk(2, dim=0)
             sft = -c_tok[c_m.bool()].mean()
-        per_pair = pairwise_loss(self.loss_types[0], c_eff, r_eff, self.beta, label_smoothing=self.label_smoothing,
-                                 chosen_len=chosen_mask.sum(1), rejected_len=rejected_mask.sum(1),
-                                 discopop_tau=getattr(self.args, "discopop_tau", 0.05), sft_loss=sft)
+        loss_kw = dict(label_smoothing=self.label_smoothing, chosen_len=chosen_mask.sum(1),
+                       rejected_len=rejected_mask.sum(1), discopop_tau=getattr(self.args, "discopop_tau", 0.05), sft_loss=sft)
+        per_pair = pairwise_loss(self.loss_types[0], chosen_lr, rejected_lr, self.beta, neuron=neuron, **loss_kw)
         loss = per_pair.mean() * self.loss_weights[0]
-        if m is not None and cfg.gamma != 0 and cfg.variant == "aux":
-            aux = aux_neuron_loss(m, cfg.gamma).mean()
+        aux = None
+        if m_n is not None and gamma != 0 and cfg.variant == "aux":
+            aux = aux_neuron_loss(m_n, gamma).mean()
             loss = loss + cfg.lam * aux
             self._metric(mode, "neuron/aux_loss", aux)
+        self._yfpo_loss_path_calls = getattr(self, "_yfpo_loss_path_calls", 0) + 1  # tests: yfpo's own path ran
+
+        if m_n is not None and gamma != 0:
+            logit = self.beta * _normalised_delta(self.loss_types[0], chosen_lr, rejected_lr, chosen_mask, rejected_mask)
+            n_abs = (gamma * m_n).abs()
+            self._metric(mode, "neuron/gamma_eff", torch.tensor(gamma))
+            self._metric(mode, "neuron/logit_share", (n_abs / (logit.abs() + n_abs).clamp(min=1e-12)).detach())
+            if mode == "train" and self._grad_share_now(model):
+                self._log_grad_share(model, chosen_lr, rejected_lr, neuron, aux, loss_kw)
 
         # ---- TRL's core metrics (same names)
         chosen_rewards = self.beta * chosen_lr.detach()
@@ -179,9 +398,70 @@ class YFPOTrainer(DPOTrainer):
         self._metric(mode, "rewards/margins", chosen_rewards - rejected_rewards)
         self._metric(mode, "logps/chosen", chosen_logps)
         self._metric(mode, "logps/rejected", rejected_logps)
-        if m is not None and cfg.gamma != 0:
-            self._metric(mode, "rewards/total_margins", self.beta * (c_eff - r_eff).detach())
+        if neuron is not None:
+            self._metric(mode, "rewards/total_margins", (self.beta * (chosen_lr - rejected_lr) + neuron).detach())
         return loss
+
+    def _sft_token_logps(self, model, inputs):
+        completion_mask = inputs["completion_mask"]
+        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        model_kwargs["use_cache"] = False
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        return model(**model_kwargs, labels=labels, fused_lm_head=True).log_probs[:, -(completion_mask.size(1) - 1):]
+
+    def _grad_share_now(self, model) -> bool:
+        c = self.ycfg
+        on = c.grad_share if c.grad_share is not None else c.lora
+        if not on or not torch.is_grad_enabled() or self.accelerator.num_processes > 1:
+            return False
+        return (self.state.global_step + 1) % max(1, int(self.args.logging_steps)) == 0
+
+    def _log_grad_share(self, model, chosen_lr, rejected_lr, neuron, aux, loss_kw) -> None:
+        """neuron/grad_share = ||g_neuron|| / (||g_pref|| + ||g_neuron||): the loss gradient split by the chain rule
+        into the part through the log-ratios (neuron term held fixed) and the part through the neuron margin."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        lt = self.loss_types[0]
+        if aux is not None:
+            g_pref = pairwise_loss(lt, chosen_lr, rejected_lr, self.beta, **loss_kw).mean()
+            g_neur = self.ycfg.lam * aux
+        else:
+            g_pref = pairwise_loss(lt, chosen_lr, rejected_lr, self.beta, neuron=neuron.detach(), **loss_kw).mean()
+            g_neur = pairwise_loss(lt, chosen_lr.detach(), rejected_lr.detach(), self.beta, neuron=neuron, **loss_kw).mean()
+        gp = _norm(torch.autograd.grad(g_pref, params, retain_graph=True, allow_unused=True))
+        gn = _norm(torch.autograd.grad(g_neur, params, retain_graph=True, allow_unused=True))
+        self._metric("train", "neuron/grad_share", torch.tensor(gn / max(gp + gn, 1e-30)))
+
+
+_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "ref_neuron_margin"}
+
+
+def _norm(grads) -> float:
+    return float(torch.sqrt(sum((g.detach().float() ** 2).sum() for g in grads if g is not None)))
+
+
+def _normalised_delta(loss_type, chosen_lr, rejected_lr, chosen_mask, rejected_mask):
+    """The log-ratio margin a loss type reads (per token for ipo / sigmoid_norm)."""
+    if loss_type in ("ipo", "sigmoid_norm"):
+        return chosen_lr / chosen_mask.sum(1).clamp(min=1) - rejected_lr / rejected_mask.sum(1).clamp(min=1)
+    return chosen_lr - rejected_lr
+
+
+class _KeepRefMargin:
+    """TRL's preference collator + the per-pair reference neuron margin column (when the dataset has one)."""
+
+    def __init__(self, inner):
+        self.inner = inner.inner if isinstance(inner, _KeepRefMargin) else inner
+
+    def __call__(self, examples):
+        out = self.inner(examples)
+        if examples and "ref_neuron_margin" in examples[0]:
+            out["ref_neuron_margin"] = torch.tensor([float(e["ref_neuron_margin"]) for e in examples])
+        return out
+
+    def __getattr__(self, name):
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 class MetricsJsonl(TrainerCallback):
@@ -218,15 +498,17 @@ def _last_checkpoint(ckpt_dir: Path) -> Path | None:
     return max(cks, key=lambda p: int(p.name.split("-")[-1])) if cks else None
 
 
-def build_dataset(cfg: TrainConfig, tokenizer):
-    """pairs JSONL -> datasets.Dataset of (templated prompt, chosen, rejected); returns (dataset, is_step)."""
+def build_dataset(cfg: TrainConfig, tokenizer, path: str | None = None, limit: int | None = -1):
+    """pairs JSONL -> datasets.Dataset of (templated prompt, chosen, rejected); returns (dataset, is_step).
+    path/limit default to cfg.pairs / cfg.limit_pairs (the held-out slice passes cfg.eval_pairs, no limit)."""
     from datasets import Dataset
 
     from yfpo.data.pairs import load_pairs
 
-    if not cfg.pairs:
+    path = path or cfg.pairs
+    if not path:
         raise ValueError("TrainConfig.pairs is empty: pass --pairs PATH (a pairs JSONL)")
-    pairs = load_pairs(cfg.pairs, limit=cfg.limit_pairs)
+    pairs = load_pairs(path, limit=cfg.limit_pairs if limit == -1 else limit)
     step = pairs[0].is_step if cfg.step_dpo is None else cfg.step_dpo
     rows = []
     for p in pairs:
@@ -251,6 +533,14 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
     if model is None:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
     dataset, step = build_dataset(cfg, tokenizer)
+    eval_dataset = None
+    if cfg.eval_pairs:
+        eval_dataset, _ = build_dataset(dataclasses.replace(cfg, step_dpo=step), tokenizer, path=cfg.eval_pairs, limit=None)
+    ref_identity = None
+    if cfg.ref_logps:
+        from trl.trainer.utils import hash_module
+
+        ref_identity = hash_module(model)  # the reference = the model as loaded (before adapters / training)
     neuron_set = NeuronSet.load(cfg.neurons, model, allow_other_weights=allow_other_weights) if cfg.neurons else None
     peft_config = None
     ref_model = None
@@ -259,7 +549,7 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
 
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
-    elif not cfg.precompute_ref:
+    elif not (cfg.precompute_ref or cfg.ref_logps):
         ref_model = copy.deepcopy(model).eval()  # TRL would otherwise reload the policy by name
         for p in ref_model.parameters():
             p.requires_grad_(False)
@@ -286,7 +576,11 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
         max_length=cfg.max_length,
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-        precompute_ref_log_probs=cfg.precompute_ref,
+        precompute_ref_log_probs=bool(cfg.precompute_ref or cfg.ref_logps),
+        eval_strategy="steps" if eval_dataset is not None else "no",
+        eval_steps=(cfg.eval_steps or cfg.save_steps) if eval_dataset is not None else None,
+        per_device_eval_batch_size=cfg.batch_size,
+        prediction_loss_only=True,
         report_to=[],
         use_cpu=use_cpu,
         bf16=cfg.dtype in ("bfloat16", "bf16"),
@@ -294,9 +588,10 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
         disable_tqdm=os.environ.get("YFPO_NO_PROGRESS") == "1",
         save_only_model=False,
     )
-    trainer = YFPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=peft_config, callbacks=[MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])],
-                          yfpo=cfg, neuron_set=neuron_set, step_dpo=step)
+    trainer = YFPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+                          processing_class=tokenizer, peft_config=peft_config,
+                          callbacks=[MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])],
+                          yfpo=cfg, neuron_set=neuron_set, step_dpo=step, run_dir=out, ref_identity=ref_identity)
     return trainer, out
 
 

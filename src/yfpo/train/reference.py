@@ -1,0 +1,161 @@
+"""Reference log-probs (and the reference neuron margin m_ref) computed once, stored in a file, checked on load.
+
+    compute_reference(cfg: TrainConfig, neuron_sets: dict[str, NeuronSet] | None = None,
+                      out: str | Path | None = None) -> Path
+
+runs the reference model (cfg.model, no adapters, no grad) once over cfg.pairs, tokenized exactly as
+`yfpo train` tokenizes them, and writes a JSON file (default OUT = cfg.output_dir/reference.json) with
+
+    format, key (sha256 of key_inputs), key_inputs {model, model_sha256 (TRL's hash_module of the weights),
+    pairs, pairs_sha256, limit_pairs, step_dpo, max_length, truncation_mode, tokens_sha256 (the tokenized
+    prompt/chosen/rejected ids, so a different tokenizer or chat template changes the key)},
+    n_pairs, ref_chosen_logps [n], ref_rejected_logps [n],
+    m_ref {name: {neurons_sha256, phi_chosen [n], phi_rejected [n], m_ref [n]}}   (one entry per NeuronSet)
+
+in training-dataset order. `yfpo train --ref_logps FILE` (TrainConfig.ref_logps) feeds it to the trainer instead of
+TRL's own precompute; a file whose key does not match the run's model / pairs / tokenization is refused, naming
+the inputs that differ. The trainer takes m_ref for its calibration (and for yoked_ref) from the entry whose
+neurons_sha256 equals its NeuronSet's, and computes it itself when there is none.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+FORMAT = "yfpo-reference/1"
+
+
+def neuronset_digest(ns) -> str:
+    """sha256 of what phi depends on: layers, indices, mean, std, signs (not the provenance)."""
+    h = hashlib.sha256()
+    for t in (ns.layers, ns.indices, ns.mean, ns.std, ns.signs):
+        t = torch.as_tensor(t).detach().cpu().contiguous()
+        h.update(str(t.dtype).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def tokens_digest(dataset) -> str:
+    h = hashlib.sha256()
+    for col in ("prompt_ids", "chosen_ids", "rejected_ids"):
+        for ids in dataset[col]:
+            h.update(json.dumps(ids).encode())
+            h.update(b";")
+    return h.hexdigest()
+
+
+def key_inputs(cfg, model_sha256: str, dataset, args) -> dict:
+    from yfpo.utils import sha256_file
+
+    return {"model": str(cfg.model), "model_sha256": model_sha256, "pairs": str(cfg.pairs),
+            "pairs_sha256": sha256_file(cfg.pairs), "limit_pairs": cfg.limit_pairs, "step_dpo": cfg.step_dpo,
+            "max_length": args.max_length, "truncation_mode": getattr(args, "truncation_mode", None),
+            "tokens_sha256": tokens_digest(dataset)}
+
+
+def key_of(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def load_reference(path: str | Path, expected_inputs: dict) -> dict:
+    """Read a reference file and refuse it unless it was computed for exactly these inputs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ref_logps {path}: no such file (write one with `yfpo train precompute-ref`)")
+    data = json.loads(path.read_text())
+    if data.get("format") != FORMAT:
+        raise ValueError(f"ref_logps {path}: format {data.get('format')!r}, expected {FORMAT!r}")
+    got = data.get("key_inputs", {})
+    if data.get("key") != key_of(expected_inputs) or got != expected_inputs:
+        diff = sorted(k for k in set(got) | set(expected_inputs) if got.get(k) != expected_inputs.get(k))
+        raise ValueError(f"ref_logps {path} was computed for other inputs (differ: {', '.join(diff) or 'key'}); "
+                         "recompute it with `yfpo train precompute-ref` for this model, pairs file and tokenization")
+    return data
+
+
+def reference_pass(trainer, dataset, captures: dict | None = None, batch_size: int | None = None) -> dict:
+    """One no-grad pass of the trainer's reference over `dataset` in order: per-pair reference log-probs and, for
+    each NeuronCapture in `captures` (hooked on the reference module), phi chosen / rejected and m_ref."""
+    from torch.utils.data import DataLoader
+
+    from yfpo.train.neuron_reward import neuron_margin
+
+    captures = captures or {}
+    bs = batch_size or trainer.args.per_device_train_batch_size
+    cols = [c for c in ("prompt_ids", "chosen_ids", "rejected_ids") if c in dataset.column_names]
+    dl = DataLoader(dataset.select_columns(cols), batch_size=bs, collate_fn=trainer.data_collator, shuffle=False)
+    model = trainer.ref_model if trainer.ref_model is not None else trainer.model
+    out = {"ref_chosen_logps": [], "ref_rejected_logps": []}
+    phis = {name: ([], []) for name in captures}
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in dl:
+            batch = {k: v.to(trainer.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            for cap in captures.values():
+                cap._recording = "ref"
+                cap._acts.pop("ref", None)
+            try:
+                c, r = trainer.compute_ref_log_probs(model, batch)
+            finally:
+                for cap in captures.values():
+                    cap._recording = None
+            out["ref_chosen_logps"].append(c.detach().float().cpu())
+            out["ref_rejected_logps"].append(r.detach().float().cpu())
+            for name, cap in captures.items():
+                w, l, _ = neuron_margin(cap.phi("ref", batch["completion_mask"]).detach().float().cpu())
+                cap.clear()
+                phis[name][0].append(w)
+                phis[name][1].append(l)
+    finally:
+        model.train(was_training)
+    res = {k: torch.cat(v) for k, v in out.items()}
+    res["m_ref"] = {}
+    for name, (w, l) in phis.items():
+        w, l = torch.cat(w), torch.cat(l)
+        res["m_ref"][name] = {"phi_chosen": w, "phi_rejected": l, "m_ref": w - l}
+    return res
+
+
+def compute_reference(cfg, neuron_sets: dict | None = None, out: str | Path | None = None) -> Path:
+    """Compute the reference file for `cfg` (model, pairs, tokenization) and each NeuronSet; returns its path.
+
+    cfg: a TrainConfig (its model, pairs, limit_pairs, step_dpo, max_length and batch_size are used; gamma, lora
+    and the loss settings are irrelevant). neuron_sets: {name: NeuronSet} whose m_ref ride on the same pass.
+    out: file path (default cfg.output_dir/reference.json). Written atomically; the same file serves every method
+    and seed that shares the model, pairs and tokenization (`yfpo train --ref_logps FILE`).
+    """
+    from trl.trainer.utils import hash_module
+
+    from yfpo.models import load_model
+    from yfpo.train.neuron_reward import NeuronCapture
+    from yfpo.train.trainer import make_trainer
+    from yfpo.utils import atomic_write_json
+
+    base = dataclasses.replace(cfg, gamma=0.0, neurons=None, ref_logps=None, precompute_ref=False, lora=False,
+                               fdt=False, gamma_mode="fixed", eval_pairs=None)
+    base.validate()
+    model, tok = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
+    model_sha = hash_module(model)
+    out = Path(out) if out is not None else Path(cfg.output_dir) / "reference.json"
+    trainer, _ = make_trainer(base, model=model, tokenizer=tok, out=out.parent / ".reference_tmp")
+    ref_module = trainer.ref_model if trainer.ref_model is not None else trainer.model
+    captures = {name: NeuronCapture(ref_module, ns) for name, ns in (neuron_sets or {}).items()}
+    try:
+        res = reference_pass(trainer, trainer.train_dataset, captures)
+    finally:
+        for cap in captures.values():
+            cap.remove()
+    inputs = key_inputs(cfg, model_sha, trainer.train_dataset, trainer.args)
+    data = {"format": FORMAT, "key": key_of(inputs), "key_inputs": inputs, "n_pairs": len(res["ref_chosen_logps"]),
+            "ref_chosen_logps": res["ref_chosen_logps"].tolist(), "ref_rejected_logps": res["ref_rejected_logps"].tolist(),
+            "m_ref": {name: {"neurons_sha256": neuronset_digest(neuron_sets[name]),
+                             **{k: v.tolist() for k, v in d.items()}} for name, d in res["m_ref"].items()}}
+    atomic_write_json(out, data)
+    return out
