@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from yfpo.engine.backends import BACKEND_NAMES
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -27,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, help="data folder (default: $YFPO_DATA_DIR, then ../shared/data)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
+    p.add_argument("--backend", default="auto", choices=list(BACKEND_NAMES),
+                   help="generation backend (yfpo.engine.backends): auto = vLLM with a GPU, else the fast exact CPU path")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     p.set_defaults(func=_eval)
