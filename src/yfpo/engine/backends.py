@@ -97,6 +97,8 @@ def _registry() -> dict[str, Backend]:
                 "Hugging Face model.generate, length-sorted left-padded batches of batch_size rows (the reference)"),
         Backend("fast", g._generate_fast, True, False, _fast_missing,
                 "the same HF model in a lean decode loop: token-filled batches, finished rows dropped, shared prefill"),
+        Backend("fast-bf16", g._generate_fast_bf16, False, True, _fast_missing,
+                "the fast loop on a bfloat16 copy of the model (AVX-512 BF16 GEMMs; reduced precision, on request)"),
         Backend("ct2", ct2_run, True, False, _ct2_missing, "CTranslate2, float32, converted from the HF folder"),
         Backend("ct2-int8", ct2_int8_run, False, True, _ct2_missing, "CTranslate2 with int8 weights (quantized)"),
         Backend("llamacpp", llamacpp_run, True, False, _llamacpp_missing,
@@ -105,7 +107,7 @@ def _registry() -> dict[str, Backend]:
     ]}
 
 
-BACKEND_NAMES = ("auto", "hf", "fast", "ct2", "ct2-int8", "llamacpp", "vllm")
+BACKEND_NAMES = ("auto", "hf", "fast", "fast-bf16", "ct2", "ct2-int8", "llamacpp", "vllm")
 AUTO_ORDER = ("vllm", "fast", "hf")  # vllm only with a GPU and a model folder; then the fastest exact CPU path
 
 

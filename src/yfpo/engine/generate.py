@@ -220,6 +220,23 @@ def _generate_fast(model, tokenizer, prompts, *, max_new_tokens, batch_size, sto
     return results  # type: ignore[return-value]
 
 
+_BF16_COPIES: dict = {}
+
+
+def _generate_fast_bf16(model, tokenizer, prompts, **kw) -> list[Generation]:
+    """The fast loop on a bfloat16 copy of the model (made once per model and weight version, kept for the process:
+    a model updated in place since, as in training, gets a fresh copy)."""
+    import copy
+
+    if model.dtype != torch.bfloat16:
+        key = (id(model), sum(p._version for p in model.parameters()))
+        if _BF16_COPIES.get("key") != key:
+            _BF16_COPIES.clear()
+            _BF16_COPIES.update(key=key, model=copy.deepcopy(model).to(torch.bfloat16).eval())
+        model = _BF16_COPIES["model"]
+    return _generate_fast(model, tokenizer, prompts, **kw)
+
+
 _VLLM_ENGINES: dict = {}
 
 

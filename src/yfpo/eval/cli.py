@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from yfpo.engine.backends import BACKEND_NAMES
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -29,7 +31,8 @@ def register(sub) -> None:
     p.add_argument("--hub", action="store_true", help="fetch a benchmark missing locally from the Hugging Face Hub")
     p.add_argument("--overwrite", action="store_true", help="empty each benchmark's --out folder first (made by another config)")
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
+    p.add_argument("--backend", default="auto", choices=list(BACKEND_NAMES),
+                   help="generation backend (yfpo.engine.backends): auto = vLLM with a GPU, else the fast exact CPU path")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     p.set_defaults(func=_eval)

@@ -31,7 +31,7 @@ class PairsConfig:
     step_samples_per_question: int = 1  # incorrect samples probed per question
     step_threshold: float = 0.0  # a prefix "fails" when its rollout success rate is <= this
     data_dir: str | None = None
-    backend: str = "auto"  # generation backend (auto | hf | vllm)
+    backend: str = "auto"  # generation backend (yfpo.engine.backends.BACKEND_NAMES: auto | hf | fast | ct2 | vllm ...)
     dtype: str = "float32"
     device: str = "cpu"
     progress: bool = True
