@@ -12,7 +12,8 @@ def register(sub) -> None:
     f = s.add_parser("find", help="score every neuron on math vs contrast text and write a NeuronSet",
                      description="Config keys (NeuronsConfig) as --key value: model, out, method "
                                  "(attnlrp|actgrad|lape|random), n_math, n_contrast, k (count or fraction), "
-                                 "selection (global|per_layer), match, seed, batch_size, max_length, data_dir.",
+                                 "selection (global|per_layer), criterion (diff|tstat|ratio|exclude_both), exclude_quantile, "
+                                 "match, seed, batch_size, max_length, data_dir.",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--config", help="YAML file (section `neurons` or top level)")
     f.add_argument("--overwrite", action="store_true", help="empty the work folder first (made by another config)")
