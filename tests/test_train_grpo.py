@@ -275,3 +275,13 @@ def test_tiny_run_finishes_logs_and_resumes(files, tmp_path):
     for k in ("rewards/accuracy/mean", "rewards/neuron/mean", "neuron/phi", "neuron/pairs",
               "completions/mean_length", "completions/clipped_ratio"):
         assert k in keys, k
+
+
+def test_cli_grpo_keys_and_errors(capsys):
+    from yfpo.cli import main
+
+    assert main(["grpo", "--keys"]) == 0
+    assert "neuron_loss_weight" in capsys.readouterr().out
+    assert main(["grpo", "--neuron_reward_weight", "0.5", "--max_steps", "1"]) == 1
+    assert "needs a NeuronSet" in capsys.readouterr().err
+    assert main(["grpo", "/nonexistent.yaml"]) == 1
