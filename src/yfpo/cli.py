@@ -18,6 +18,7 @@ STAGE_CLIS = [
     "yfpo.neurons.cli",
     "yfpo.pairs.cli",
     "yfpo.train.cli",
+    "yfpo.train.grpo_cli",
     "yfpo.report.cli",
     "yfpo.run_cli",
 ]

@@ -1,0 +1,361 @@
+"""Online RL on TRL's GRPOTrainer with a verifiable accuracy reward and the neuron signal, two ways (SPEC section 9).
+
+`NeuronGRPOTrainer` subclasses trl.GRPOTrainer (trl 1.16); generation, advantages, the clipped policy loss,
+KL, vLLM (`use_vllm`), checkpoints and resume stay TRL's. It adds:
+
+(a) a reward function `NeuronReward`: phi(x, y) (SPEC section 3, `neuron_reward.phi_from_acts`) of each completion
+    under the current policy, computed without grad from hooks on the NeuronSet's down projections, standardised
+    within its group of `num_generations` completions, and combined with accuracy through TRL's `reward_weights`.
+(b) a differentiable loss term in `_compute_loss`: the activations come from the policy forward that computes the
+    GRPO loss (hooks inside `capture.window("policy")`, no extra forward); for every same-group pair of a
+    positive-advantage completion i and a negative-advantage completion j,
+        L_neuron = lam * mean_(i,j) -log sigmoid(gamma * (phi_i - phi_j) / s)
+    with s the std of those pair margins at the first step (frozen and stored in the run dir, like the DPO
+    trainer's `ref_std` calibration), so gamma = 1 means one margin std moves the logit by one nat.
+
+Both take any NeuronSet file, so the random-neuron and flipped-sign controls are just other `--neurons` files.
+With both weights at 0 the trainer is TRL's GRPOTrainer (tested: same loss and gradients on the same batch).
+
+Pairs are formed within one micro-batch: keep `batch_size` a multiple of `num_generations` and grad_accum 1 (the
+default) so every micro-batch holds whole groups; TRL shuffles the generation batch before splitting it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from trl import GRPOConfig, GRPOTrainer
+
+from yfpo.train.grpo_config import GRPORunConfig
+from yfpo.train.neuron_reward import NeuronCapture
+
+NEURON_SCALE_FILE = "neuron_scale.json"
+
+
+# ---------------------------------------------------------------- pure functions (tested directly)
+
+def group_standardize(values: torch.Tensor, group_size: int, valid: torch.Tensor | None = None,
+                      eps: float = 1e-4) -> torch.Tensor:
+    """(v - mean_g) / (std_g + eps) within consecutive groups; invalid entries are left out and come back NaN."""
+    if values.numel() % group_size:
+        raise ValueError(f"{values.numel()} values do not split into groups of {group_size}")
+    v = values.float().view(-1, group_size)
+    ok = torch.ones_like(v, dtype=torch.bool) if valid is None else valid.view(-1, group_size).bool()
+    vm = torch.where(ok, v, torch.nan)
+    mean = torch.nanmean(vm, dim=1, keepdim=True)
+    n = ok.sum(1, keepdim=True)
+    var = torch.nansum((vm - mean) ** 2, dim=1, keepdim=True) / (n - 1).clamp(min=1)  # unbiased, like TRL's nanstd
+    out = (vm - mean) / (var.sqrt() + eps)
+    return out.view(-1)
+
+
+def pair_margins(phi: torch.Tensor, advantages: torch.Tensor, groups: torch.Tensor,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+    """phi_i - phi_j for every pair in the same group with advantage_i > 0 > advantage_j (both valid)."""
+    ok = torch.ones_like(advantages, dtype=torch.bool) if valid is None else valid.bool()
+    pos, neg = (advantages > 0) & ok, (advantages < 0) & ok
+    sel = (groups[:, None] == groups[None, :]) & pos[:, None] & neg[None, :]
+    return (phi[:, None] - phi[None, :])[sel]
+
+
+def neuron_pair_loss(margins: torch.Tensor, gamma: float, scale: float) -> torch.Tensor:
+    """mean -log sigmoid(gamma * m / scale) over the pair margins (0 with no pair, keeping the graph)."""
+    if margins.numel() == 0:
+        return margins.sum() * 0.0
+    return -F.logsigmoid(gamma * margins / scale).mean()
+
+
+# ---------------------------------------------------------------- rewards
+
+def accuracy_reward_fn(extractor: str = "math_verify"):
+    """TRL reward function: 1.0 when the completion's answer (by `extractor`) equals the gold `answer` column."""
+    from yfpo.engine.answers import grade  # math-verify with its signal timeouts off (parsing_timeout=None)
+
+    def accuracy(prompts, completions, answer, kind=None, **kwargs):
+        kinds = kind or ["number"] * len(completions)
+        return [float(grade(c, a, k)["correct"][extractor]) for c, a, k in zip(completions, answer, kinds)]
+
+    return accuracy
+
+
+class NeuronReward:
+    """TRL reward function (a): group-standardised phi of each completion under the current policy (no grad)."""
+
+    __name__ = "neuron"
+
+    def __init__(self, group_size: int, mask_truncated: bool = False, chunk: int = 8):
+        self.group_size = group_size
+        self.mask_truncated = mask_truncated
+        self.chunk = chunk
+        self.trainer: NeuronGRPOTrainer | None = None  # set by the trainer once it is built
+
+    @torch.no_grad()
+    def raw_phi(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> torch.Tensor:
+        tr = self.trainer
+        cap, model, pad = tr.capture, tr.model, tr._tokenizer.pad_token_id
+        dev = next(model.parameters()).device
+        out = []
+        for s in range(0, len(completion_ids), self.chunk):
+            ps, cs = prompt_ids[s:s + self.chunk], completion_ids[s:s + self.chunk]
+            seqs = [list(p) + list(c) for p, c in zip(ps, cs)]
+            width = max(len(x) for x in seqs)
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            att = torch.zeros_like(ids)
+            resp = torch.zeros_like(ids)
+            for i, (p, x) in enumerate(zip(ps, seqs)):
+                ids[i, :len(x)] = torch.tensor(x)
+                att[i, :len(x)] = 1
+                resp[i, len(p):len(x)] = 1
+            with cap.window("reward"):
+                model(input_ids=ids.to(dev), attention_mask=att.to(dev), use_cache=False)
+            out.append(cap.phi("reward", resp.to(dev)).float().cpu())
+            cap.clear()
+        return torch.cat(out)
+
+    def __call__(self, prompts, completions, completion_ids, log_metric=None, **kwargs):
+        tr = self.trainer
+        if tr is None or tr._last_prompt_ids is None:
+            raise RuntimeError("NeuronReward needs its NeuronGRPOTrainer (it reads the prompt ids of the batch)")
+        phi = self.raw_phi(tr._last_prompt_ids, completion_ids)
+        valid = None
+        if self.mask_truncated:
+            stop = {*tr.eos_token_ids, tr._tokenizer.pad_token_id}
+            valid = torch.tensor([len(c) > 0 and c[-1] in stop for c in completion_ids])
+        z = group_standardize(phi, self.group_size, valid)
+        if log_metric is not None:
+            log_metric("neuron/phi", phi.mean().item())
+            log_metric("neuron/phi_std", phi.std().item() if phi.numel() > 1 else 0.0)
+        return [None if torch.isnan(v) else float(v) for v in z]  # None: left out (TRL's nansum)
+
+
+# ---------------------------------------------------------------- trainer
+
+class NeuronGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer + neuron reward (a) and neuron loss term (b). Both weights 0: exactly TRL's GRPOTrainer."""
+
+    def __init__(self, *args, ycfg: GRPORunConfig, neuron_set=None, run_dir: str | Path | None = None, **kwargs):
+        self.ycfg = ycfg
+        self.run_dir = Path(run_dir) if run_dir else None
+        self._last_prompt_ids = None
+        self.neuron_scale: float | None = None
+        if (ycfg.neuron_reward_weight or ycfg.neuron_loss_weight) and neuron_set is None:
+            raise ValueError("a neuron weight != 0 needs a NeuronSet (--neurons PATH)")
+        super().__init__(*args, **kwargs)
+        self.capture = NeuronCapture(self.model, neuron_set) if neuron_set is not None else None
+        for f in self.reward_funcs:
+            if isinstance(f, NeuronReward):
+                f.trainer = self
+        if ycfg.neuron_loss_weight and ycfg.neuron_norm == "raw":
+            self.neuron_scale = 1.0
+        elif ycfg.neuron_loss_weight and self.run_dir and (self.run_dir / NEURON_SCALE_FILE).exists():
+            self.neuron_scale = json.loads((self.run_dir / NEURON_SCALE_FILE).read_text())["scale"]  # resume
+
+    def _generate(self, prompts):
+        out = super()._generate(prompts)
+        self._last_prompt_ids = out[0]  # the prompt ids of this generation batch, for NeuronReward
+        return out
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        n = out["advantages"].size(0)
+        g = self.num_generations if self.model.training else self.num_generations_eval
+        # TRL shuffles and splits the batch after this; the group id travels with each completion
+        out["group_ids"] = torch.arange(n, device=out["advantages"].device) // g
+        return out
+
+    def _compute_loss(self, model, inputs):
+        lam = self.ycfg.neuron_loss_weight
+        if not lam or self.capture is None:
+            return super()._compute_loss(model, inputs)
+        with self.capture.window("policy"):
+            loss = super()._compute_loss(model, inputs)
+        cmask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            cmask = cmask * inputs["tool_mask"]
+        mask = torch.cat([torch.zeros_like(inputs["prompt_mask"]), cmask], dim=1)
+        phi = self.capture.phi("policy", mask)
+        self.capture.clear()
+        adv = inputs["advantages"]
+        adv = adv if adv.dim() == 1 else adv.mean(-1)
+        m = pair_margins(phi, adv, inputs["group_ids"], valid=cmask.sum(1) > 0)
+        scale = self._scale(m)
+        mode = "train" if self.model.training else "eval"
+        if scale is None:  # no pair yet to calibrate on: the term waits (logged as 0)
+            term = phi.sum() * 0.0
+        else:
+            term = neuron_pair_loss(m, self.ycfg.neuron_gamma, scale)
+        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        met = self._metrics[mode]
+        met["neuron/loss_term"].append(term.item())
+        met["neuron/pairs"].append(float(m.numel()))
+        if m.numel():
+            met["neuron/pair_margin"].append(m.mean().item())
+            met["neuron/pair_accuracy"].append((m > 0).float().mean().item())
+        met["neuron/phi_policy"].append(phi.mean().item())
+        return loss + lam * term / normalizer
+
+    def _scale(self, margins: torch.Tensor) -> float | None:
+        """s of the loss term: frozen at the first batch with >= 2 pairs (ref_std), stored for resume."""
+        if self.neuron_scale is not None:
+            return self.neuron_scale
+        if margins.numel() < 2:
+            return None
+        s = margins.detach().float().std().item()
+        if not s > 0:
+            return None
+        self.neuron_scale = s
+        if self.run_dir is not None and self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / NEURON_SCALE_FILE).write_text(json.dumps(
+                {"scale": s, "pairs": int(margins.numel()), "step": self.state.global_step, "norm": "ref_std"}))
+        return s
+
+
+# ---------------------------------------------------------------- run
+
+def build_question_dataset(cfg: GRPORunConfig, tokenizer):
+    """Benchmark questions -> datasets.Dataset of (chat-templated prompt, gold answer, answer kind)."""
+    from datasets import Dataset
+
+    from yfpo.data.problems import benchmark_kind, load_benchmark
+    from yfpo.engine.prompts import build_prompt
+
+    probs = load_benchmark(cfg.questions, data_dir=cfg.data_dir, limit=cfg.limit_questions, path=cfg.questions_file)
+    if not probs:
+        raise ValueError(f"questions {cfg.questions!r}: no problems loaded")
+    kind = benchmark_kind(cfg.questions)
+    rows = [{"prompt": build_prompt(tokenizer, p.question, shots=cfg.shots, data_dir=cfg.data_dir),
+             "answer": str(p.answer), "kind": kind} for p in probs]
+    return Dataset.from_list(rows)
+
+
+def make_grpo_args(cfg: GRPORunConfig, out: Path) -> GRPOConfig:
+    use_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    weights = [cfg.accuracy_weight] + ([cfg.neuron_reward_weight] if cfg.neuron_reward_weight else [])
+    return GRPOConfig(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        epsilon=cfg.epsilon,
+        scale_rewards=cfg.scale_rewards,
+        mask_truncated_completions=cfg.mask_truncated_completions,
+        reward_weights=weights,
+        use_vllm=cfg.use_vllm,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        report_to=[],
+        use_cpu=use_cpu,
+        bf16=cfg.dtype in ("bfloat16", "bf16"),
+        disable_tqdm=os.environ.get("YFPO_NO_PROGRESS") == "1",
+        save_only_model=False,
+        log_completions=False,
+    )
+
+
+def make_grpo_trainer(cfg: GRPORunConfig, model=None, tokenizer=None, callbacks=None, out: Path | None = None):
+    """Everything `grpo` does before `.train()`: returns (trainer, run_dir)."""
+    from yfpo.models import load_model
+    from yfpo.neurons.neuronset import NeuronSet
+    from yfpo.train.trainer import MetricsJsonl
+
+    cfg.validate()
+    out = Path(out or cfg.output_dir)
+    if cfg.use_vllm:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ValueError("use_vllm: true needs the vllm package (pip install vllm); it is not installed")
+    if model is None:
+        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = build_question_dataset(cfg, tokenizer)
+    neuron_set = NeuronSet.load(cfg.neurons, model) if cfg.neurons else None
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+    rewards = [accuracy_reward_fn(cfg.extractor)]
+    if cfg.neuron_reward_weight:
+        rewards.append(NeuronReward(cfg.num_generations, mask_truncated=cfg.mask_truncated_completions))
+    trainer = NeuronGRPOTrainer(model=model, reward_funcs=rewards, args=make_grpo_args(cfg, out), train_dataset=dataset,
+                                processing_class=tokenizer, peft_config=peft_config,
+                                callbacks=[MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])],
+                                ycfg=cfg, neuron_set=neuron_set, run_dir=out)
+    return trainer, out
+
+
+def grpo(cfg: GRPORunConfig, resume: bool = True, callbacks=None, model=None, tokenizer=None) -> Path:
+    """Run (or resume) one GRPO run; the run directory is laid out like `yfpo train`'s (final/ loads with load_model)."""
+    from yfpo.config import save_config
+    from yfpo.train.trainer import _last_checkpoint
+    from yfpo.utils import atomic_write_json, read_jsonl_resume, seed_everything, versions
+
+    cfg.validate()
+    out = Path(cfg.output_dir)
+    if (out / "done.json").exists():
+        return out
+    seed_everything(cfg.seed)
+    trainer, out = make_grpo_trainer(cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out)
+    acc = trainer.accelerator
+    main = acc.is_main_process
+    last = _last_checkpoint(out / "checkpoints") if resume else None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        atomic_write_json(out / "versions.json", versions())
+        mpath = out / "metrics.jsonl"
+        rows = read_jsonl_resume(mpath)
+        keep_until = int(last.name.split("-")[-1]) if last else 0
+        if rows:
+            kept = [r for r in rows if r.get("step", 0) <= keep_until and "train_runtime" not in r]
+            with open(mpath, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+    acc.wait_for_everyone()
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    if trainer.state.global_step < trainer.state.max_steps:  # stopped early: keep a checkpoint to resume from
+        if not (out / "checkpoints" / f"checkpoint-{trainer.state.global_step}").exists():
+            trainer._save_checkpoint(trainer.model, None)
+        return out
+    if trainer.capture is not None:
+        trainer.capture.remove()
+    final = out / "final"
+    merged_lora = bool(cfg.lora and cfg.merge_final)
+    if merged_lora:
+        if main:
+            copy.deepcopy(acc.unwrap_model(trainer.model)).merge_and_unload().save_pretrained(final)
+    else:
+        trainer.save_model(str(final))
+    if main:
+        trainer.processing_class.save_pretrained(final)
+        atomic_write_json(out / "done.json", {"steps": trainer.state.global_step, "train_time_s": round(time.time() - t0, 1),
+                                              "final": str(final), "merged": merged_lora,
+                                              "neuron_scale": trainer.neuron_scale})
+    acc.wait_for_everyone()
+    return out
