@@ -27,9 +27,9 @@ def register(sub) -> None:
     t.add_argument("--task", default=None, help="a YAML task spec: file, question_field | question_template, answer_field, "
                    "answer_kind, solution_field, group_field, id_field, no_answer_values (see the README)")
     t.add_argument("--task-file", default=None, help="a .jsonl/.json/.csv/.parquet benchmark file (spec from the flags below)")
-    t.add_argument("--question-field", default=None, help="field holding the question (default: question)")
+    t.add_argument("--question-field", default=None, help="field holding the question (unset: question)")
     t.add_argument("--question-template", default=None, help="question built from fields, e.g. '{body} {question}'")
-    t.add_argument("--answer-field", default=None, help="field holding the gold answer (default: answer)")
+    t.add_argument("--answer-field", default=None, help="field holding the gold answer (unset: answer)")
     t.add_argument("--answer-kind", default=None, choices=["number", "math", "none-allowed"],
                    help="number; math (LaTeX answers); none-allowed: numbers, and 'None' golds that mean the question "
                         "cannot be answered (the model must say so; reported separately)")
