@@ -109,3 +109,14 @@ def mean_ci(values: Sequence[float], conf: float = 0.95) -> dict:
     sd = float(v.std(ddof=1))
     half = float(t.ppf(0.5 + conf / 2, n - 1)) * sd / math.sqrt(n)
     return {"mean": m, "lo": m - half, "hi": m + half, "n": n, "sd": sd}
+
+
+def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -> dict:
+    """Mean of per-item values in [0, 1] (pass@k, success rates) with a 95% percentile bootstrap CI over items."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 0:
+        return {"mean": 0.0, "lo": 0.0, "hi": 0.0, "n": 0}
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(v.mean()), "lo": float(lo), "hi": float(hi), "n": len(v)}

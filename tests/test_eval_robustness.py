@@ -1,0 +1,92 @@
+"""Robustness: numbers and protected words are never replaced; attack loop on a tiny model; WordNet reader."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+
+from yfpo.data.problems import load_benchmark
+from yfpo.eval.robustness import (Candidates, attack_item, read_wordnet, replace_word, run_robustness, split_words,
+                                  substitutable)
+
+
+def _numbers(text):
+    return re.findall(r"\d+(?:\.\d+)?", text)
+
+
+def test_substitutable_never_touches_numbers():
+    q = "Sam has 3 apples and 2.5 pears. He buys twenty more oranges each day. How many fruits does Sam have?"
+    toks = split_words(q)
+    assert "".join(toks) == q
+    words = [toks[i] for i in substitutable(toks)]
+    assert not any(any(c.isdigit() for c in w) for w in words)
+    assert "apples" not in words and "pears." not in words  # the unit right after a number
+    assert "twenty" not in [w.lower() for w in words] and "more" not in words and "each" not in words
+    assert "buys" not in words and "Sam" not in words  # an operation word; a word the question repeats
+    assert "fruits" in words and "oranges" in words
+
+
+def test_random_perturbations_keep_every_number():
+    rng = random.Random(0)
+    probs = load_benchmark("gsm8k", limit=40)
+    for p in probs:
+        toks = split_words(p.question)
+        for i in substitutable(toks):
+            new = replace_word(toks, i, rng.choice(["zebra", "Quux", "lamp"]))
+            assert _numbers(new) == _numbers(p.question)
+
+
+def test_replace_word_keeps_case_and_punctuation():
+    toks = split_words("Tom baked cookies, then left.")
+    assert replace_word(toks, 4, "muffins") == "Tom baked muffins, then left."
+    assert replace_word(toks, 0, "sam") == "Sam baked cookies, then left."
+
+
+def test_wordnet_reader(tmp_path):
+    for pos in ("noun", "verb", "adj", "adv"):
+        (tmp_path / f"data.{pos}").write_text("  1 licence line\n")
+    (tmp_path / "data.noun").write_text("  1 licence\n02084071 05 n 03 dog 0 domestic_dog 0 Canis_familiaris 0 000 | a dog\n"
+                                        "02121620 05 n 02 cat 0 true_cat 0 000 | a cat\n03000000 06 n 02 car 0 auto 0 000 | x\n")
+    syn = read_wordnet(tmp_path)
+    assert syn["car"] == {"auto"} and syn["auto"] == {"car"} and "dog" not in syn.get("cat", set())
+    with pytest.raises(FileNotFoundError, match="not a WordNet dict folder"):
+        read_wordnet(tmp_path / "nope")
+
+
+def test_attack_on_tiny_model(tmp_path):
+    from yfpo.models.tiny import tiny_model
+
+    model, tok = tiny_model()
+    cands = Candidates(model, tok, sim_threshold=-1.0, top_k=3, wordnet={"apples": {"pomes"}})
+    q = "Sam picked 3 apples from the garden. How many were picked?"
+    toks = split_words(q)
+    seen = []
+    for i in substitutable(toks):
+        for w, src, sim in cands.for_position(toks, i):
+            seen.append(src)
+            assert _numbers(replace_word(toks, i, w)) == ["3"]
+    assert seen  # the tiny model's vocabulary gives candidates
+
+    asked = []
+
+    def ask(questions):  # a fake model: wrong once the word "garden" is gone
+        asked.extend(questions)
+        return [("The answer is 3.", 5, "garden" in x) for x in questions]
+
+    r = attack_item(q, "3", "number", ask, cands, budget=50)
+    garden_pos = toks.index("garden.")
+    assert cands.for_position(toks, garden_pos)
+    assert r["success"] and r["original_word"] == "garden" and r["queries"] == len(asked)
+    assert _numbers(r["perturbed"]) == ["3"] and "garden" not in r["perturbed"]
+    r2 = attack_item(q, "3", "number", lambda qs: [("x", 1, True) for _ in qs], cands, budget=2)
+    assert not r2["success"] and r2["queries"] <= 2
+
+    probs = load_benchmark("gsm8k", limit=2)
+    s = run_robustness(model, tok, probs, n_items=2, budget=2, sim_threshold=-1.0, top_k=2, sources=("embedding",),
+                       max_new_tokens=3, out_dir=tmp_path / "rob", backend="hf")
+    assert s["pool"] == 2 and 0 <= s["pool_accuracy"] <= 1 and s["attacked"] <= 2
+    assert (tmp_path / "rob" / "summary.json").exists() and (tmp_path / "rob" / "perturbed.jsonl").exists()
+    assert json.loads((tmp_path / "rob" / "summary.json").read_text())["settings"]["budget"] == 2
