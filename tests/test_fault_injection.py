@@ -21,9 +21,20 @@ _spec.loader.exec_module(fi)
 # another branch, in parallel) is merged: measured with scripts/fault_injection.py --malformed, see
 # docs/reliability.md. strict xfail: a row that starts passing fails here, so its id must then be removed.
 KNOWN_FAILING = {
-    "pairs-mixed-formats", "bench-empty", "neurons-bool-layer", "neurons-float-index", "neurons-duplicate",
-    "neurons-nan-score", "run-yaml-syntax", "run-method-unknown-key", "run-eval-limit-negative", "train-lr-negative",
-    "train-loss-type", "cli-eval-limit-negative", "cli-pairs-k-zero", "cli-pairs-temperature-negative",
+    "pairs-mixed-formats",
+    "bench-empty",
+    "neurons-bool-layer",
+    "neurons-float-index",
+    "neurons-duplicate",
+    "neurons-nan-score",
+    "run-yaml-syntax",
+    "run-method-unknown-key",
+    "run-eval-limit-negative",
+    "train-lr-negative",
+    "train-loss-type",
+    "cli-eval-limit-negative",
+    "cli-pairs-k-zero",
+    "cli-pairs-temperature-negative",
     "cli-neurons-k-negative",
 }
 
@@ -44,7 +55,7 @@ def test_compare_trees_ignores_times_and_finds_real_differences(tmp_path):
         (d / "r.md").write_text(f"built {t}\nacc 0.5\n")
         save_file({"w": torch.full((3,), w)}, d / "m.safetensors")
     assert fi.compare_trees(a, b) == []
-    save_file({"w": torch.tensor([1.0, 1.0, 1.0 + 2 ** -20])}, b / "m.safetensors")  # one ulp-scale change
+    save_file({"w": torch.tensor([1.0, 1.0, 1.0 + 2**-20])}, b / "m.safetensors")  # one ulp-scale change
     (b / "s.json").write_text(json.dumps({"acc": 0.51, "time_s": "1", "date": "x"}))
     (b / "x.tmp").write_text("")
     bad = fi.compare_trees(a, b)
@@ -56,8 +67,16 @@ def test_compare_trees_ignores_times_and_finds_real_differences(tmp_path):
 
 @pytest.mark.parametrize("target", ["eval", "report"])
 def test_sigkill_and_resume_matches_uninterrupted(target, fx, tmp_path):
-    r = fi.fault_inject(fi.TARGETS[target], fx, tmp_path, trials=1, rng=random.Random(1), t_start=fi.startup_time(),
-                        log=lambda m: None, max_kills=1)
+    r = fi.fault_inject(
+        fi.TARGETS[target],
+        fx,
+        tmp_path,
+        trials=1,
+        rng=random.Random(1),
+        t_start=fi.startup_time(),
+        log=lambda m: None,
+        max_kills=1,
+    )
     assert r.trials == 1 and r.resumes == 1 and r.kills + r.finished_before_kill == 1
     assert r.mismatched_trials == 0, r.mismatches
 
@@ -65,14 +84,32 @@ def test_sigkill_and_resume_matches_uninterrupted(target, fx, tmp_path):
 def test_malformed_table_is_large_and_covers_every_file_type():
     kinds = {c.kind for c in fi.MALFORMED}
     assert len(fi.MALFORMED) >= 30 and len({c.id for c in fi.MALFORMED}) == len(fi.MALFORMED)
-    for k in ("pairs", "Step-DPO pairs", "benchmark (GSM8K format)", "NeuronSet", "run YAML", "train YAML",
-              "CLI value"):
+    for k in (
+        "pairs",
+        "Step-DPO pairs",
+        "benchmark (GSM8K format)",
+        "NeuronSet",
+        "run YAML",
+        "train YAML",
+        "CLI value",
+    ):
         assert k in kinds
     assert KNOWN_FAILING <= {c.id for c in fi.MALFORMED}
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(
-    strict=True, reason="fails on this branch; issue 11.3 (see KNOWN_FAILING)")] if c.id in KNOWN_FAILING else []) for c in fi.MALFORMED])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(
+            c,
+            id=c.id,
+            marks=[pytest.mark.xfail(strict=True, reason="fails on this branch; issue 11.3 (see KNOWN_FAILING)")]
+            if c.id in KNOWN_FAILING
+            else [],
+        )
+        for c in fi.MALFORMED
+    ],
+)
 def test_malformed_input_one_line_error_and_nothing_written(case, fx, tmp_path):
     ok, msg = fi.check_case(case, fx, tmp_path)
     assert ok, msg
