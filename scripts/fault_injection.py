@@ -67,6 +67,9 @@ IGNORED_KEYS = frozenset(
         "new_items",
     }
 )
+# lists that are sets in the writing library (PEFT's adapter_config.json `target_modules` is a Python set, so
+# its order follows the process's string-hash seed): compared as sets
+SET_VALUED_KEYS = frozenset({"target_modules"})
 ISO_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?")
 TEMP_SUFFIXES = (".tmp", ".part", ".partial")
 
@@ -277,7 +280,11 @@ TARGETS = {
 
 def _strip(obj):
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in IGNORED_KEYS}
+        return {
+            k: sorted(v) if k in SET_VALUED_KEYS and isinstance(v, list) else _strip(v)
+            for k, v in obj.items()
+            if k not in IGNORED_KEYS
+        }
     if isinstance(obj, (list, tuple)):
         return [_strip(v) for v in obj]
     if isinstance(obj, str):
