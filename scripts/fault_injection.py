@@ -57,6 +57,8 @@ IGNORED_KEYS = frozenset(
         "elapsed_s",
         "built",
         "train_runtime",
+        "train_time_s",
+        "time",
         "train_samples_per_second",
         "train_steps_per_second",
         # throughput of the last invocation (eval summary.json): a resume generates only the missing items
@@ -303,6 +305,10 @@ def _same_torch(a, b) -> bool:
             and a.shape == b.shape
             and torch.equal(a, b)
         )
+    if type(a).__module__ == "numpy" and hasattr(a, "shape"):
+        import numpy as np
+
+        return type(a) is type(b) and a.shape == b.shape and bool(np.array_equal(a, b))
     if isinstance(a, dict) and isinstance(b, dict):
         ka, kb = set(a) - IGNORED_KEYS, set(b) - IGNORED_KEYS
         return ka == kb and all(_same_torch(a[k], b[k]) for k in ka)
@@ -332,6 +338,10 @@ def same_file(a: Path, b: Path) -> bool:
         import torch
 
         return _same_torch(torch.load(a, weights_only=False), torch.load(b, weights_only=False))
+    if a.name == "README.md" and b.name == "README.md":  # PEFT's model card: its tag list is a set
+        return sorted(ISO_TIME.sub("<time>", a.read_text()).splitlines()) == sorted(
+            ISO_TIME.sub("<time>", b.read_text()).splitlines()
+        )
     if suf in (".md", ".html", ".yaml", ".txt", ".csv"):
         return ISO_TIME.sub("<time>", a.read_text()) == ISO_TIME.sub("<time>", b.read_text())
     return a.read_bytes() == b.read_bytes()
