@@ -347,6 +347,21 @@ def same_file(a: Path, b: Path) -> bool:
     return a.read_bytes() == b.read_bytes()
 
 
+def _first_difference(a: Path, b: Path) -> str:
+    """' (line N, key K: x vs y)' for JSON lines files, so a mismatch report says what differed."""
+    if a.suffix != ".jsonl":
+        return ""
+    la, lb = a.read_text().splitlines(), b.read_text().splitlines()
+    if len(la) != len(lb):
+        return f" ({len(la)} vs {len(lb)} lines)"
+    for n, (x, y) in enumerate(zip(la, lb), 1):
+        x, y = _strip(json.loads(x)), _strip(json.loads(y))
+        for k in sorted(set(x) | set(y)) if isinstance(x, dict) and isinstance(y, dict) else []:
+            if x.get(k) != y.get(k):
+                return f" (line {n}, key {k}: {str(x.get(k))[:40]} vs {str(y.get(k))[:40]})"
+    return ""
+
+
 def compare_trees(ref: Path, got: Path) -> list[str]:
     """Mismatches between two output folders (empty when they agree)."""
     fa = {p.relative_to(ref) for p in ref.rglob("*") if p.is_file()}
@@ -359,7 +374,7 @@ def compare_trees(ref: Path, got: Path) -> list[str]:
     for p in sorted(fa & fb):
         try:
             if not same_file(ref / p, got / p):
-                out.append(f"differs: {p}")
+                out.append(f"differs: {p}{_first_difference(ref / p, got / p)}")
         except Exception as e:  # a torn or unreadable file is a mismatch, not a crash of the suite
             out.append(f"unreadable: {p} ({type(e).__name__}: {str(e)[:120]})")
     return out
