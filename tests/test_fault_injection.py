@@ -27,7 +27,6 @@ KNOWN_FAILING = {
     "neurons-float-index",
     "neurons-duplicate",
     "neurons-nan-score",
-    "run-yaml-syntax",
     "run-method-unknown-key",
     "run-eval-limit-negative",
     "train-lr-negative",
