@@ -106,4 +106,4 @@ def test_cli_precompute_ref_then_train_with_it_and_eval_pairs(setup, capsys):
     rc = main(["train", str(cfg), "--out", str(d / "run_bad"), "--pairs", str(other), "--ref-logps", str(ref)])
     err = capsys.readouterr().err
     assert rc == 1 and "pairs_sha256" in err and "precompute-ref" in err, err
-    assert not (d / "run_bad" / "checkpoints").exists()
+    assert not (d / "run_bad" / "done.json").exists() and not (d / "run_bad" / "metrics.jsonl").exists()
