@@ -245,3 +245,14 @@ def test_reference_file_equals_live_and_trl_precompute(files, tmp_path, variant)
     with pytest.raises(ValueError, match="limit_pairs"):
         make_yfpo(cfg_for(tmp_path / "g", pairs, lora=False, gamma=GAMMA, neurons=str(npath), ref_logps=str(ref_file),
                           limit_pairs=4))
+
+
+def test_trl_options_pass_through(files, tmp_path):
+    d, pairs, npath = files
+    tr = make_yfpo(cfg_for(tmp_path, pairs, trl={"truncation_mode": "keep_end", "pad_to_multiple_of": 8}))
+    assert tr.args.truncation_mode == "keep_end" and tr.args.pad_to_multiple_of == 8
+    assert first_batch(tr)["input_ids"].shape[1] % 8 == 0  # the option reached TRL's collator
+    with pytest.raises(ValueError, match="truncaton_mode"):
+        TrainConfig(pairs="p", trl={"truncaton_mode": "keep_end"}).validate()
+    with pytest.raises(ValueError, match="use lr"):
+        TrainConfig(pairs="p", trl={"learning_rate": 1e-3}).validate()

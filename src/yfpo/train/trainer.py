@@ -573,6 +573,7 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
         dataloader_num_workers=cfg.num_workers,
         disable_tqdm=os.environ.get("YFPO_NO_PROGRESS") == "1",
         save_only_model=False,
+        **cfg.trl,  # every other DPOConfig option, unchanged (TrainConfig.validate refused unknown / mapped ones)
     )
     trainer = YFPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
                           processing_class=tokenizer, peft_config=peft_config,
