@@ -67,7 +67,7 @@ def load_reference(path: str | Path, expected_inputs: dict) -> dict:
     """Read a reference file and refuse it unless it was computed for exactly these inputs."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ref_logps {path}: no such file (write one with `yfpo train precompute-ref`)")
+        raise FileNotFoundError(f"ref_logps {path}: no such file (write one with `yfpo precompute-ref`)")
     data = json.loads(path.read_text())
     if data.get("format") != FORMAT:
         raise ValueError(f"ref_logps {path}: format {data.get('format')!r}, expected {FORMAT!r}")
@@ -75,7 +75,7 @@ def load_reference(path: str | Path, expected_inputs: dict) -> dict:
     if data.get("key") != key_of(expected_inputs) or got != expected_inputs:
         diff = sorted(k for k in set(got) | set(expected_inputs) if got.get(k) != expected_inputs.get(k))
         raise ValueError(f"ref_logps {path} was computed for other inputs (differ: {', '.join(diff) or 'key'}); "
-                         "recompute it with `yfpo train precompute-ref` for this model, pairs file and tokenization")
+                         "recompute it with `yfpo precompute-ref` for this model, pairs file and tokenization")
     return data
 
 

@@ -6,7 +6,15 @@ Everything else — tokenization, collation, reference handling (a reference cop
 or precomputed reference log-probs), gradient checkpointing, checkpoints and resume, accelerate/DDP — is
 TRL's and transformers'. `train(cfg)` builds a run directory:
 
-    OUT/config.yaml  versions.json  metrics.jsonl  checkpoints/checkpoint-N/  final/  done.json
+    OUT/config.yaml  versions.json  metrics.jsonl  calibration.json  checkpoints/checkpoint-N/  final/  done.json
+
+Neuron-reward scale (SPEC section 3 "Scale"): with neuron_norm ref_std (default) the trainer runs the reference once
+without grad over the training pairs before step 0 (the same pass as TRL's reference-log-prob precompute when that
+is on, or read from a `ref_logps` file from yfpo.train.reference), takes m_ref per pair, and trains on m / std(m_ref)
+((m - mean(m_ref)) / std with neuron_center; (m - m_ref) / std with yoked_ref). calibration.json (atomic) holds the
+constants, m_ref per pair and gamma_eff (grad_ratio inputs too); a rerun with the same settings reuses it.
+Logged: neuron/gamma_eff, neuron/logit_share = |gamma m'| / (|beta delta'| + |gamma m'|) each step and, on logging
+steps, neuron/grad_share (grad_share: None = on with LoRA, off for full fine-tuning; off under DDP).
 """
 
 from __future__ import annotations
