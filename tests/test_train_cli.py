@@ -78,3 +78,32 @@ def test_cli_keys_lists_defaults(capsys):
     assert main(["train", "--keys"]) == 0
     out = capsys.readouterr().out
     assert "gamma" in out and "fdt" in out and "variant" in out
+
+
+def test_cli_precompute_ref_then_train_with_it_and_eval_pairs(setup, capsys):
+    d, cfg = setup
+    ref = d / "ref.json"
+    rc = main(["precompute-ref", str(cfg), "--ref-out", str(ref), "--neurons", str(d / "n.json")])
+    assert rc == 0, capsys.readouterr().err
+    data = json.loads(ref.read_text())
+    assert data["n_pairs"] == 4 and "run" in data["m_ref"] and data["key_inputs"]["pairs_sha256"]
+    out = d / "run_ref"
+    rc = main(["train", str(cfg), "--out", str(out), "--gamma", "1", "--neurons", str(d / "n.json"),
+               "--ref-logps", str(ref), "--variant", "yoked_ref", "--eval_pairs", str(d / "pairs.jsonl"),
+               "--eval_steps", "1"])
+    assert rc == 0, capsys.readouterr().err
+    cal = json.loads((out / "calibration.json").read_text())
+    assert cal["m_ref_source"] == str(ref) and cal["n_pairs"] == 4
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    for k in ("neuron/gamma_eff", "neuron/logit_share", "neuron/grad_share", "neuron/margin_vs_ref"):
+        assert k in steps[0], k
+    evals = [r for r in rows if "eval_loss" in r]
+    assert len(evals) == 2 and "eval_neuron/margin" in evals[0] and "eval_rewards/accuracies" in evals[0]
+    # another pairs file: the reference file is refused with a one-line reason
+    other = write_jsonl(d / "other.jsonl", pair_rows(5))
+    capsys.readouterr()
+    rc = main(["train", str(cfg), "--out", str(d / "run_bad"), "--pairs", str(other), "--ref-logps", str(ref)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "pairs_sha256" in err and "precompute-ref" in err, err
+    assert not (d / "run_bad" / "done.json").exists() and not (d / "run_bad" / "metrics.jsonl").exists()

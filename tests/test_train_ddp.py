@@ -61,6 +61,11 @@ def test_two_process_cpu_run_matches_one_process(tmp_path):
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
         assert b["neuron/margin"] == pytest.approx(a["neuron/margin"], abs=1e-5)
     assert r1[1]["loss"] != r1[0]["loss"]  # the first step changed the model
+    # the calibrated neuron scale (default neuron_norm ref_std) is one value across the two processes, equal to 1-process
+    c1 = json.loads((tmp_path / "one" / "calibration.json").read_text())
+    c2 = json.loads((tmp_path / "two" / "calibration.json").read_text())
+    assert c2["processes"] == 2 and c1["processes"] == 1
+    assert c2["std"] == pytest.approx(c1["std"], rel=1e-6) and c2["m_ref"] == pytest.approx(c1["m_ref"], rel=1e-5, abs=1e-7)
     w1 = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
     w2 = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
     # Adam at lr 1e-2 turns rounding-level gradient differences into ~1e-6 weight differences; a missing

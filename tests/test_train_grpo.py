@@ -264,9 +264,9 @@ def test_tiny_run_finishes_logs_and_resumes(files, tmp_path):
     cfg = cfg_for(tmp_path, q, model=str(mdir), neurons=str(ns), neuron_reward_weight=0.5, neuron_loss_weight=0.5,
                   max_steps=2, lora=True, lora_r=4, lora_alpha=8)
     out = grpo(cfg, callbacks=[StopAfter(1)])
-    assert not (out / "done.json").exists() and (out / "checkpoints" / "checkpoint-1").exists()
+    assert not (out / "train_done.json").exists() and (out / "checkpoints" / "checkpoint-1").exists()
     out = grpo(cfg)  # resumes at step 1
-    done = json.loads((out / "done.json").read_text())
+    done = json.loads((out / "train_done.json").read_text())
     assert done["steps"] == 2 and (out / "final" / "config.json").exists()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]

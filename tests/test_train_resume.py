@@ -38,8 +38,11 @@ def test_resume_matches_uninterrupted(tmp_path, lora):
     run_b = train(b, callbacks=[StopAfter(2)])  # "killed" after step 2 (checkpoint-2 saved)
     assert not (run_b / "train_done.json").exists() and not (run_b / "final").exists()
     assert (run_b / "checkpoints" / "checkpoint-2").exists()
+    cal_before = (run_b / "calibration.json").read_text()  # default neuron_norm ref_std: measured before step 0
     run_b = train(b, resume=True)
     assert (run_b / "train_done.json").exists()
+    assert (run_b / "calibration.json").read_text() == cal_before
+    assert json.loads(cal_before)["std"] == pytest.approx(json.loads((run_a / "calibration.json").read_text())["std"])
     wa, wb = _weights(run_a), _weights(run_b)
     assert set(wa) == set(wb)
     start = dict(model.named_parameters())

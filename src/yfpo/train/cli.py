@@ -27,6 +27,22 @@ def register(sub) -> None:
     _add_config_keys(p)
     p.set_defaults(func=_train, accepts_overrides=True)
 
+    r = sub.add_parser(
+        "precompute-ref",
+        help="compute the reference log-probs (and m_ref per NeuronSet) of a training config once, to a file",
+        description="Runs the reference model once over the config's pairs, tokenized exactly as `yfpo train` does, and "
+                    "writes a JSON file keyed by the model weights, the pairs file and the tokenization settings. "
+                    "`yfpo train CONFIG --ref_logps FILE` then trains without recomputing the reference (a file for "
+                    "another model / pairs / tokenization is refused). Same CONFIG and --key value overrides as `yfpo train`.",
+    )
+    r.add_argument("config", nargs="?", default=None, help="YAML config (keys of TrainConfig, or a `train:` section)")
+    r.add_argument("--ref-out", required=True, help="output file (JSON)")
+    r.add_argument("--neuronset", action="append", default=[], metavar="NAME=PATH",
+                   help="a NeuronSet whose reference margin m_ref rides on the pass (repeatable; default: the config's "
+                        "neurons as 'run')")
+    _add_config_keys(r)
+    r.set_defaults(func=_precompute_ref, accepts_overrides=True)
+
     q = sub.add_parser("plot-train", help="plot training curves (loss, reward margin, neuron margin, accuracies) to PNG")
     q.add_argument("runs", nargs="+", help="training run directories (with metrics.jsonl); several are overlaid")
     q.add_argument("--out", default=None, help="PNG path (default: RUN/curves.png for one run, curves.png otherwise)")
@@ -54,9 +70,6 @@ def _add_config_keys(p) -> None:
 def _train(args) -> int:
     import dataclasses
 
-    import yaml
-
-    from yfpo.config import load_config
     from yfpo.train.config import TrainConfig
     from yfpo.train.trainer import train
 
@@ -65,6 +78,36 @@ def _train(args) -> int:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             print(f"{f.name:24s} {default!r}")
         return 0
+    cfg = _load_cfg(args)
+    out = train(cfg, resume=not args.no_resume, overwrite=args.overwrite, allow_other_weights=args.allow_other_weights)
+    print(f"run directory: {out}  (final model: {out / 'final'})")
+    return 0
+
+
+def _precompute_ref(args) -> int:
+    from yfpo.neurons.neuronset import NeuronSet
+    from yfpo.train.reference import compute_reference
+
+    cfg = _load_cfg(args)
+    sets = {}
+    for spec in args.neuronset:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--neuronset {spec!r}: expected NAME=PATH")
+        sets[name] = NeuronSet.load(path)
+    if not sets and cfg.neurons:
+        sets["run"] = NeuronSet.load(cfg.neurons)
+    path = compute_reference(cfg, sets, args.ref_out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _load_cfg(args):
+    import yaml
+
+    from yfpo.config import load_config
+    from yfpo.train.config import TrainConfig
+
     section = None
     if args.config is not None and not Path(args.config).is_file():
         unknown = [a.split("=")[0] for a in (args.overrides or []) if a.startswith("--")]
@@ -76,13 +119,9 @@ def _train(args) -> int:
         section = "train" if isinstance(data, dict) and isinstance(data.get("train"), dict) else None
     overrides = [f"--{k[len(_PREFIX):]}={v}" for k, v in vars(args).items() if k.startswith(_PREFIX)]
     overrides += list(args.overrides or [])  # unknown keys: load_config names them
-    if args.out:
+    if getattr(args, "out", None):
         overrides += ["--output_dir", args.out]
-    cfg = load_config(TrainConfig, args.config, overrides, section=section)
-    out = train(cfg, resume=not args.no_resume, overwrite=args.overwrite,
-                allow_other_weights=args.allow_other_weights)
-    print(f"run directory: {out}  (final model: {out / 'final'})")
-    return 0
+    return load_config(TrainConfig, args.config, overrides, section=section)
 
 
 def _plot(args) -> int:

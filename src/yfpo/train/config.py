@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 NEURON_NORMS = ("raw", "ref_std")
 GAMMA_MODES = ("fixed", "grad_ratio")
+# DPOConfig options the trainer fills from TrainConfig keys (DPOConfig name -> TrainConfig key)
+DPO_MAPPED = {"output_dir": "output_dir", "per_device_train_batch_size": "batch_size",
+              "gradient_accumulation_steps": "grad_accum", "learning_rate": "lr", "num_train_epochs": "epochs",
+              "max_steps": "max_steps", "lr_scheduler_type": "lr_scheduler", "warmup_steps": "warmup_ratio",
+              "weight_decay": "weight_decay", "logging_steps": "logging_steps", "save_steps": "save_steps",
+              "save_total_limit": "save_total_limit", "seed": "seed", "data_seed": "seed", "beta": "beta",
+              "loss_type": "loss_type", "label_smoothing": "label_smoothing", "max_length": "max_length",
+              "gradient_checkpointing": "gradient_checkpointing", "precompute_ref_log_probs": "precompute_ref",
+              "use_cpu": "device", "bf16": "dtype", "dataloader_num_workers": "num_workers",
+              "eval_steps": "eval_steps", "eval_strategy": "eval_pairs"}
 
 
 @dataclass
@@ -69,6 +80,10 @@ class TrainConfig:
     save_steps: int = 25
     save_total_limit: int = 2
     num_workers: int = 0
+    # any other trl.DPOConfig / transformers.TrainingArguments option, passed through unchanged, e.g.
+    # `trl: {truncation_mode: keep_end, pad_to_multiple_of: 8, padding_free: true}` (CLI: --trl '{truncation_mode: keep_end}').
+    # Options this config sets itself under its own name (learning_rate = lr, ...) are refused here: set those keys.
+    trl: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
         """Refuse inconsistent settings before any work (or any file) is done; returns self."""
@@ -93,6 +108,7 @@ class TrainConfig:
             raise ValueError(f"grad_ratio_batches must be >= 1, got {self.grad_ratio_batches}")
         if self.eval_steps < 0:
             raise ValueError(f"eval_steps must be >= 0, got {self.eval_steps}")
+        self._check_trl_options()
         if self.gamma != 0 and not self.neurons:
             raise ValueError("gamma != 0 needs a NeuronSet: pass --neurons PATH (from `yfpo neurons find`), or --gamma 0")
         if not self.beta > 0:
@@ -114,3 +130,18 @@ class TrainConfig:
         if self.dtype not in ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16"):
             raise ValueError(f"dtype {self.dtype!r}: expected float32, bfloat16 or float16")
         return self
+
+    def _check_trl_options(self) -> None:
+        import dataclasses
+
+        from trl import DPOConfig
+
+        if not isinstance(self.trl, dict):
+            raise ValueError(f"trl: expected a mapping of DPOConfig options, got {self.trl!r}")
+        known = {f.name for f in dataclasses.fields(DPOConfig)}
+        bad = [k for k in self.trl if k not in known]
+        if bad:
+            raise ValueError(f"trl: unknown DPOConfig option(s) {', '.join(map(str, bad))} (see trl.DPOConfig)")
+        mapped = [f"{k} (use {DPO_MAPPED[k]})" for k in self.trl if k in DPO_MAPPED]
+        if mapped:
+            raise ValueError(f"trl: {', '.join(mapped)} is set from this config's own key")

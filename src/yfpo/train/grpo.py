@@ -318,7 +318,7 @@ def grpo(cfg: GRPORunConfig, resume: bool = True, callbacks=None, model=None, to
 
     cfg.validate()
     out = Path(cfg.output_dir)
-    if (out / "done.json").exists():
+    if (out / "train_done.json").exists():
         return out
     seed_everything(cfg.seed)
     trainer, out = make_grpo_trainer(cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out)
@@ -354,7 +354,7 @@ def grpo(cfg: GRPORunConfig, resume: bool = True, callbacks=None, model=None, to
         trainer.save_model(str(final))
     if main:
         trainer.processing_class.save_pretrained(final)
-        atomic_write_json(out / "done.json", {"steps": trainer.state.global_step, "train_time_s": round(time.time() - t0, 1),
+        atomic_write_json(out / "train_done.json", {"steps": trainer.state.global_step, "train_time_s": round(time.time() - t0, 1),
                                               "final": str(final), "merged": merged_lora,
                                               "neuron_scale": trainer.neuron_scale})
     acc.wait_for_everyone()

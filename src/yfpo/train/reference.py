@@ -67,7 +67,7 @@ def load_reference(path: str | Path, expected_inputs: dict) -> dict:
     """Read a reference file and refuse it unless it was computed for exactly these inputs."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ref_logps {path}: no such file (write one with `yfpo train precompute-ref`)")
+        raise FileNotFoundError(f"ref_logps {path}: no such file (write one with `yfpo precompute-ref`)")
     data = json.loads(path.read_text())
     if data.get("format") != FORMAT:
         raise ValueError(f"ref_logps {path}: format {data.get('format')!r}, expected {FORMAT!r}")
@@ -75,7 +75,7 @@ def load_reference(path: str | Path, expected_inputs: dict) -> dict:
     if data.get("key") != key_of(expected_inputs) or got != expected_inputs:
         diff = sorted(k for k in set(got) | set(expected_inputs) if got.get(k) != expected_inputs.get(k))
         raise ValueError(f"ref_logps {path} was computed for other inputs (differ: {', '.join(diff) or 'key'}); "
-                         "recompute it with `yfpo train precompute-ref` for this model, pairs file and tokenization")
+                         "recompute it with `yfpo precompute-ref` for this model, pairs file and tokenization")
     return data
 
 
@@ -123,13 +123,15 @@ def reference_pass(trainer, dataset, captures: dict | None = None, batch_size: i
     return res
 
 
-def compute_reference(cfg, neuron_sets: dict | None = None, out: str | Path | None = None) -> Path:
+def compute_reference(cfg, neuron_sets: dict | None = None, out: str | Path | None = None, *, model=None,
+                      tokenizer=None) -> Path:
     """Compute the reference file for `cfg` (model, pairs, tokenization) and each NeuronSet; returns its path.
 
     cfg: a TrainConfig (its model, pairs, limit_pairs, step_dpo, max_length and batch_size are used; gamma, lora
     and the loss settings are irrelevant). neuron_sets: {name: NeuronSet} whose m_ref ride on the same pass.
     out: file path (default cfg.output_dir/reference.json). Written atomically; the same file serves every method
     and seed that shares the model, pairs and tokenization (`yfpo train --ref_logps FILE`).
+    model/tokenizer: an already loaded cfg.model (tests); it is not modified.
     """
     from trl.trainer.utils import hash_module
 
@@ -141,7 +143,9 @@ def compute_reference(cfg, neuron_sets: dict | None = None, out: str | Path | No
     base = dataclasses.replace(cfg, gamma=0.0, neurons=None, ref_logps=None, precompute_ref=False, lora=False,
                                fdt=False, gamma_mode="fixed", eval_pairs=None)
     base.validate()
-    model, tok = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
+    if model is None:
+        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
+    tok = tokenizer
     model_sha = hash_module(model)
     out = Path(out) if out is not None else Path(cfg.output_dir) / "reference.json"
     trainer, _ = make_trainer(base, model=model, tokenizer=tok, out=out.parent / ".reference_tmp")

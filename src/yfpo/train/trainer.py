@@ -6,10 +6,18 @@ Everything else — tokenization, collation, reference handling (a reference cop
 or precomputed reference log-probs), gradient checkpointing, checkpoints and resume, accelerate/DDP — is
 TRL's and transformers'. `train(cfg)` builds a run directory:
 
-    OUT/config.yaml  versions.json  metrics.jsonl  checkpoints/checkpoint-N/  final/  train_done.json
+    OUT/config.yaml  versions.json  metrics.jsonl  calibration.json  checkpoints/checkpoint-N/  final/  train_done.json
 
 config.hash.json records the config (yfpo.resume): a rerun with another config is refused, not resumed.
 metrics.jsonl is append-only; a resume appends {"event": "resume", "step": N} (read with utils.read_metrics).
+
+Neuron-reward scale (SPEC section 3 "Scale"): with neuron_norm ref_std (default) the trainer runs the reference once
+without grad over the training pairs before step 0 (the same pass as TRL's reference-log-prob precompute when that
+is on, or read from a `ref_logps` file from yfpo.train.reference), takes m_ref per pair, and trains on m / std(m_ref)
+((m - mean(m_ref)) / std with neuron_center; (m - m_ref) / std with yoked_ref). calibration.json (atomic) holds the
+constants, m_ref per pair and gamma_eff (grad_ratio inputs too); a rerun with the same settings reuses it.
+Logged: neuron/gamma_eff, neuron/logit_share = |gamma m'| / (|beta delta'| + |gamma m'|) each step and, on logging
+steps, neuron/grad_share (grad_share: None = on with LoRA, off for full fine-tuning; off under DDP).
 """
 
 from __future__ import annotations
@@ -587,6 +595,7 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
         dataloader_num_workers=cfg.num_workers,
         disable_tqdm=os.environ.get("YFPO_NO_PROGRESS") == "1",
         save_only_model=False,
+        **cfg.trl,  # every other DPOConfig option, unchanged (TrainConfig.validate refused unknown / mapped ones)
     )
     trainer = YFPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
                           processing_class=tokenizer, peft_config=peft_config,
