@@ -20,22 +20,7 @@ _spec.loader.exec_module(fi)
 # Rows that fail on this branch (h8) and are meant to pass once the input-validation work of issue 11.3 (on
 # another branch, in parallel) is merged: measured with scripts/fault_injection.py --malformed, see
 # docs/reliability.md. strict xfail: a row that starts passing fails here, so its id must then be removed.
-KNOWN_FAILING = {
-    "pairs-mixed-formats",
-    "bench-empty",
-    "neurons-bool-layer",
-    "neurons-float-index",
-    "neurons-duplicate",
-    "neurons-nan-score",
-    "run-method-unknown-key",
-    "run-eval-limit-negative",
-    "train-lr-negative",
-    "train-loss-type",
-    "cli-eval-limit-negative",
-    "cli-pairs-k-zero",
-    "cli-pairs-temperature-negative",
-    "cli-neurons-k-negative",
-}
+KNOWN_FAILING: set[str] = set()  # every row passes since the issue-11.3 validation was merged
 
 
 @pytest.fixture(scope="module")

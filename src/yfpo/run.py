@@ -356,6 +356,13 @@ def make_plan(rc: RunConfig) -> Plan:
         raise ValueError("run config: `methods` is empty; name at least one (e.g. dpo: {gamma: 0})")
     if not rc.seeds:
         raise ValueError("run config: `seeds` is empty")
+    ev = rc.eval
+    for name in ("limit", "max_new_tokens", "batch_size", "discrimination_batch_size"):
+        v = getattr(ev, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"run config: eval.{name} must be an integer >= 1{' (or null for all)' if name == 'limit' else ''}, got {v!r}")
+    if isinstance(ev.discrimination, bool) or not isinstance(ev.discrimination, int) or ev.discrimination < 0:
+        raise ValueError(f"run config: eval.discrimination must be an integer >= 0 (0 = skip), got {ev.discrimination!r}")
     check_model_name(rc.model)
     base = {"dtype": rc.dtype, "device": rc.device, "model": rc.model}
     ncfg = from_dict(NeuronsConfig, {**base, **rc.neurons, "model": rc.model}, prefix="neurons.")

@@ -38,7 +38,10 @@ def _run(args) -> int:
     except (StageFailed, ValueError, FileNotFoundError) as e:
         if args.debug:
             raise
-        print(f"yfpo run: error: {e}", file=sys.stderr)
+        msg = str(e)
+        if args.config and str(args.config) not in msg and not isinstance(e, StageFailed):
+            msg = f"{args.config}: {msg}"  # name the file the bad value came from
+        print(f"yfpo run: error: {msg}", file=sys.stderr)
         return 1
     print(f"[yfpo run] finished. Report: {path}" + (f" (and {path.with_suffix('.md')})" if path.suffix == ".html" else ""))
     return 0

@@ -155,6 +155,8 @@ def run_eval(model, bench: str, *, tokenizer=None, limit: int | None = None, sho
     seeded per item (sample_seed), with pass@k / maj@k / avg@n in the summary. Returns the summary."""
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 (or None for all items), got {limit}")
     if samples > 1 and temperature <= 0:
         raise ValueError(f"--samples {samples} needs --temperature > 0 (greedy samples would all be the same)")
     m, tok, model_name = _load(model, tokenizer, dtype, device)
@@ -172,6 +174,9 @@ def run_eval(model, bench: str, *, tokenizer=None, limit: int | None = None, sho
         data = benchmark_provenance(bench, data_dir, bench_file)
     if problems is not None:
         data = [{"path": None, "passed_in": len(probs)}]
+    if not probs:
+        raise ValueError(f"{(spec.file if spec is not None else bench_file) or bench}: no problems to evaluate "
+                         "(the benchmark file has no rows)")
     sampled = samples > 1 or temperature > 0
     out = Path(out_dir) if out_dir else None
     if out:

@@ -48,6 +48,8 @@ def find_neurons(cfg: NeuronsConfig, overwrite: bool = False) -> Path:
         raise ValueError(f"neurons find: criterion must be one of {', '.join(CRITERIA)}, got {cfg.criterion!r}")
     if cfg.criterion != "diff" and cfg.method not in ("attnlrp", "actgrad"):
         raise ValueError(f"neurons find: criterion {cfg.criterion!r} needs method attnlrp or actgrad, got {cfg.method!r}")
+    if isinstance(cfg.k, bool) or not cfg.k > 0:
+        raise ValueError(f"neurons find: k must be > 0 (a count >= 1 or a fraction in (0, 1)), got {cfg.k}")
     t0 = time.time()
     out = Path(cfg.out)
     work = work_dir_for(out)

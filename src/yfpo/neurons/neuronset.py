@@ -151,7 +151,7 @@ class NeuronSet:
             for k in cols:
                 cols[k].append(r[k])
             if (r["layer"], r["index"]) in seen:
-                raise NeuronSetError(f"{path}: neurons[{i}] = (layer {r['layer']}, index {r['index']}) repeats "
+                raise NeuronSetError(f"{path}: duplicate neuron: neurons[{i}] = (layer {r['layer']}, index {r['index']}) repeats "
                                      f"neurons[{seen[r['layer'], r['index']]}]; each neuron may appear once")
             seen[r["layer"], r["index"]] = i
             if not (0 <= r["layer"] < L and 0 <= r["index"] < W):

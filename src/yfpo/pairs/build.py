@@ -177,8 +177,7 @@ def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = N
 
     t0 = time.time()
     out = Path(cfg.out_dir)
-    if cfg.k < 2 and not cfg.gold_fallback:
-        raise ValueError("pairs: k must be >= 2 to pair samples with each other (or enable gold_fallback)")
+    cfg.validate()
     claim(out, "pairs", to_dict(cfg), overwrite=overwrite)
     save_config(cfg, out / "config.yaml")
 

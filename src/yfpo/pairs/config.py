@@ -35,3 +35,21 @@ class PairsConfig:
     dtype: str = "float32"
     device: str = "cpu"
     progress: bool = True
+
+    def validate(self) -> "PairsConfig":
+        """Refuse settings that cannot work, before any file is written; returns self."""
+        for name in ("k", "batch_size", "max_new_tokens", "step_rollouts", "step_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"pairs: {name} must be >= 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"pairs: limit must be >= 1 (or null for all questions), got {self.limit}")
+        if self.offset < 0 or self.max_pairs_per_question < 1:
+            raise ValueError("pairs: offset must be >= 0 and max_pairs_per_question >= 1")
+        if self.temperature < 0:
+            raise ValueError(f"pairs: temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"pairs: top_p must be in (0, 1], got {self.top_p}")
+        if self.k < 2 and not self.gold_fallback:
+            raise ValueError("pairs: k must be >= 2 to pair samples with each other (or enable gold_fallback)")
+        return self
+

@@ -121,7 +121,12 @@ def _load_cfg(args):
     overrides += list(args.overrides or [])  # unknown keys: load_config names them
     if getattr(args, "out", None):
         overrides += ["--output_dir", args.out]
-    return load_config(TrainConfig, args.config, overrides, section=section)
+    try:
+        return load_config(TrainConfig, args.config, overrides, section=section).validate()
+    except ValueError as e:  # name the file the bad value came from
+        if args.config and str(args.config) not in str(e):
+            raise ValueError(f"{args.config}: {e}") from e
+        raise
 
 
 def _plot(args) -> int:

@@ -93,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"loss_type {self.loss_type!r} is not supported; choose one of {', '.join(LOSS_TYPES)}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant {self.variant!r} is not supported; choose one of {', '.join(VARIANTS)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.neuron_norm not in NEURON_NORMS:
             raise ValueError(f"neuron_norm {self.neuron_norm!r} is not supported; choose one of {', '.join(NEURON_NORMS)}")
         if self.gamma_mode not in GAMMA_MODES:
