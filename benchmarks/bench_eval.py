@@ -58,8 +58,17 @@ def run_batched(model, tok, probs, args) -> tuple[Clock, list[dict]]:
 
     with tempfile.TemporaryDirectory() as d:
         with Clock() as c:
-            run_eval(model, "gsm8k", tokenizer=tok, problems=probs, out_dir=d, batch_size=args.batch_size,
-                     max_new_tokens=args.max_new_tokens, backend="hf", progress=False)
+            run_eval(
+                model,
+                "gsm8k",
+                tokenizer=tok,
+                problems=probs,
+                out_dir=d,
+                batch_size=args.batch_size,
+                max_new_tokens=args.max_new_tokens,
+                backend="hf",
+                progress=False,
+            )
         return c, load_items(d)
 
 
@@ -75,9 +84,17 @@ def run_naive(model, tok, probs, prompts, args) -> tuple[Clock, list[dict]]:
     with Clock() as c, torch.no_grad():
         for p, prompt in zip(probs, prompts):
             enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
-            out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False, temperature=None,
-                                 top_p=None, top_k=None, pad_token_id=pad, eos_token_id=eos)
-            new = out[0, enc.input_ids.shape[1]:].tolist()
+            out = model.generate(
+                **enc,
+                max_new_tokens=args.max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=pad,
+                eos_token_id=eos,
+            )
+            new = out[0, enc.input_ids.shape[1] :].tolist()
             n_tok = len(new)
             if new and new[-1] in eos:
                 new = new[:-1]
@@ -136,26 +153,33 @@ def compare_backends(model, tok, prompts, args) -> dict:
         setup = {}
         for b in names:  # first call of each backend: conversion / engine start, timed apart, then not counted
             with Clock() as c:
-                generate(model, tok, prompts[:1], max_new_tokens=4, backend=b, batch_size=args.batch_size,
-                         progress=False)
+                generate(
+                    model, tok, prompts[:1], max_new_tokens=4, backend=b, batch_size=args.batch_size, progress=False
+                )
             setup[b] = c.wall
         runs: dict = {b: [] for b in names}
         outs: dict = {}
         for r in range(args.rounds):
-            for b in (names if r % 2 == 0 else names[::-1]):
+            for b in names if r % 2 == 0 else names[::-1]:
                 with PeakRSS() as mem, Clock() as c:
-                    g = generate(model, tok, prompts, max_new_tokens=mnt, backend=b, batch_size=args.batch_size,
-                                 progress=False)
+                    g = generate(
+                        model, tok, prompts, max_new_tokens=mnt, backend=b, batch_size=args.batch_size, progress=False
+                    )
                 runs[b].append({"wall": c.wall, "cpu": c.cpu, "mem_mib": mem.extra, "load": _load_avg()})
                 outs.setdefault(b, g)
-                print(f"  {mnt} new tokens, round {r + 1}, {b}: {c.wall:.1f} s wall, {c.cpu:.1f} s CPU, "
-                      f"+{mem.extra:.0f} MiB (load {_load_avg()})", flush=True)
+                print(
+                    f"  {mnt} new tokens, round {r + 1}, {b}: {c.wall:.1f} s wall, {c.cpu:.1f} s CPU, "
+                    f"+{mem.extra:.0f} MiB (load {_load_avg()})",
+                    flush=True,
+                )
         ref = outs[names[0]]
         base_wall = statistics.median(x["wall"] for x in runs[names[0]])
         base_cpu = statistics.median(x["cpu"] for x in runs[names[0]])
         print(f"\n{len(prompts)} prompts, greedy, max_new_tokens {mnt}, {args.rounds} round(s), reference {names[0]}")
-        print("| backend | new tokens | wall (s, median) | tokens/s | speed-up (wall) | CPU (s) | speed-up (CPU) | "
-              "identical to " + names[0] + " | peak memory (+MiB) | setup (s) |")
+        print(
+            "| backend | new tokens | wall (s, median) | tokens/s | speed-up (wall) | CPU (s) | speed-up (CPU) | "
+            "identical to " + names[0] + " | peak memory (+MiB) | setup (s) |"
+        )
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         rows = {}
         for b in names:
@@ -164,11 +188,24 @@ def compare_backends(model, tok, prompts, args) -> dict:
             ntok = sum(x.n_tokens for x in outs[b])
             same = sum(x.text == y.text and x.n_tokens == y.n_tokens for x, y in zip(outs[b], ref))
             mem = max(x["mem_mib"] for x in runs[b])
-            rows[b] = {"tokens": ntok, "wall": wall, "cpu": cpu, "tok_s": ntok / wall, "speedup_wall": base_wall / wall,
-                       "speedup_cpu": base_cpu / cpu, "identical": same, "n": len(ref), "mem_mib": mem,
-                       "setup_s": setup[b], "runs": runs[b]}
-            print(f"| {b} | {ntok} | {wall:.1f} | {ntok / wall:.1f} | {base_wall / wall:.2f}x | {cpu:.1f} | "
-                  f"{base_cpu / cpu:.2f}x | {same}/{len(ref)} | {mem:.0f} | {setup[b]:.1f} |", flush=True)
+            rows[b] = {
+                "tokens": ntok,
+                "wall": wall,
+                "cpu": cpu,
+                "tok_s": ntok / wall,
+                "speedup_wall": base_wall / wall,
+                "speedup_cpu": base_cpu / cpu,
+                "identical": same,
+                "n": len(ref),
+                "mem_mib": mem,
+                "setup_s": setup[b],
+                "runs": runs[b],
+            }
+            print(
+                f"| {b} | {ntok} | {wall:.1f} | {ntok / wall:.1f} | {base_wall / wall:.2f}x | {cpu:.1f} | "
+                f"{base_cpu / cpu:.2f}x | {same}/{len(ref)} | {mem:.0f} | {setup[b]:.1f} |",
+                flush=True,
+            )
             for i, (x, y) in enumerate(zip(outs[b], ref)):
                 if x.text != y.text:
                     print(f"    prompt {i} differs at {_divergence(tok, x.text, y.text)}")
@@ -179,21 +216,29 @@ def compare_backends(model, tok, prompts, args) -> dict:
 def _divergence(tok, a: str, b: str) -> str:
     i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     ta = tok(a[:i], add_special_tokens=False).input_ids
-    return f"char {i} (~token {len(ta)}): batched {a[i:i + 25]!r} vs naive {b[i:i + 25]!r}"
+    return f"char {i} (~token {len(ta)}): batched {a[i : i + 25]!r} vs naive {b[i : i + 25]!r}"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=16, help="GSM8K test problems (the first N)")
     ap.add_argument("--max-new-tokens", default="128", help="an int; with --backends a comma list (128,256)")
-    ap.add_argument("--backends", default=None, help="comma list of engine backends to compare, reference first "
-                    "(e.g. hf,fast,ct2); replaces the naive-loop comparison")
+    ap.add_argument(
+        "--backends",
+        default=None,
+        help="comma list of engine backends to compare, reference first "
+        "(e.g. hf,fast,ct2); replaces the naive-loop comparison",
+    )
     ap.add_argument("--rounds", type=int, default=2, help="with --backends: interleaved rounds per setting")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads (0: torch's default). On a shared machine use 1: with 2 threads and other jobs "
-                         "running, OpenMP waits make every pass several times slower")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: torch's default). On a shared machine use 1: with 2 threads and other jobs "
+        "running, OpenMP waits make every pass several times slower",
+    )
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     if not args.backends:
@@ -215,10 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [build_prompt(tok, p.question) for p in probs]
     plen = [len(tok(p, add_special_tokens=False).input_ids) for p in prompts]
     n = len(probs)
-    print(f"model {model.config.name_or_path} | {n} GSM8K test problems, prompt tokens {min(plen)}-{max(plen)} "
-          f"(mean {statistics.mean(plen):.0f}) | max_new_tokens {args.max_new_tokens} | batch {args.batch_size}")
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
-          f"python {platform.python_version()}, {os.cpu_count()} CPUs, load avg at start {_load_avg()}", flush=True)
+    print(
+        f"model {model.config.name_or_path} | {n} GSM8K test problems, prompt tokens {min(plen)}-{max(plen)} "
+        f"(mean {statistics.mean(plen):.0f}) | max_new_tokens {args.max_new_tokens} | batch {args.batch_size}"
+    )
+    print(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs, load avg at start {_load_avg()}",
+        flush=True,
+    )
 
     generate(model, tok, prompts[:1], max_new_tokens=4, backend="hf", progress=False)  # warm-up, not timed
     if args.backends:
@@ -227,12 +277,24 @@ def main(argv: list[str] | None = None) -> int:
         cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         model_name = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
         flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni") if f in cpu]
-        print(f"CPU {model_name}, flags {' '.join(flags)}; uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+        print(
+            f"CPU {model_name}, flags {' '.join(flags)}; uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}"
+        )
         res = compare_backends(model, tok, prompts, args)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"n": n, "cpu": model_name, "flags": flags, "threads": torch.get_num_threads(),
-                           "torch": torch.__version__, "results": res}, f, indent=2)
+                json.dump(
+                    {
+                        "n": n,
+                        "cpu": model_name,
+                        "flags": flags,
+                        "threads": torch.get_num_threads(),
+                        "torch": torch.__version__,
+                        "results": res,
+                    },
+                    f,
+                    indent=2,
+                )
         return 0
 
     # interleaved: B, naive first half, B, naive second half, B (the machine is shared; load drifts)
@@ -249,16 +311,24 @@ def main(argv: list[str] | None = None) -> int:
             c, rows = run_naive(model, tok, probs[part], prompts[part], args)
             n_wall, n_cpu = n_wall + c.wall, n_cpu + c.cpu
             rows_n += rows
-            print(f"naive, problems {part.start}-{(part.stop or n) - 1}: {c.wall:.1f} s wall, {c.cpu:.1f} s CPU "
-                  f"(load {_load_avg()})", flush=True)
+            print(
+                f"naive, problems {part.start}-{(part.stop or n) - 1}: {c.wall:.1f} s wall, {c.cpu:.1f} s CPU "
+                f"(load {_load_avg()})",
+                flush=True,
+            )
     pre_b = run_prefill(model, tok, prompts, args, batched=True)
     pre_1 = run_prefill(model, tok, prompts, args, batched=False)
-    print(f"prefill only (max_new_tokens=1): batched {pre_b.wall:.1f} s wall / {pre_b.cpu:.1f} s CPU, "
-          f"one prompt at a time {pre_1.wall:.1f} s / {pre_1.cpu:.1f} s", flush=True)
+    print(
+        f"prefill only (max_new_tokens=1): batched {pre_b.wall:.1f} s wall / {pre_b.cpu:.1f} s CPU, "
+        f"one prompt at a time {pre_1.wall:.1f} s / {pre_1.cpu:.1f} s",
+        flush=True,
+    )
 
     rows_b = b_rows[0]
     assert [r["prompt"] for r in rows_b] == prompts, "run_eval built different prompts"
-    assert all([r["output"] for r in rows_b] == [r["output"] for r in x] for x in b_rows), "batched greedy is not deterministic"
+    assert all([r["output"] for r in rows_b] == [r["output"] for r in x] for x in b_rows), (
+        "batched greedy is not deterministic"
+    )
     same = [a["output"] == b["output"] for a, b in zip(rows_b, rows_n)]
     b_wall = statistics.median(c.wall for c in b_clocks)
     b_cpu = statistics.median(c.cpu for c in b_clocks)
@@ -272,32 +342,54 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = " / ".join(f"{c.wall:.1f}" for c in b_clocks)
     print()
-    print("| method | wall (s) | problems/s | new tokens | tokens/s | speed-up (wall) | CPU (s) | speed-up (CPU) | GSM8K correct (flexible) |")
+    print(
+        "| method | wall (s) | problems/s | new tokens | tokens/s | speed-up (wall) | CPU (s) | speed-up (CPU) | GSM8K correct (flexible) |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| naive per-example `model.generate` loop | {n_wall:.1f} | {n / n_wall:.3f} | {tok_n} | {tok_n / n_wall:.1f} | 1.00 "
-          f"| {n_cpu:.1f} | 1.00 | {acc_n}/{n} |")
-    print(f"| `yfpo eval` batched (run_eval, batch {args.batch_size}), median of {len(b_clocks)} ({runs}) | {b_wall:.1f} | "
-          f"{n / b_wall:.3f} | {tok_b} | {tok_b / b_wall:.1f} | **{ratio:.2f}x** | {b_cpu:.1f} | **{ratio_cpu:.2f}x** | {acc_b}/{n} |")
+    print(
+        f"| naive per-example `model.generate` loop | {n_wall:.1f} | {n / n_wall:.3f} | {tok_n} | {tok_n / n_wall:.1f} | 1.00 "
+        f"| {n_cpu:.1f} | 1.00 | {acc_n}/{n} |"
+    )
+    print(
+        f"| `yfpo eval` batched (run_eval, batch {args.batch_size}), median of {len(b_clocks)} ({runs}) | {b_wall:.1f} | "
+        f"{n / b_wall:.3f} | {tok_b} | {tok_b / b_wall:.1f} | **{ratio:.2f}x** | {b_cpu:.1f} | **{ratio_cpu:.2f}x** | {acc_b}/{n} |"
+    )
     print()
     print(f"identical greedy outputs: {sum(same)}/{n}")
     for a, b, ok in zip(rows_b, rows_n, same):
         if not ok:
             print(f"  {a['id']} differs at {_divergence(tok, a['output'], b['output'])}")
-    print(f"prompt processing (prefill, the same work on both sides) alone: batched {pre_b.wall:.1f} s = "
-          f"{100 * pre_b.wall / b_wall:.0f}% of the batched wall time, one prompt at a time {pre_1.wall:.1f} s; "
-          f"decode-only speed-up {dec:.2f}x wall, {dec_cpu:.2f}x CPU. "
-          f"Rows that hit max_new_tokens: {sum(r['truncated'] for r in rows_b)}/{n}")
+    print(
+        f"prompt processing (prefill, the same work on both sides) alone: batched {pre_b.wall:.1f} s = "
+        f"{100 * pre_b.wall / b_wall:.0f}% of the batched wall time, one prompt at a time {pre_1.wall:.1f} s; "
+        f"decode-only speed-up {dec:.2f}x wall, {dec_cpu:.2f}x CPU. "
+        f"Rows that hit max_new_tokens: {sum(r['truncated'] for r in rows_b)}/{n}"
+    )
     print(f"target >= 5x (wall): {'met' if ratio >= 5 else 'NOT met'}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"n": n, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
-                       "naive": {"wall": n_wall, "cpu": n_cpu},
-                       "batched": [{"wall": c.wall, "cpu": c.cpu} for c in b_clocks],
-                       "prefill_batched": {"wall": pre_b.wall, "cpu": pre_b.cpu},
-                       "prefill_single": {"wall": pre_1.wall, "cpu": pre_1.cpu},
-                       "speedup_wall": ratio, "speedup_cpu": ratio_cpu, "decode_speedup_wall": dec,
-                       "decode_speedup_cpu": dec_cpu, "identical": sum(same), "tokens_batched": tok_b,
-                       "tokens_naive": tok_n, "torch": torch.__version__, "threads": torch.get_num_threads()}, f, indent=2)
+            json.dump(
+                {
+                    "n": n,
+                    "max_new_tokens": args.max_new_tokens,
+                    "batch_size": args.batch_size,
+                    "naive": {"wall": n_wall, "cpu": n_cpu},
+                    "batched": [{"wall": c.wall, "cpu": c.cpu} for c in b_clocks],
+                    "prefill_batched": {"wall": pre_b.wall, "cpu": pre_b.cpu},
+                    "prefill_single": {"wall": pre_1.wall, "cpu": pre_1.cpu},
+                    "speedup_wall": ratio,
+                    "speedup_cpu": ratio_cpu,
+                    "decode_speedup_wall": dec,
+                    "decode_speedup_cpu": dec_cpu,
+                    "identical": sum(same),
+                    "tokens_batched": tok_b,
+                    "tokens_naive": tok_n,
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                },
+                f,
+                indent=2,
+            )
     return 0
 
 

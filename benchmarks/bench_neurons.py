@@ -17,7 +17,6 @@ train (question, solution) samples of the default model; the processes are inter
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -55,13 +54,15 @@ def _ig(model, batch, layers):
                     x = (u.detach() * alpha).requires_grad_(True)
                     store[l] = (u.detach(), x)
                     return (x,)
+
                 return f
 
             hs = [arch.down_proj(model, l).register_forward_pre_hook(pre(l)) for l in scaled]
             with no_param_grads(model), torch.enable_grad():
                 emb = emb_fn(batch["input_ids"]).detach()
-                t = gold_logit_target(model, None, batch["attention_mask"], batch["target_mask"], batch["gold"],
-                                      inputs_embeds=emb)
+                t = gold_logit_target(
+                    model, None, batch["attention_mask"], batch["target_mask"], batch["gold"], inputs_embeds=emb
+                )
                 xs = [store[l][1] for l in scaled]
                 grads = torch.autograd.grad(t.sum(), xs)
             for h in hs:
@@ -99,8 +100,15 @@ def worker(method: str, batch_path: str, out_path: str, ig_layers: int) -> None:
         scale = L / len(layers)
     else:
         raise SystemExit(f"unknown method {method}")
-    torch.save({"relevance": rel, "time_s": dt * scale, "measured_s": dt,
-                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}, out_path)
+    torch.save(
+        {
+            "relevance": rel,
+            "time_s": dt * scale,
+            "measured_s": dt,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        },
+        out_path,
+    )
 
 
 def main() -> None:
@@ -145,24 +153,46 @@ def main() -> None:
                 res[m].append(torch.load(out))
                 continue
             if m == "lxt":
-                cmd = [str(LXT_PY), str(ROOT / "scripts" / "lxt_reference" / "bench_lxt.py"),
-                       str(embedded_dir("smollm2-135m-instruct")), str(bp), str(out), str(torch.get_num_threads())]
+                cmd = [
+                    str(LXT_PY),
+                    str(ROOT / "scripts" / "lxt_reference" / "bench_lxt.py"),
+                    str(embedded_dir("smollm2-135m-instruct")),
+                    str(bp),
+                    str(out),
+                    str(torch.get_num_threads()),
+                ]
             else:
-                cmd = [sys.executable, __file__, "--worker", m, "--batch", str(bp), "--out", str(out),
-                       "--ig-layers", str(args.ig_layers)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    m,
+                    "--batch",
+                    str(bp),
+                    "--out",
+                    str(out),
+                    "--ig-layers",
+                    str(args.ig_layers),
+                ]
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             res[m].append(torch.load(out))
             print(f"round {r} {m}: {res[m][-1]['time_s']:.2f} s", file=sys.stderr)
     n = batch["input_ids"].shape[0]
     ours = statistics.median(x["time_s"] for x in res["attnlrp"])
     tokens = int(batch["target_mask"].sum())
-    print(f"\nbatch: {n} GSM8K train samples, padded length {batch['input_ids'].shape[1]}, {tokens} target tokens; "
-          f"{args.rounds} interleaved rounds (IG: {args.ig_rounds or args.rounds}), median time; "
-          f"threads {torch.get_num_threads()}")
+    print(
+        f"\nbatch: {n} GSM8K train samples, padded length {batch['input_ids'].shape[1]}, {tokens} target tokens; "
+        f"{args.rounds} interleaved rounds (IG: {args.ig_rounds or args.rounds}), median time; "
+        f"threads {torch.get_num_threads()}"
+    )
     print(f"{'method':<38} {'time (s)':>9} {'samples/s':>10} {'x slower than ours':>19} {'peak RSS (GB)':>14} runs")
-    label = {"attnlrp": "yfpo AttnLRP (1 fwd+bwd)", "actgrad": "activation x gradient (no rules)",
-             "ig_joint": f"IG {STEPS} steps, all layers jointly", "ig_layer": f"IG {STEPS} steps per layer (extrap.)",
-             "lxt": "lxt 2.1 efficient (transformers 4.57)"}
+    label = {
+        "attnlrp": "yfpo AttnLRP (1 fwd+bwd)",
+        "actgrad": "activation x gradient (no rules)",
+        "ig_joint": f"IG {STEPS} steps, all layers jointly",
+        "ig_layer": f"IG {STEPS} steps per layer (extrap.)",
+        "lxt": "lxt 2.1 efficient (transformers 4.57)",
+    }
     for m in methods:
         t = statistics.median(x["time_s"] for x in res[m])
         rss = max(x["peak_rss_gb"] for x in res[m])

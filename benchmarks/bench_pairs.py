@@ -29,12 +29,18 @@ def hf_generate_fn(model, tok, batch_size):
         out = []
         per = max(1, batch_size // num_return_sequences)
         for i in range(0, len(prompts), per):
-            enc = tok(prompts[i:i + per], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok(prompts[i : i + per], return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.no_grad():
-                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-                                     top_p=top_p, num_return_sequences=num_return_sequences,
-                                     pad_token_id=tok.pad_token_id)
-            new = ids[:, enc["input_ids"].shape[1]:]
+                ids = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=do_sample,
+                    temperature=temperature,
+                    top_p=top_p,
+                    num_return_sequences=num_return_sequences,
+                    pad_token_id=tok.pad_token_id,
+                )
+            new = ids[:, enc["input_ids"].shape[1] :]
             for row in new:
                 n = int((row != tok.pad_token_id).sum())
                 out.append(Gen(tok.decode(row, skip_special_tokens=True), n, n >= max_new_tokens))
@@ -62,6 +68,7 @@ def main() -> int:
 
         def base_gen(prompts, **kw):
             return generate(model, tok, prompts, batch_size=a.batch_size, progress=False, **kw)
+
         backend = "yfpo.engine.generate"
     except ModuleNotFoundError:
         base_gen = hf_generate_fn(model, tok, a.batch_size)
@@ -72,9 +79,11 @@ def main() -> int:
         template = lambda q: build_prompt(tok, q)  # noqa: E731
     except ModuleNotFoundError:
         format_user_message = lambda q: q + "\nReason step by step and end with 'The answer is N.'"  # noqa: E731
-        template = lambda q: tok.apply_chat_template([{"role": "user", "content": format_user_message(q)}],  # noqa: E731
-                                                     tokenize=False,
-                                                     add_generation_prompt=True)
+        template = lambda q: tok.apply_chat_template(
+            [{"role": "user", "content": format_user_message(q)}],  # noqa: E731
+            tokenize=False,
+            add_generation_prompt=True,
+        )
     try:
         from yfpo.engine.answers import is_correct
     except ImportError:
@@ -95,11 +104,23 @@ def main() -> int:
     for r in range(a.reps):
         for name, fn in (("batched (yfpo)", base_gen), ("per question", per_question)):
             with tempfile.TemporaryDirectory() as d:
-                cfg = PairsConfig(out_dir=d, limit=a.questions, k=a.k, max_new_tokens=a.max_new_tokens,
-                                  batch_size=a.batch_size, progress=False, seed=r)
+                cfg = PairsConfig(
+                    out_dir=d,
+                    limit=a.questions,
+                    k=a.k,
+                    max_new_tokens=a.max_new_tokens,
+                    batch_size=a.batch_size,
+                    progress=False,
+                    seed=r,
+                )
                 t0 = time.perf_counter()
-                build_pairs(cfg, generate_fn=fn, template_fn=template, message_fn=format_user_message,
-                            grade_fn=lambda o, g: is_correct(o, g, "number"))
+                build_pairs(
+                    cfg,
+                    generate_fn=fn,
+                    template_fn=template,
+                    message_fn=format_user_message,
+                    grade_fn=lambda o, g: is_correct(o, g, "number"),
+                )
                 times[name].append(time.perf_counter() - t0)
                 import json
 
@@ -107,8 +128,10 @@ def main() -> int:
                 tokens.setdefault(name, []).append(s["mean_sample_tokens"] * s["samples"])
     import torch
 
-    print(f"pairs build: {a.questions} questions x k={a.k}, max_new_tokens={a.max_new_tokens}, batch {a.batch_size}, "
-          f"torch threads {torch.get_num_threads()}, generation: {backend}")
+    print(
+        f"pairs build: {a.questions} questions x k={a.k}, max_new_tokens={a.max_new_tokens}, batch {a.batch_size}, "
+        f"torch threads {torch.get_num_threads()}, generation: {backend}"
+    )
     print(f"{'variant':<16} {'median s':>9} {'tok/s':>8} {'ratio vs per-question':>22}")
     ref = statistics.median(times["per question"])
     for name, ts in times.items():

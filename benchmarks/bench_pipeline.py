@@ -41,8 +41,7 @@ def stage_times(run_dir: Path) -> list[dict]:
 
 def run_variant(config: str, name: str, overrides: list[str], out_root: Path) -> dict:
     run_name = f"bench-{name}-{int(time.time())}"
-    cmd = [sys.executable, "-m", "yfpo.cli", "run", config, "--name", run_name, "--out_root", str(out_root),
-           *overrides]
+    cmd = [sys.executable, "-m", "yfpo.cli", "run", config, "--name", run_name, "--out_root", str(out_root), *overrides]
     print(f"[{name}] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd)
@@ -51,16 +50,28 @@ def run_variant(config: str, name: str, overrides: list[str], out_root: Path) ->
     by_kind: dict[str, float] = defaultdict(float)
     for s in stages:
         by_kind[s["kind"]] += s["time_s"] or 0.0
-    return {"name": name, "overrides": overrides, "rc": proc.returncode, "wall_s": wall, "run_dir": str(out_root / run_name),
-            "by_kind": dict(by_kind), "stages": stages}
+    return {
+        "name": name,
+        "overrides": overrides,
+        "rc": proc.returncode,
+        "wall_s": wall,
+        "run_dir": str(out_root / run_name),
+        "by_kind": dict(by_kind),
+        "stages": stages,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", help="run config YAML (configs/quick.yaml, or a cpu_result-sized one)")
-    ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"),
-                    help="a named variant and its `yfpo run` overrides as one string; repeatable "
-                         "(default: one variant, 'default', no overrides)")
+    ap.add_argument(
+        "--variant",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "OVERRIDES"),
+        help="a named variant and its `yfpo run` overrides as one string; repeatable "
+        "(default: one variant, 'default', no overrides)",
+    )
     ap.add_argument("--out-root", default="/root/runs/bench_pipeline", help="fresh run folders go here")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
@@ -70,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     out_root.mkdir(parents=True, exist_ok=True)
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model_name = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
-    print(f"machine: {model_name}, {os.cpu_count()} CPUs; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          f"uptime at start: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)
+    print(
+        f"machine: {model_name}, {os.cpu_count()} CPUs; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
+        f"uptime at start: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}",
+        flush=True,
+    )
     results = [run_variant(args.config, name, shlex.split(ov), out_root) for name, ov in variants]
 
     kinds = sorted({k for r in results for k in r["by_kind"]})
@@ -79,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| variant | total wall (s) | " + " | ".join(f"{k} (s)" for k in kinds) + " | exit |")
     print("| --- | ---: | " + " | ".join("---:" for _ in kinds) + " | ---: |")
     for r in results:
-        print(f"| {r['name']} | {r['wall_s']:.0f} | " + " | ".join(f"{r['by_kind'].get(k, 0):.0f}" for k in kinds)
-              + f" | {r['rc']} |")
+        print(
+            f"| {r['name']} | {r['wall_s']:.0f} | "
+            + " | ".join(f"{r['by_kind'].get(k, 0):.0f}" for k in kinds)
+            + f" | {r['rc']} |"
+        )
     for r in results:
         print(f"\n{r['name']} ({r['run_dir']}):")
         for s in r["stages"]:
@@ -88,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {s['name']:<40} {s['kind']:<15} {s['status'] or '':<8} {t}")
     print(f"\nuptime at end: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": model_name, "config": args.config, "results": results},
-                                              indent=2))
+        Path(args.json).write_text(
+            json.dumps({"machine": model_name, "config": args.config, "results": results}, indent=2)
+        )
     return 0 if all(r["rc"] == 0 for r in results) else 1
 
 

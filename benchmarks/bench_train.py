@@ -39,10 +39,20 @@ from pathlib import Path
 import torch
 
 METHODS = ["trl", "dpo", "yfpo", "dpo_fdt", "yfpo_fdt"]
-SETTINGS = {"trl": dict(gamma=0.0, fdt=False), "dpo": dict(gamma=0.0, fdt=False), "yfpo": dict(gamma=1.0, fdt=False),
-            "dpo_fdt": dict(gamma=0.0, fdt=True), "yfpo_fdt": dict(gamma=1.0, fdt=True)}
-LABELS = {"trl": "TRL DPOTrainer (peer)", "dpo": "yfpo DPO (gamma 0)", "yfpo": "YFPO (gamma 1, neurons)",
-          "dpo_fdt": "DPO + FDT", "yfpo_fdt": "YFPO + FDT"}
+SETTINGS = {
+    "trl": dict(gamma=0.0, fdt=False),
+    "dpo": dict(gamma=0.0, fdt=False),
+    "yfpo": dict(gamma=1.0, fdt=False),
+    "dpo_fdt": dict(gamma=0.0, fdt=True),
+    "yfpo_fdt": dict(gamma=1.0, fdt=True),
+}
+LABELS = {
+    "trl": "TRL DPOTrainer (peer)",
+    "dpo": "yfpo DPO (gamma 0)",
+    "yfpo": "YFPO (gamma 1, neurons)",
+    "dpo_fdt": "DPO + FDT",
+    "yfpo_fdt": "YFPO + FDT",
+}
 
 
 def write_pairs(path: Path, n: int) -> Path:
@@ -53,8 +63,16 @@ def write_pairs(path: Path, n: int) -> Path:
     with open(path, "w") as f:
         for i in range(n):
             p, q = probs[i], probs[i + 1]
-            f.write(json.dumps({"prompt": p.question, "chosen": f"{p.solution}\nThe answer is {p.answer}.",
-                                "rejected": f"{q.solution}\nThe answer is {q.answer}."}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "prompt": p.question,
+                        "chosen": f"{p.solution}\nThe answer is {p.answer}.",
+                        "rejected": f"{q.solution}\nThe answer is {q.answer}.",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -66,23 +84,47 @@ def write_random_neurons(path: Path, model, frac: float, seed: int = 0) -> Path:
     g = torch.Generator().manual_seed(seed)
     k = max(1, round(frac * L * W))
     flat = torch.randperm(L * W, generator=g)[:k]
-    ns = NeuronSet(flat // W, flat % W, torch.randn(k, generator=g), torch.zeros(k), torch.ones(k),
-                   {"num_layers": L, "intermediate_size": W, "family": arch.get_arch(arch.unwrap(model)).family,
-                    "model": "default", "method": f"random {frac:.1%} (benchmark)"})
+    ns = NeuronSet(
+        flat // W,
+        flat % W,
+        torch.randn(k, generator=g),
+        torch.zeros(k),
+        torch.ones(k),
+        {
+            "num_layers": L,
+            "intermediate_size": W,
+            "family": arch.get_arch(arch.unwrap(model)).family,
+            "model": "default",
+            "method": f"random {frac:.1%} (benchmark)",
+        },
+    )
     ns.save(path)
     return path
 
 
 def build(method: str, a, pairs: Path, neurons: Path, model, tok):
     """A trainer for `method` on `model` (consumed); the peer goes through the same make_trainer with TRL's class."""
-    import yfpo.train.trainer as T
     from trl import DPOTrainer
+
+    import yfpo.train.trainer as T
     from yfpo.train.config import TrainConfig
 
     s = SETTINGS[method]
-    cfg = TrainConfig(model=a.model, pairs=str(pairs), neurons=str(neurons) if s["gamma"] else None,
-                      output_dir=str(Path(a.tmp) / method), lora=not a.full, batch_size=a.batch, max_length=a.max_length,
-                      max_steps=1, device="cpu", gamma=s["gamma"], fdt=s["fdt"], lr=1e-6, warmup_ratio=0.0)
+    cfg = TrainConfig(
+        model=a.model,
+        pairs=str(pairs),
+        neurons=str(neurons) if s["gamma"] else None,
+        output_dir=str(Path(a.tmp) / method),
+        lora=not a.full,
+        batch_size=a.batch,
+        max_length=a.max_length,
+        max_steps=1,
+        device="cpu",
+        gamma=s["gamma"],
+        fdt=s["fdt"],
+        lr=1e-6,
+        warmup_ratio=0.0,
+    )
     if method == "trl":
         real = T.YFPOTrainer
         T.YFPOTrainer = lambda *x, yfpo=None, neuron_set=None, step_dpo=False, **kw: DPOTrainer(*x, **kw)
@@ -130,7 +172,7 @@ def matmul_peak(n: int = 2048, reps: int = 8) -> tuple[float, float]:
         x @ y
         best_w = min(best_w, time.perf_counter() - t)
         best_c = min(best_c, time.process_time() - c)
-    return 2 * n ** 3 / best_w, 2 * n ** 3 / best_c
+    return 2 * n**3 / best_w, 2 * n**3 / best_c
 
 
 def child(a) -> None:
@@ -141,14 +183,16 @@ def child(a) -> None:
     before = _proc_status("VmRSS")
     t = one_step(tr, opt, batch)  # the first step allocates everything (activations, grads, AdamW state)
     # VmHWM, not getrusage: ru_maxrss survives fork+exec on Linux, so a child would report its parent's peak
-    print(json.dumps({"method": a.child, "peak_rss_gb": _proc_status("VmHWM"), "rss_before_step_gb": before, "step_s": t}))
+    print(
+        json.dumps({"method": a.child, "peak_rss_gb": _proc_status("VmHWM"), "rss_before_step_gb": before, "step_s": t})
+    )
 
 
 def _proc_status(key: str) -> float:
     """VmRSS / VmHWM of this process from /proc/self/status, in GB."""
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024 ** 2
+            return int(line.split()[1]) / 1024**2
     raise KeyError(key)
 
 
@@ -161,13 +205,20 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="full fine-tuning (reference copy) instead of LoRA")
     ap.add_argument("--neurons", default=None, help="NeuronSet file (default: random 1%% of the neurons)")
     ap.add_argument("--frac", type=float, default=0.01)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: on a shared 2-core VM two threads made steps 4-15x slower and far "
-                         "noisier than one; 0 = torch's default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared 2-core VM two threads made steps 4-15x slower and far "
+        "noisier than one; 0 = torch's default)",
+    )
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--no-memory", action="store_true", help="skip the per-method fresh-process peak-RSS runs")
-    ap.add_argument("--default-malloc", action="store_true",
-                    help="memory runs with glibc's default (dynamic) mmap threshold instead of MALLOC_MMAP_THRESHOLD_=131072")
+    ap.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="memory runs with glibc's default (dynamic) mmap threshold instead of MALLOC_MMAP_THRESHOLD_=131072",
+    )
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--pairs", default=None, help=argparse.SUPPRESS)
@@ -199,8 +250,11 @@ def main() -> None:
     from yfpo.neurons.neuronset import NeuronSet
 
     n_neurons = len(NeuronSet.load(neurons, model))
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, model {a.model} ({n_params / 1e6:.1f} M params), "
-          f"{'full fine-tuning' if a.full else 'LoRA'}, {n_neurons} neurons", flush=True)
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, model {a.model} ({n_params / 1e6:.1f} M params), "
+        f"{'full fine-tuning' if a.full else 'LoRA'}, {n_neurons} neurons",
+        flush=True,
+    )
 
     # ---- step time: every trainer in this process, steps interleaved
     trainers = {}
@@ -210,8 +264,11 @@ def main() -> None:
     batch = fixed_batch(trainers["trl"][0])
     tokens = int(batch["attention_mask"].sum())
     resp_tokens = int(batch["completion_mask"].sum())
-    print(f"batch: {batch['input_ids'].shape[0]} sequences x {batch['input_ids'].shape[1]} positions, {tokens} real tokens, "
-          f"{resp_tokens} response tokens", flush=True)
+    print(
+        f"batch: {batch['input_ids'].shape[0]} sequences x {batch['input_ids'].shape[1]} positions, {tokens} real tokens, "
+        f"{resp_tokens} response tokens",
+        flush=True,
+    )
     rng = random.Random(0)
     times: dict[str, list[float]] = {m: [] for m in methods}
     cpu: dict[str, list[float]] = {m: [] for m in methods}
@@ -224,8 +281,11 @@ def main() -> None:
             if r > 0:
                 times[m].append(got[m][0])
                 cpu[m].append(got[m][1])
-        print(f"round {r}{' (warm-up)' if r == 0 else ''}: " +
-              ", ".join(f"{m} {got[m][0]:.2f}s (cpu {got[m][1]:.2f}s)" for m in methods), flush=True)
+        print(
+            f"round {r}{' (warm-up)' if r == 0 else ''}: "
+            + ", ".join(f"{m} {got[m][0]:.2f}s (cpu {got[m][1]:.2f}s)" for m in methods),
+            flush=True,
+        )
     del trainers
     peak_w, peak_c = matmul_peak()
 
@@ -233,8 +293,24 @@ def main() -> None:
     mem: dict[str, float] = {}
     if not a.no_memory:
         for m in methods:
-            cmd = [sys.executable, __file__, "--child", m, "--model", a.model, "--batch", str(a.batch),
-                   "--max-length", str(a.max_length), "--pairs", str(pairs), "--neurons", str(neurons), "--tmp", str(tmp)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                m,
+                "--model",
+                a.model,
+                "--batch",
+                str(a.batch),
+                "--max-length",
+                str(a.max_length),
+                "--pairs",
+                str(pairs),
+                "--neurons",
+                str(neurons),
+                "--tmp",
+                str(tmp),
+            ]
             cmd += ["--full"] if a.full else []
             cmd += ["--threads", str(a.threads)] if a.threads else []
             env = dict(os.environ)
@@ -259,27 +335,56 @@ def main() -> None:
     cmed = {m: statistics.median(cpu[m]) for m in methods}
     rows = []
     print()
-    print(f"fp32 matmul peak measured: {peak_w / 1e9:.1f} GFLOP/s per wall second, {peak_c / 1e9:.1f} per CPU second "
-          f"({torch.get_num_threads()} thread(s)); model FLOPs per step {per_tok}N x tokens = {flops / 1e9:.1f} GFLOP "
-          f"({'2N fwd + 2N bwd (input grads; LoRA: no frozen-weight grads) + 2N ref fwd' if not a.full else '2N fwd + 4N bwd + 2N ref fwd'})")
-    print("| method | step wall (s), median | x TRL | step CPU (s), median | x TRL | wall runs (s) | peak RSS (GB) | x TRL "
-          "| GFLOP/s (per CPU s) | share of matmul peak |")
+    print(
+        f"fp32 matmul peak measured: {peak_w / 1e9:.1f} GFLOP/s per wall second, {peak_c / 1e9:.1f} per CPU second "
+        f"({torch.get_num_threads()} thread(s)); model FLOPs per step {per_tok}N x tokens = {flops / 1e9:.1f} GFLOP "
+        f"({'2N fwd + 2N bwd (input grads; LoRA: no frozen-weight grads) + 2N ref fwd' if not a.full else '2N fwd + 4N bwd + 2N ref fwd'})"
+    )
+    print(
+        "| method | step wall (s), median | x TRL | step CPU (s), median | x TRL | wall runs (s) | peak RSS (GB) | x TRL "
+        "| GFLOP/s (per CPU s) | share of matmul peak |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
     for m in methods:
         r_t, r_c = med[m] / med["trl"], cmed[m] / cmed["trl"]
         mem_s = f"{mem[m]:.2f}" if m in mem else "-"
         r_m = f"{mem[m] / mem['trl']:.3f}" if m in mem else "-"
         gfs = flops / cmed[m]
-        print(f"| {LABELS[m]} | {med[m]:.2f} | {r_t:.3f} | {cmed[m]:.2f} | {r_c:.3f} | {' / '.join(f'{t:.2f}' for t in times[m])} "
-              f"| {mem_s} | {r_m} | {gfs / 1e9:.1f} | {gfs / peak_c:.0%} |")
-        rows.append({"method": m, "median_s": med[m], "ratio_time": r_t, "median_cpu_s": cmed[m], "ratio_cpu": r_c,
-                     "runs_s": times[m], "cpu_s": cpu[m], "peak_rss_gb": mem.get(m),
-                     "ratio_mem": (mem[m] / mem["trl"]) if m in mem else None, "gflops_per_cpu_s": gfs / 1e9})
+        print(
+            f"| {LABELS[m]} | {med[m]:.2f} | {r_t:.3f} | {cmed[m]:.2f} | {r_c:.3f} | {' / '.join(f'{t:.2f}' for t in times[m])} "
+            f"| {mem_s} | {r_m} | {gfs / 1e9:.1f} | {gfs / peak_c:.0%} |"
+        )
+        rows.append(
+            {
+                "method": m,
+                "median_s": med[m],
+                "ratio_time": r_t,
+                "median_cpu_s": cmed[m],
+                "ratio_cpu": r_c,
+                "runs_s": times[m],
+                "cpu_s": cpu[m],
+                "peak_rss_gb": mem.get(m),
+                "ratio_mem": (mem[m] / mem["trl"]) if m in mem else None,
+                "gflops_per_cpu_s": gfs / 1e9,
+            }
+        )
     if a.json:
-        Path(a.json).write_text(json.dumps({"args": vars(a), "tokens": tokens, "response_tokens": resp_tokens,
-                                            "n_params": n_params, "n_neurons": n_neurons, "matmul_peak_gflops_wall": peak_w / 1e9,
-                                            "matmul_peak_gflops_cpu": peak_c / 1e9, "flops_per_step": flops,
-                                            "rows": rows}, indent=1))
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "args": vars(a),
+                    "tokens": tokens,
+                    "response_tokens": resp_tokens,
+                    "n_params": n_params,
+                    "n_neurons": n_neurons,
+                    "matmul_peak_gflops_wall": peak_w / 1e9,
+                    "matmul_peak_gflops_cpu": peak_c / 1e9,
+                    "flops_per_step": flops,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -29,8 +29,10 @@ def excess(res: dict, corpus: str) -> list[float]:
     base = per["none"][f"{corpus}_nll"]
     draws = [d["name"] for d in res["random_draws"]]
     sel = per["selected"][f"{corpus}_nll"]
-    return [(sel[i] - base[i]) - sum(per[d][f"{corpus}_nll"][i] - base[i] for d in draws) / len(draws)
-            for i in range(len(base))]
+    return [
+        (sel[i] - base[i]) - sum(per[d][f"{corpus}_nll"][i] - base[i] for d in draws) / len(draws)
+        for i in range(len(base))
+    ]
 
 
 def row(name: str, res: dict, with_acc: bool = False) -> str:
@@ -40,16 +42,18 @@ def row(name: str, res: dict, with_acc: bool = False) -> str:
     rdc = sum(x["delta_contrast_nll"][0] for x in rnd) / len(rnd)
     em, sem = _mean_se(excess(res, "math"))
     ec, sec = _mean_se(excess(res, "contrast"))
-    spec, se = em - ec, math.sqrt(sem ** 2 + sec ** 2)
+    spec, se = em - ec, math.sqrt(sem**2 + sec**2)
     counts = res["per_layer_counts"]
     acc = ""
     if with_acc:
         a = v["accuracy"]
         acc = f" {a['none']:.3f} / {a['selected']:.3f} / {sum(a['random']) / len(a['random']):.3f} |"
-    return (f"| {name} | {res['n_neurons']} | {counts[0]} / {counts[-1]} | {s['selected']['delta_math_nll'][0]:+.3f} | "
-            f"{rdm:+.3f} | {s['selected']['delta_contrast_nll'][0]:+.3f} | {rdc:+.3f} | {em:+.3f} | {ec:+.3f} | "
-            f"{spec:+.3f} [{spec - 1.96 * se:+.3f}, {spec + 1.96 * se:+.3f}] | {em / ec if ec else float('nan'):.2f} |"
-            + acc)
+    return (
+        f"| {name} | {res['n_neurons']} | {counts[0]} / {counts[-1]} | {s['selected']['delta_math_nll'][0]:+.3f} | "
+        f"{rdm:+.3f} | {s['selected']['delta_contrast_nll'][0]:+.3f} | {rdc:+.3f} | {em:+.3f} | {ec:+.3f} | "
+        f"{spec:+.3f} [{spec - 1.96 * se:+.3f}, {spec + 1.96 * se:+.3f}] | {em / ec if ec else float('nan'):.2f} |"
+        + acc
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -64,8 +68,10 @@ def main(argv: list[str]) -> int:
             raise SystemExit(f"{p}: not found (run `yfpo neurons check --out_dir {d}` first)")
         results.append((name, json.loads(p.read_text())))
     with_acc = all("accuracy" in r["verdict"] for _, r in results)
-    head = ("| criterion | neurons | layer 0 / 29 | dMath sel. | dMath rand. | dContr. sel. | dContr. rand. | "
-            "math excess | contrast excess | specificity [95% CI] | excess ratio math/contr. |")
+    head = (
+        "| criterion | neurons | layer 0 / 29 | dMath sel. | dMath rand. | dContr. sel. | dContr. rand. | "
+        "math excess | contrast excess | specificity [95% CI] | excess ratio math/contr. |"
+    )
     sep = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     if with_acc:
         head += " accuracy none / sel. / rand. |"

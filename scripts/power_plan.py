@@ -76,7 +76,7 @@ MEASURED = {
 # ----------------------------------------------------------------------------- exact McNemar
 @lru_cache(maxsize=None)
 def _binom_pmf_half(k: int) -> tuple[float, ...]:
-    return tuple(math.comb(k, b) * 0.5 ** k for b in range(k + 1))
+    return tuple(math.comb(k, b) * 0.5**k for b in range(k + 1))
 
 
 @lru_cache(maxsize=None)
@@ -103,11 +103,11 @@ def mcnemar_power(n: int, p01: float, p10: float, alpha: float = ALPHA) -> float
     r = p01 / q
     total = 0.0
     for k in range(n + 1):
-        pk = math.comb(n, k) * q ** k * (1 - q) ** (n - k)
+        pk = math.comb(n, k) * q**k * (1 - q) ** (n - k)
         if pk < 1e-15:
             continue
         rej = mcnemar_rejects(k, alpha)
-        total += pk * sum(math.comb(k, b) * r ** b * (1 - r) ** (k - b) for b in range(k + 1) if rej[b])
+        total += pk * sum(math.comb(k, b) * r**b * (1 - r) ** (k - b) for b in range(k + 1) if rej[b])
     return total
 
 
@@ -132,7 +132,7 @@ def _signflip_null(counts: tuple[int, ...]) -> np.ndarray:
             continue
         part = np.zeros(2 * v * c + 1)
         for j in range(c + 1):  # j items positive: sum = v * (2j - c)
-            part[v * (2 * j - c) + v * c] = math.comb(c, j) * 0.5 ** c
+            part[v * (2 * j - c) + v * c] = math.comb(c, j) * 0.5**c
         dist = np.convolve(dist, part)
     return dist
 
@@ -151,8 +151,9 @@ def signflip_p(signed: np.ndarray) -> float:
     return float(min(1.0, dist[np.abs(sums) >= t].sum()))
 
 
-def simulate_diffs(n: int, seeds: int, p_a: float, d: float, churn: float, rho: float,
-                   u: np.ndarray, w: np.ndarray) -> np.ndarray:
+def simulate_diffs(
+    n: int, seeds: int, p_a: float, d: float, churn: float, rho: float, u: np.ndarray, w: np.ndarray
+) -> np.ndarray:
     """Per-item sum over seeds of (B correct - A correct), for `reps` simulated experiments.
 
     u: uniforms (reps, n, seeds) drawing each row's cell; w: uniforms (reps, n) choosing whether an item
@@ -164,8 +165,17 @@ def simulate_diffs(n: int, seeds: int, p_a: float, d: float, churn: float, rho: 
     return cell.sum(axis=2)
 
 
-def signflip_power(n: int, seeds: int, p_a: float, d: float, churn: float = CHURN, rho: float = RHO,
-                   reps: int = 400, seed: int = 0, alpha: float = ALPHA) -> float:
+def signflip_power(
+    n: int,
+    seeds: int,
+    p_a: float,
+    d: float,
+    churn: float = CHURN,
+    rho: float = RHO,
+    reps: int = 400,
+    seed: int = 0,
+    alpha: float = ALPHA,
+) -> float:
     """Simulated power of the exact sign-flip test (common random numbers: the same `seed` gives the same draws)."""
     rng = np.random.default_rng(seed)
     u = rng.random((reps, n, seeds))
@@ -181,8 +191,16 @@ def power(n: int, seeds: int, p_a: float, d: float, churn: float = CHURN, rho: f
     return signflip_power(n, seeds, p_a, d, churn, rho, reps)
 
 
-def mde(n: int, seeds: int, p_a: float, churn: float = CHURN, rho: float = RHO, reps: int = 400,
-        target: float = POWER, tol: float = 0.0025) -> float | None:
+def mde(
+    n: int,
+    seeds: int,
+    p_a: float,
+    churn: float = CHURN,
+    rho: float = RHO,
+    reps: int = 400,
+    target: float = POWER,
+    tol: float = 0.0025,
+) -> float | None:
     """Smallest improvement d (absolute accuracy) with power >= target, by bisection to `tol`;
     None when even the largest possible d (B right on every row A misses) falls short."""
     hi = 1 - p_a - churn * p_a  # p01 = churn * p_a + d <= 1 - p_a
@@ -199,16 +217,21 @@ def mde(n: int, seeds: int, p_a: float, churn: float = CHURN, rho: float = RHO, 
 
 
 # ----------------------------------------------------------------------------- budget
-def budget_hours(methods: int, seeds: int, gen_items: int, disc_pairs: int, train_pairs: int,
-                 questions: int, processes: int = 2) -> dict[str, float]:
+def budget_hours(
+    methods: int, seeds: int, gen_items: int, disc_pairs: int, train_pairs: int, questions: int, processes: int = 2
+) -> dict[str, float]:
     """Wall hours of a design from the MEASURED rates (already per process with 2 side by side), split
     over `processes` parallel processes: pairs once, every (method, seed) trained and evaluated, base once."""
     models = methods * seeds
     pairs = questions * MEASURED["pairs_s_per_question"]
     train = models * train_pairs * MEASURED["train_s_per_pair_lora"]
     ev = (models + 1) * (gen_items * MEASURED["eval_s_per_item"] + disc_pairs * MEASURED["disc_s_per_pair"])
-    return {"pairs_h": pairs / 3600, "train_h": train / 3600 / processes, "eval_h": ev / 3600 / processes,
-            "total_h": (pairs + (train + ev) / processes) / 3600}
+    return {
+        "pairs_h": pairs / 3600,
+        "train_h": train / 3600 / processes,
+        "eval_h": ev / 3600 / processes,
+        "total_h": (pairs + (train + ev) / processes) / 3600,
+    }
 
 
 DESIGNS = [  # (label, methods, seeds, generated eval items per model, discrimination pairs, train pairs, questions)
@@ -221,19 +244,25 @@ DESIGNS = [  # (label, methods, seeds, generated eval items per model, discrimin
 
 
 def budget_table() -> list[str]:
-    lines = ["| design | models trained | pairs (h) | train (h) | eval (h) | total wall (h, 2 processes) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| design | models trained | pairs (h) | train (h) | eval (h) | total wall (h, 2 processes) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for label, m, s, g, dp, tp, q in DESIGNS:
         b = budget_hours(m, s, g, dp, tp, q)
-        lines.append(f"| {label} | {m * s} | {b['pairs_h']:.1f} | {b['train_h']:.1f} | {b['eval_h']:.1f} | "
-                     f"{b['total_h']:.1f} |")
+        lines.append(
+            f"| {label} | {m * s} | {b['pairs_h']:.1f} | {b['train_h']:.1f} | {b['eval_h']:.1f} | {b['total_h']:.1f} |"
+        )
     return lines
 
 
 def table(reps: int, slices: list[int], seeds_list: list[int]) -> list[str]:
-    lines = ["| benchmark | items | base acc. p_A | source of p_A | " +
-             " | ".join(f"n={n}, S={s}" for n in slices for s in seeds_list) + " |",
-             "| --- | ---: | ---: | --- | " + " | ".join("---:" for _ in slices for _ in seeds_list) + " |"]
+    lines = [
+        "| benchmark | items | base acc. p_A | source of p_A | "
+        + " | ".join(f"n={n}, S={s}" for n in slices for s in seeds_list)
+        + " |",
+        "| --- | ---: | ---: | --- | " + " | ".join("---:" for _ in slices for _ in seeds_list) + " |",
+    ]
     for name, avail, p, src in BENCHES:
         p_a = ASSUMED_P if p is None else p
         cols = []
@@ -250,8 +279,10 @@ def table(reps: int, slices: list[int], seeds_list: list[int]) -> list[str]:
 
 
 def sensitivity(reps: int, n: int, seeds: int, p_a: float) -> list[str]:
-    lines = [f"| churn \\ rho | " + " | ".join(f"rho={r}" for r in (0.0, 0.5, 1.0)) + " |",
-             "| --- | ---: | ---: | ---: |"]
+    lines = [
+        "| churn \\ rho | " + " | ".join(f"rho={r}" for r in (0.0, 0.5, 1.0)) + " |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for c in (0.0, CHURN, 0.4):
         row = []
         for r in (0.0, 0.5, 1.0):
@@ -270,9 +301,13 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     slices = [int(x) for x in a.slices.split(",")]
     seeds_list = [int(x) for x in a.seeds.split(",")]
-    out = ["## MDE table (percentage points of accuracy, B over A; alpha 0.05 two-sided, power 0.8)", "",
-           f"churn = {CHURN:.2f} (measured, {CHURN_LOST}/{CHURN_CORRECT}), rho = {RHO} (assumed), "
-           f"reps = {a.reps} per simulated power value (S > 1); S = 1 is exact (analytic McNemar).", ""]
+    out = [
+        "## MDE table (percentage points of accuracy, B over A; alpha 0.05 two-sided, power 0.8)",
+        "",
+        f"churn = {CHURN:.2f} (measured, {CHURN_LOST}/{CHURN_CORRECT}), rho = {RHO} (assumed), "
+        f"reps = {a.reps} per simulated power value (S > 1); S = 1 is exact (analytic McNemar).",
+        "",
+    ]
     out += table(a.reps, slices, seeds_list)
     for name, n, s, p in (("MAWPS-like slice (p_A 6%)", 400, 3, 0.06), ("GSM8K (p_A 3.3%)", 400, 3, 0.033)):
         out += ["", f"### Sensitivity: {name}, n = {n}, S = {s}: MDE (points) by churn and rho", ""]

@@ -50,8 +50,7 @@ def test_fast_greedy_equals_hf(tiny, budget):
     model, tok = tiny
     ps = _prompts(tok) * 2
     ref = generate(model, tok, ps, max_new_tokens=12, batch_size=4, backend="hf", progress=False)
-    got = generate(model, tok, ps, max_new_tokens=12, batch_size=1, backend="fast", token_budget=budget,
-                   progress=False)
+    got = generate(model, tok, ps, max_new_tokens=12, batch_size=1, backend="fast", token_budget=budget, progress=False)
     assert got == ref
 
 
@@ -85,10 +84,12 @@ def test_fast_stop_strings_equal_hf(tiny):
 def test_fast_sampling_reproducible_and_shared_prefill(tiny):
     model, tok = tiny
     ps = _prompts(tok)[:3]
-    a = generate(model, tok, ps, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=5, backend="fast",
-                 progress=False)
-    b = generate(model, tok, ps, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=5, backend="fast",
-                 progress=False)
+    a = generate(
+        model, tok, ps, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=5, backend="fast", progress=False
+    )
+    b = generate(
+        model, tok, ps, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=5, backend="fast", progress=False
+    )
     assert len(a) == 9 and a == b
     assert len({g.text for g in a}) > 1
     greedy = generate(model, tok, ps, max_new_tokens=6, num_return_sequences=2, backend="fast", progress=False)
@@ -110,10 +111,17 @@ def test_auto_is_fast_and_falls_back_to_hf(tiny, monkeypatch):
 def test_missing_package_gives_a_clear_error(tiny, monkeypatch):
     model, tok = tiny
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("llama_cpp", "ctranslate2", "vllm") else real(name, *a))
-    for name, pkg in (("llamacpp", "llama-cpp-python"), ("ct2", "ctranslate2"), ("ct2-int8", "ctranslate2"),
-                      ("vllm", "vllm")):
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("llama_cpp", "ctranslate2", "vllm") else real(name, *a),
+    )
+    for name, pkg in (
+        ("llamacpp", "llama-cpp-python"),
+        ("ct2", "ctranslate2"),
+        ("ct2-int8", "ctranslate2"),
+        ("vllm", "vllm"),
+    ):
         with pytest.raises(RuntimeError, match=f"backend '{name}' cannot run here: the {pkg} package is not installed"):
             generate(model, tok, ["x"], backend=name, progress=False)
     with pytest.raises(ValueError, match="expected one of auto, hf, fast"):

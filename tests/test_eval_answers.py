@@ -118,12 +118,22 @@ GRADE_TABLE = [
     ("The answer is 17.", "18", "number", dict(strict=False, flexible=False, boxed=False, math_verify=False)),
     ("The answer is 8. Wait, 5", "8", "number", dict(strict=True, flexible=False, boxed=False, math_verify=True)),
     ("So 3/4 of them.", "0.75", "number", dict(strict=False, flexible=True, boxed=False, math_verify=True)),
-    ("The answer is $\\frac{3}{4}$.", "0.75", "number", dict(strict=True, flexible=True, boxed=False, math_verify=True)),
+    (
+        "The answer is $\\frac{3}{4}$.",
+        "0.75",
+        "number",
+        dict(strict=True, flexible=True, boxed=False, math_verify=True),
+    ),
     ("We get \\boxed{72}.", "72", "number", dict(strict=False, flexible=True, boxed=True, math_verify=True)),
     ("", "1", "number", dict(strict=False, flexible=False, boxed=False, math_verify=False)),
     ("no number here", "1", "number", dict(strict=False, flexible=False, boxed=False, math_verify=False)),
     # MATH-style answers: math-verify decides symbolic equivalence
-    ("So \\boxed{\\frac{1}{2}}", "\\frac{1}{2}", "math", dict(strict=False, flexible=True, boxed=True, math_verify=True)),
+    (
+        "So \\boxed{\\frac{1}{2}}",
+        "\\frac{1}{2}",
+        "math",
+        dict(strict=False, flexible=True, boxed=True, math_verify=True),
+    ),
     ("\\boxed{0.5}", "\\frac{1}{2}", "math", dict(strict=False, flexible=True, boxed=True, math_verify=True)),
     ("\\boxed{\\dfrac{1}{2}}", "\\frac{1}{2}", "math", dict(strict=False, flexible=True, boxed=True, math_verify=True)),
     ("\\boxed{2\\sqrt{2}}", "\\sqrt{8}", "math", dict(strict=False, flexible=False, boxed=False, math_verify=True)),
@@ -131,7 +141,12 @@ GRADE_TABLE = [
     ("\\boxed{(1,2)}", "(1,2)", "math", dict(strict=False, flexible=False, boxed=True, math_verify=True)),
     ("\\boxed{\\text{(C)}}", "\\text{(C)}", "math", dict(strict=False, flexible=False, boxed=True, math_verify=True)),
     ("\\boxed{90^\\circ}", "90", "math", dict(strict=False, flexible=True, boxed=True, math_verify=True)),
-    ("\\boxed{\\frac{1}{3}}", "\\frac{2}{3}", "math", dict(strict=False, flexible=False, boxed=False, math_verify=False)),
+    (
+        "\\boxed{\\frac{1}{3}}",
+        "\\frac{2}{3}",
+        "math",
+        dict(strict=False, flexible=False, boxed=False, math_verify=False),
+    ),
 ]
 
 
@@ -153,11 +168,26 @@ def test_math_verify_works_in_threads():
     assert sum(main) >= 12
 
 
-@pytest.mark.parametrize("raw,expected", [
-    ("$1,234.50", "1234.5"), ("-3/4", "-0.75"), ("\\frac{1}{2}", "0.5"), ("\\tfrac{3}{2}", "1.5"), ("\\frac34", "0.75"),
-    ("18 dollars", "18"), ("5 hours.", "5"), ("7.", "7"), ("1/3", "0.3333333333"), ("3/0", None), ("abc", None),
-    (None, None), ("12\\%", "12"), ("1{,}000", "1000"), ("\\text{ }42\\text{ cm}", "42"),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("$1,234.50", "1234.5"),
+        ("-3/4", "-0.75"),
+        ("\\frac{1}{2}", "0.5"),
+        ("\\tfrac{3}{2}", "1.5"),
+        ("\\frac34", "0.75"),
+        ("18 dollars", "18"),
+        ("5 hours.", "5"),
+        ("7.", "7"),
+        ("1/3", "0.3333333333"),
+        ("3/0", None),
+        ("abc", None),
+        (None, None),
+        ("12\\%", "12"),
+        ("1{,}000", "1000"),
+        ("\\text{ }42\\text{ cm}", "42"),
+    ],
+)
 def test_normalize_number(raw, expected):
     assert normalize_number(raw) == expected
 

@@ -9,8 +9,8 @@ import pytest
 import yfpo.eval.bench as bench_mod
 from yfpo.data.problems import load_benchmark
 from yfpo.engine.answers import EXTRACTORS, grade
-from yfpo.eval.bench import compare_items, load_items, run_eval
 from yfpo.engine.generate import Generation
+from yfpo.eval.bench import compare_items, load_items, run_eval
 from yfpo.eval.stats import wilson_ci
 from yfpo.models.tiny import save_tiny, tiny_model
 
@@ -54,6 +54,7 @@ def test_run_eval_tiny_model(tiny, tmp_path):
 
 def _fake_generate(answers: dict[str, str], calls: list):
     """A generate stand-in that answers each prompt with a fixed text (by the question it contains)."""
+
     def fake(model, tok, prompts, **kw):
         calls.append(len(prompts))
         res = []
@@ -61,16 +62,19 @@ def _fake_generate(answers: dict[str, str], calls: list):
             text = next(v for q, v in answers.items() if q in p)
             res.append(Generation(text, 5, False, "eos"))
         return res
+
     return fake
 
 
 def test_run_eval_known_outcome_and_resume(tiny, tmp_path, monkeypatch):
     model, tok = tiny
     probs = load_benchmark("gsm8k", limit=4)
-    outputs = {probs[0].question: f"So it is {probs[0].answer}.\nThe answer is {probs[0].answer}.",
-               probs[1].question: f"The answer is {int(probs[1].answer) + 1}.",  # wrong
-               probs[2].question: f"The total is \\boxed{{{probs[2].answer}}}",  # right, no answer line
-               probs[3].question: "I do not know."}
+    outputs = {
+        probs[0].question: f"So it is {probs[0].answer}.\nThe answer is {probs[0].answer}.",
+        probs[1].question: f"The answer is {int(probs[1].answer) + 1}.",  # wrong
+        probs[2].question: f"The total is \\boxed{{{probs[2].answer}}}",  # right, no answer line
+        probs[3].question: "I do not know.",
+    }
     calls: list[int] = []
     monkeypatch.setattr(bench_mod, "generate", _fake_generate(outputs, calls))
     out = tmp_path / "run"
@@ -158,8 +162,29 @@ def test_eval_cli_tiny(tmp_path):
 
     mdir = save_tiny(tmp_path / "tiny")
     out = tmp_path / "eval"
-    rc = main(["eval", "--model", str(mdir), "--bench", "gsm8k,svamp", "--bench", "discrimination", "--limit", "2",
-               "--max-new-tokens", "4", "--batch-size", "2", "--device", "cpu", "--backend", "hf", "--out", str(out)])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            str(mdir),
+            "--bench",
+            "gsm8k,svamp",
+            "--bench",
+            "discrimination",
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--backend",
+            "hf",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     for b in ("gsm8k", "svamp"):
         s = json.loads((out / b / "summary.json").read_text())
@@ -168,7 +193,27 @@ def test_eval_cli_tiny(tmp_path):
     d = json.loads((out / "discrimination" / "discrimination.json").read_text())
     assert d["n"] == 2 and 0.0 <= d["accuracy"] <= 1.0
     # rerun: resumes, same summary numbers
-    assert main(["eval", "--model", str(mdir), "--bench", "gsm8k", "--limit", "2", "--max-new-tokens", "4",
-                 "--device", "cpu", "--backend", "hf", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(mdir),
+                "--bench",
+                "gsm8k",
+                "--limit",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--device",
+                "cpu",
+                "--backend",
+                "hf",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     s = json.loads((out / "gsm8k" / "summary.json").read_text())
     assert s["new_items"] == 0 and s["n"] == 2

@@ -27,9 +27,15 @@ def tiny():
 def _reference(model, tok, prompt: str, max_new_tokens: int, **kw) -> list[int]:
     """Greedy continuation of one prompt alone (no padding): the ground truth for the batched path."""
     enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                         eos_token_id=_eos_ids(model, tok), **kw)
-    return out[0, enc.input_ids.shape[1]:].tolist()
+    out = model.generate(
+        **enc,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=_eos_ids(model, tok),
+        **kw,
+    )
+    return out[0, enc.input_ids.shape[1] :].tolist()
 
 
 def test_batched_greedy_equals_per_example(tiny):
@@ -86,8 +92,9 @@ def test_stop_strings_cut_output_and_count_tokens(tiny):
     n_new = 16
     free = [_reference(model, tok, p, n_new) for p in prompts]
     stop = _ascii_token_text(tok, free[0], 3)
-    gens = generate(model, tok, prompts, max_new_tokens=n_new, batch_size=5, stop=[stop, "\u2603never\u2603"],
-                    progress=False)
+    gens = generate(
+        model, tok, prompts, max_new_tokens=n_new, batch_size=5, stop=[stop, "\u2603never\u2603"], progress=False
+    )
     n_stopped = 0
     for g, row in zip(gens, free):
         full = tok.decode(row, skip_special_tokens=True)

@@ -10,10 +10,10 @@ import torch
 import yfpo.eval.discrimination as disc_mod
 import yfpo.eval.mmlu as mmlu_mod
 from yfpo.data.pairs import load_solution_pairs
+from yfpo.engine.prompts import build_prompt
 from yfpo.eval.discrimination import run_discrimination
 from yfpo.eval.loglik import next_token_logprobs, response_logprobs
 from yfpo.eval.mmlu import letter_token_ids, mmlu_prompt, run_mmlu, score_rows
-from yfpo.engine.prompts import build_prompt
 from yfpo.models.tiny import tiny_model
 
 
@@ -35,9 +35,18 @@ def _direct(model, tok, prompt: str, response: str) -> tuple[float, int]:
 
 def test_response_logprobs_matches_direct_computation(tiny):
     model, tok = tiny
-    prompts = [build_prompt(tok, "What is 2+3?"), build_prompt(tok, "Betty has 5 apples and buys 7 more. How many?"),
-               "short", build_prompt(tok, "x")]
-    responses = ["2 + 3 = 5. The answer is 5.", "5 + 7 = 12.\nThe answer is 12.", " and a much longer response " * 3, "7"]
+    prompts = [
+        build_prompt(tok, "What is 2+3?"),
+        build_prompt(tok, "Betty has 5 apples and buys 7 more. How many?"),
+        "short",
+        build_prompt(tok, "x"),
+    ]
+    responses = [
+        "2 + 3 = 5. The answer is 5.",
+        "5 + 7 = 12.\nThe answer is 12.",
+        " and a much longer response " * 3,
+        "7",
+    ]
     got = response_logprobs(model, tok, prompts, responses, batch_size=3, progress=False)  # padded batches
     for (lp, n), p, r in zip(got, prompts, responses):
         ref_lp, ref_n = _direct(model, tok, p, r)
@@ -53,14 +62,14 @@ def test_response_logprobs_truncates_prompt_from_left(tiny):
     prompt, resp = build_prompt(tok, "Betty has 5 apples and buys 7 more. How many?"), "The answer is 12."
     n_resp = len(tok(resp, add_special_tokens=False).input_ids)
     L = n_resp + 6
-    (lp, n), = response_logprobs(model, tok, [prompt], [resp], max_length=L, progress=False)
+    ((lp, n),) = response_logprobs(model, tok, [prompt], [resp], max_length=L, progress=False)
     p_ids = tok(prompt, add_special_tokens=False).input_ids[-6:]
     ref, ref_n = _direct(model, tok, tok.decode(p_ids), resp)
     assert n == n_resp == ref_n
     # the kept prompt tokens are the last 6 (re-tokenising their decoded text gives the same ids here)
     assert tok(tok.decode(p_ids), add_special_tokens=False).input_ids == p_ids
     assert lp == pytest.approx(ref, abs=1e-3)
-    (lp2, n2), = response_logprobs(model, tok, [prompt], [resp], max_length=4, progress=False)
+    ((lp2, n2),) = response_logprobs(model, tok, [prompt], [resp], max_length=4, progress=False)
     assert n2 == 3  # only the last 3 response tokens have a prefix inside the window
 
 
@@ -97,8 +106,11 @@ def test_discrimination_tiny(tiny, tmp_path):
 def test_discrimination_known_scores(tiny, monkeypatch):
     """Scores are normalised by length before comparing: a longer chosen with a lower sum can still win."""
     model, tok = tiny
-    pairs = [{"question": "q1", "chosen": "c", "rejected": "r"}, {"question": "q2", "chosen": "c", "rejected": "r"},
-             {"question": "q3", "chosen": "c", "rejected": "r"}]
+    pairs = [
+        {"question": "q1", "chosen": "c", "rejected": "r"},
+        {"question": "q2", "chosen": "c", "rejected": "r"},
+        {"question": "q3", "chosen": "c", "rejected": "r"},
+    ]
     # chosen (sum, n) then rejected (sum, n), pair by pair
     fixed = [(-10.0, 10), (-3.0, 1), (-4.0, 2), (-5.0, 2), (-2.0, 1), (-4.0, 2)]
 
@@ -129,16 +141,21 @@ def test_mmlu_tiny(tiny, tmp_path):
 
 def test_mmlu_prompt_and_scoring(tiny, monkeypatch):
     model, tok = tiny
-    rows = [{"subject": "world_religions", "question": "Q1?", "choices": ["a", "b", "c", "d"], "answer": 2},
-            {"subject": "law", "question": "Q2?", "choices": ["a", "b", "c", "d"], "answer": 0},
-            {"subject": "law", "question": "Q3?", "choices": ["a", "b", "c"], "answer": 1}]
+    rows = [
+        {"subject": "world_religions", "question": "Q1?", "choices": ["a", "b", "c", "d"], "answer": 2},
+        {"subject": "law", "question": "Q2?", "choices": ["a", "b", "c", "d"], "answer": 0},
+        {"subject": "law", "question": "Q3?", "choices": ["a", "b", "c"], "answer": 1},
+    ]
     p = mmlu_prompt(tok, rows[0])
     assert "about world religions" in p and "\nA. a\nB. b\nC. c\nD. d\n" in p and p.endswith("<|im_start|>assistant\n")
     fast = score_rows(model, tok, rows, progress=False)
     monkeypatch.setattr(mmlu_mod, "letter_token_ids", lambda tok: None)  # the multi-token path
     assert score_rows(model, tok, rows, progress=False) == fast
     monkeypatch.setattr(mmlu_mod, "letter_token_ids", lambda tok: [1, 2, 3, 4])
-    monkeypatch.setattr(mmlu_mod, "next_token_logprobs",
-                        lambda m, t, prompts, ids, **kw: [[-3, -2, -1, -4], [-1, -2, -3, -4], [-2, -1, -3, -0.1]])
+    monkeypatch.setattr(
+        mmlu_mod,
+        "next_token_logprobs",
+        lambda m, t, prompts, ids, **kw: [[-3, -2, -1, -4], [-1, -2, -3, -4], [-2, -1, -3, -0.1]],
+    )
     # row 3 has 3 choices: the 4th score is ignored
     assert score_rows(model, tok, rows, progress=False) == [True, True, True]

@@ -9,8 +9,15 @@ import re
 import pytest
 
 from yfpo.data.problems import load_benchmark
-from yfpo.eval.robustness import (Candidates, attack_item, read_wordnet, replace_word, run_robustness, split_words,
-                                  substitutable)
+from yfpo.eval.robustness import (
+    Candidates,
+    attack_item,
+    read_wordnet,
+    replace_word,
+    run_robustness,
+    split_words,
+    substitutable,
+)
 
 
 def _numbers(text):
@@ -48,8 +55,10 @@ def test_replace_word_keeps_case_and_punctuation():
 def test_wordnet_reader(tmp_path):
     for pos in ("noun", "verb", "adj", "adv"):
         (tmp_path / f"data.{pos}").write_text("  1 licence line\n")
-    (tmp_path / "data.noun").write_text("  1 licence\n02084071 05 n 03 dog 0 domestic_dog 0 Canis_familiaris 0 000 | a dog\n"
-                                        "02121620 05 n 02 cat 0 true_cat 0 000 | a cat\n03000000 06 n 02 car 0 auto 0 000 | x\n")
+    (tmp_path / "data.noun").write_text(
+        "  1 licence\n02084071 05 n 03 dog 0 domestic_dog 0 Canis_familiaris 0 000 | a dog\n"
+        "02121620 05 n 02 cat 0 true_cat 0 000 | a cat\n03000000 06 n 02 car 0 auto 0 000 | x\n"
+    )
     syn = read_wordnet(tmp_path)
     assert syn["car"] == {"auto"} and syn["auto"] == {"car"} and "dog" not in syn.get("cat", set())
     with pytest.raises(FileNotFoundError, match="not a WordNet dict folder"):
@@ -85,8 +94,19 @@ def test_attack_on_tiny_model(tmp_path):
     assert not r2["success"] and r2["queries"] <= 2
 
     probs = load_benchmark("gsm8k", limit=2)
-    s = run_robustness(model, tok, probs, n_items=2, budget=2, sim_threshold=-1.0, top_k=2, sources=("embedding",),
-                       max_new_tokens=3, out_dir=tmp_path / "rob", backend="hf")
+    s = run_robustness(
+        model,
+        tok,
+        probs,
+        n_items=2,
+        budget=2,
+        sim_threshold=-1.0,
+        top_k=2,
+        sources=("embedding",),
+        max_new_tokens=3,
+        out_dir=tmp_path / "rob",
+        backend="hf",
+    )
     assert s["pool"] == 2 and 0 <= s["pool_accuracy"] <= 1 and s["attacked"] <= 2
     assert (tmp_path / "rob" / "summary.json").exists() and (tmp_path / "rob" / "perturbed.jsonl").exists()
     assert json.loads((tmp_path / "rob" / "summary.json").read_text())["settings"]["budget"] == 2

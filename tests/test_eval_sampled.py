@@ -85,8 +85,10 @@ def test_sampled_known_metrics_and_compare(tmp_path, monkeypatch):
     model, tok = tiny_model()
     probs = load_benchmark("gsm8k", limit=2)
     g0, g1 = probs[0].answer, probs[1].answer
-    texts = {probs[0].question: [f"The answer is {g0}.", "The answer is 1.", "The answer is 1.", f"The answer is {g0}."],
-             probs[1].question: ["The answer is 1.", "no idea", "The answer is 1.", f"The answer is {g1}."]}
+    texts = {
+        probs[0].question: [f"The answer is {g0}.", "The answer is 1.", "The answer is 1.", f"The answer is {g0}."],
+        probs[1].question: ["The answer is 1.", "no idea", "The answer is 1.", f"The answer is {g1}."],
+    }
 
     def fake(model, tok, prompts, num_return_sequences=1, **kw):
         assert len(prompts) == 1 and kw["do_sample"]
@@ -94,7 +96,9 @@ def test_sampled_known_metrics_and_compare(tmp_path, monkeypatch):
         return [Generation(t, 4, False, "eos") for t in texts[q][:num_return_sequences]]
 
     monkeypatch.setattr(bench_mod, "generate", fake)
-    s = run_eval(model, "gsm8k", tokenizer=tok, limit=2, out_dir=tmp_path / "s", progress=False, samples=4, temperature=0.7)
+    s = run_eval(
+        model, "gsm8k", tokenizer=tok, limit=2, out_dir=tmp_path / "s", progress=False, samples=4, temperature=0.7
+    )
     d = s["sampled"]["by_extractor"]["strict"]
     assert d["avg"]["mean"] == pytest.approx((2 / 4 + 1 / 4) / 2)
     assert d["pass"]["4"]["mean"] == pytest.approx(1.0)

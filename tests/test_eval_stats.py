@@ -10,13 +10,16 @@ import pytest
 from yfpo.eval.stats import accuracy, mcnemar_exact, mean_ci, paired_bootstrap, sign_flip_exact, wilson_ci
 
 
-@pytest.mark.parametrize("k,n,lo,hi", [
-    (5, 10, 0.2366, 0.7634),
-    (0, 10, 0.0, 0.2775),  # z^2/(n+z^2)
-    (10, 10, 0.7225, 1.0),
-    (0, 1, 0.0, 0.7935),
-    (81, 263, 0.2553, 0.3662),
-])
+@pytest.mark.parametrize(
+    "k,n,lo,hi",
+    [
+        (5, 10, 0.2366, 0.7634),
+        (0, 10, 0.0, 0.2775),  # z^2/(n+z^2)
+        (10, 10, 0.7225, 1.0),
+        (0, 1, 0.0, 0.7935),
+        (81, 263, 0.2553, 0.3662),
+    ],
+)
 def test_wilson_known_values(k, n, lo, hi):
     a, b = wilson_ci(k, n)
     assert a == pytest.approx(lo, abs=1e-4)
@@ -44,12 +47,14 @@ def test_accuracy():
 def _binom_two_sided(b01: int, b10: int) -> float:
     """Exact two-sided McNemar p for a symmetric binomial: 2 * P(X <= min) capped at 1."""
     n = b01 + b10
-    tail = sum(math.comb(n, i) for i in range(min(b01, b10) + 1)) / 2 ** n
+    tail = sum(math.comb(n, i) for i in range(min(b01, b10) + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
-@pytest.mark.parametrize("b01,b10,p", [(0, 4, 0.125), (4, 0, 0.125), (1, 9, 0.021484375), (3, 3, 1.0), (0, 1, 1.0),
-                                       (2, 10, None), (15, 30, None)])
+@pytest.mark.parametrize(
+    "b01,b10,p",
+    [(0, 4, 0.125), (4, 0, 0.125), (1, 9, 0.021484375), (3, 3, 1.0), (0, 1, 1.0), (2, 10, None), (15, 30, None)],
+)
 def test_mcnemar_exact_known(b01, b10, p):
     # A wrong & B right b01 times, A right & B wrong b10 times, plus concordant pairs (which must not matter)
     a = [False] * b01 + [True] * b10 + [True] * 7 + [False] * 5
@@ -139,8 +144,9 @@ def test_sign_flip_exact_against_enumeration():
     diffs = [0.5, 1.0, -0.5, 0.5, 0.0, 1.0, 0.5]  # per-item mean differences over 2 seeds
     t = abs(sum(diffs))
     nz = [abs(d) for d in diffs if d]
-    hits = sum(abs(sum(s * d for s, d in zip(signs, nz))) >= t - 1e-12
-               for signs in itertools.product([1, -1], repeat=len(nz)))
+    hits = sum(
+        abs(sum(s * d for s, d in zip(signs, nz))) >= t - 1e-12 for signs in itertools.product([1, -1], repeat=len(nz))
+    )
     r = sign_flip_exact(diffs, denominator=2)
     assert r["p"] == pytest.approx(hits / 2 ** len(nz)) and r["n_nonzero"] == 6 and r["t"] == pytest.approx(3.0)
     assert sign_flip_exact([0, 0], 2)["p"] == 1.0

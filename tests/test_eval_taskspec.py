@@ -16,7 +16,12 @@ from yfpo.eval.taskspec import SpecError, TaskSpec, load_spec, load_task, spec_f
 
 ROWS = [
     {"qid": "a", "question": "Tom has 3 apples and buys 2. How many?", "answer": "5", "perturbation_type": "numerical"},
-    {"qid": "b", "question": "Tom has some apples and buys 2. How many?", "answer": "None", "perturbation_type": "critical thinking"},
+    {
+        "qid": "b",
+        "question": "Tom has some apples and buys 2. How many?",
+        "answer": "None",
+        "perturbation_type": "critical thinking",
+    },
     {"qid": "c", "question": "Ann has 4 pens and loses 1. How many?", "answer": 3, "perturbation_type": "numerical"},
 ]
 
@@ -53,8 +58,11 @@ def test_every_format(tmp_path, ext):
 
 def test_yaml_spec_and_relative_file(tmp_path):
     _write(tmp_path, ".jsonl")
-    p = _spec_yaml(tmp_path, "name: mini\nfile: bench.jsonl\nanswer_kind: none-allowed\ngroup_field: perturbation_type\n"
-                             "question_template: 'Q: {question}'\n")
+    p = _spec_yaml(
+        tmp_path,
+        "name: mini\nfile: bench.jsonl\nanswer_kind: none-allowed\ngroup_field: perturbation_type\n"
+        "question_template: 'Q: {question}'\n",
+    )
     spec = load_spec(p)
     assert spec.name == "mini" and spec.file == str(tmp_path / "bench.jsonl")
     probs = load_task(spec, limit=2)
@@ -109,18 +117,27 @@ def test_run_eval_spec_groups_and_no_answer(tmp_path, monkeypatch):
 
     model, tok = tiny_model()
     f = _write(tmp_path, ".jsonl")
-    outs = {"Tom has 3": "The answer is 5.", "Tom has some": "This question cannot be answered.", "Ann": "The answer is 2."}
+    outs = {
+        "Tom has 3": "The answer is 5.",
+        "Tom has some": "This question cannot be answered.",
+        "Ann": "The answer is 2.",
+    }
 
     def fake(model, tok, prompts, **kw):
         return [Generation(next(v for k, v in outs.items() if k in p), 6, False, "eos") for p in prompts]
 
     monkeypatch.setattr(bench_mod, "generate", fake)
     spec = spec_from_flags(str(f), answer_kind="none-allowed", group_field="perturbation_type", id_field="qid")
-    s = run_eval(model, "ignored", tokenizer=tok, spec=spec, out_dir=tmp_path / "out", progress=False, protocol="self-doubt-v1")
+    s = run_eval(
+        model, "ignored", tokenizer=tok, spec=spec, out_dir=tmp_path / "out", progress=False, protocol="self-doubt-v1"
+    )
     assert s["bench"] == "bench" and s["n"] == 3
     assert s["no_answer"]["strict"]["n"] == 1 and s["no_answer"]["strict"]["acc"] == 1.0
     assert s["answerable"]["strict"]["n"] == 2 and s["answerable"]["strict"]["n_correct"] == 1
-    assert s["by_group"]["numerical"]["strict"]["n_correct"] == 1 and s["by_group"]["critical thinking"]["strict"]["acc"] == 1.0
+    assert (
+        s["by_group"]["numerical"]["strict"]["n_correct"] == 1
+        and s["by_group"]["critical thinking"]["strict"]["acc"] == 1.0
+    )
     assert s["protocol"]["template"] == "self-doubt-v1" and "answerable" in s["protocol"]["instruction"]
     assert s["protocol"]["task"]["group_field"] == "perturbation_type"
     assert s["answer_length"]["mean_tokens"] == 6

@@ -10,12 +10,23 @@ from yfpo.data.problems import DataNotFoundError, candidate_data_dirs, find_data
 SHARED = find_data_file("gsm8k/test.jsonl")
 # only the tests that read the shared data files need them; the malformed-input tests always run.
 # With YFPO_REQUIRE_DATA=1 (CI) missing data is a failure, not a skip.
-needs_data = pytest.mark.skipif(SHARED is None and os.environ.get("YFPO_REQUIRE_DATA") != "1",
-                                reason="../shared/data not beside the checkout (set YFPO_REQUIRE_DATA=1 to fail instead)")
+needs_data = pytest.mark.skipif(
+    SHARED is None and os.environ.get("YFPO_REQUIRE_DATA") != "1",
+    reason="../shared/data not beside the checkout (set YFPO_REQUIRE_DATA=1 to fail instead)",
+)
 
 EXPECTED = {  # rows, from ../shared/data READMEs
-    "gsm8k": 1319, "gsm8k_train": 7473, "math500": 500, "math": 5000, "svamp": 1000, "asdiv": 2305,
-    "asdiv_a": 1218, "mawps_addsub": 395, "mawps_multiarith": 600, "mawps_singleeq": 508, "mawps_singleop": 562,
+    "gsm8k": 1319,
+    "gsm8k_train": 7473,
+    "math500": 500,
+    "math": 5000,
+    "svamp": 1000,
+    "asdiv": 2305,
+    "asdiv_a": 1218,
+    "mawps_addsub": 395,
+    "mawps_multiarith": 600,
+    "mawps_singleeq": 508,
+    "mawps_singleop": 562,
     "mawps": 395 + 600 + 508 + 562,
 }
 
@@ -63,7 +74,9 @@ def test_missing_benchmark_says_where_it_looked(tmp_path, monkeypatch):
 def test_data_dir_and_user_file(tmp_path, monkeypatch):
     d = tmp_path / "data" / "svamp"
     d.mkdir(parents=True)
-    (d / "test.jsonl").write_text(json.dumps({"ID": "x1", "Body": "Tom has 3 apples", "Question": "How many?", "Answer": 3.0}) + "\n")
+    (d / "test.jsonl").write_text(
+        json.dumps({"ID": "x1", "Body": "Tom has 3 apples", "Question": "How many?", "Answer": 3.0}) + "\n"
+    )
     probs = load_benchmark("svamp", data_dir=tmp_path / "data")
     assert [(p.id, p.answer) for p in probs] == [("x1", "3")]
     monkeypatch.setenv("YFPO_DATA_DIR", str(tmp_path / "data"))
@@ -98,7 +111,10 @@ def test_pairs_roundtrip_and_validation(tmp_path):
         ('{"prompt": "q", "chosen": 3, "rejected": "b"}', r"p.jsonl:1: field 'chosen' must be a string, got int"),
         ('{"prompt": "q", "chosen": "a", "rejected": "a"}', r"identical"),
         ('{"prompt": " ", "chosen": "a", "rejected": "b"}', r"field 'prompt' is empty"),
-        ('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q", "chosen": "a"', r"p.jsonl:2: not valid JSON"),
+        (
+            '{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q", "chosen": "a"',
+            r"p.jsonl:2: not valid JSON",
+        ),
     ]
     for text, pattern in cases:
         f.write_text(text + "\n")

@@ -1,5 +1,3 @@
-import json
-
 import pytest
 import torch
 
@@ -69,7 +67,9 @@ def test_tiny_model_is_seeded_and_peft_unwraps():
 
 def test_tokenizer_chat_template_and_specials():
     _, tok = tiny_model("llama")
-    text = tok.apply_chat_template([{"role": "user", "content": "What is 2+3?"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2+3?"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
     assert tok.eos_token == "<|im_end|>" and tok.pad_token_id != tok.eos_token_id
     assert tok.decode(tok("The answer is 42.").input_ids) == "The answer is 42."

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_train_common import cfg_for, one_thread, pair_rows, write_jsonl, write_neuronset  # noqa: F401
 
 import yfpo.data.problems as problems_mod
 import yfpo.eval.bench as bench_mod
-from test_train_common import one_thread, cfg_for, pair_rows, write_jsonl, write_neuronset  # noqa: F401
 from yfpo.data.pairs import load_pairs
 from yfpo.data.problems import DataFormatError, DataNotFoundError, load_benchmark
 from yfpo.engine.generate import Generation
@@ -29,6 +29,7 @@ def test_mixed_pair_formats_refused_at_file_line(tmp_path, rows, bad_line):
 
 # ----------------------------------------------------------------------------- NeuronSet
 
+
 def _ns_file(tmp_path, model, **row_changes):
     path = tmp_path / "n.json"
     write_neuronset(path, model, k_per_layer=2)
@@ -42,14 +43,17 @@ def _ns_file(tmp_path, model, **row_changes):
     return path
 
 
-@pytest.mark.parametrize("change,msg", [
-    ({"layer": True}, r"neurons\[0\]\.layer must be an integer, got True"),
-    ({"index": 3.7}, r"neurons\[0\]\.index must be an integer, got 3.7"),
-    ({"index": 3.0}, r"neurons\[0\]\.index must be an integer, got 3.0"),
-    ({"score": False}, r"neurons\[0\]\.score must be a finite number, got False"),
-    ({"std": "1"}, r"neurons\[0\]\.std must be a finite number"),
-    ({"duplicate": True}, r"neurons\[1\] = \(layer \d+, index \d+\) repeats neurons\[0\]"),
-])
+@pytest.mark.parametrize(
+    "change,msg",
+    [
+        ({"layer": True}, r"neurons\[0\]\.layer must be an integer, got True"),
+        ({"index": 3.7}, r"neurons\[0\]\.index must be an integer, got 3.7"),
+        ({"index": 3.0}, r"neurons\[0\]\.index must be an integer, got 3.0"),
+        ({"score": False}, r"neurons\[0\]\.score must be a finite number, got False"),
+        ({"std": "1"}, r"neurons\[0\]\.std must be a finite number"),
+        ({"duplicate": True}, r"neurons\[1\] = \(layer \d+, index \d+\) repeats neurons\[0\]"),
+    ],
+)
 def test_neuronset_types_and_duplicates_refused(tmp_path, change, msg):
     model, _ = tiny_model("llama", seed=0)
     with pytest.raises(NeuronSetError, match=msg):
@@ -70,6 +74,7 @@ def test_neuronset_weight_hash_compared_with_the_model(tmp_path):
 
 # ----------------------------------------------------------------------------- training: prompts too long
 
+
 def test_prompts_longer_than_max_length_are_counted_and_dropped(tmp_path):
     from yfpo.train.trainer import train
 
@@ -89,13 +94,17 @@ def test_prompts_longer_than_max_length_are_counted_and_dropped(tmp_path):
 
 # ----------------------------------------------------------------------------- eval provenance, the Hub
 
+
 def test_eval_summary_records_benchmark_path_and_sha256(tmp_path, monkeypatch):
     from yfpo.utils import sha256_file
 
     f = tmp_path / "mine.jsonl"
     f.write_text(json.dumps({"question": "1+1?", "answer": "1+1=2\n#### 2"}) + "\n")
-    monkeypatch.setattr(bench_mod, "generate", lambda m, t, prompts, **kw: [Generation("The answer is 2.", 4, False, "eos")
-                                                                             for _ in prompts])
+    monkeypatch.setattr(
+        bench_mod,
+        "generate",
+        lambda m, t, prompts, **kw: [Generation("The answer is 2.", 4, False, "eos") for _ in prompts],
+    )
     model, tok = tiny_model()
     s = bench_mod.run_eval(model, "gsm8k", tokenizer=tok, bench_file=str(f), out_dir=tmp_path / "ev", progress=False)
     assert s["data"] == [{"path": str(f.resolve()), "sha256": sha256_file(f)}]

@@ -16,8 +16,14 @@ def _source(tmp_path=None):
     g = torch.Generator().manual_seed(0)
     act_mean = torch.randn(L, W, generator=g)
     act_std = torch.rand(L, W, generator=g) + 0.5
-    ns = NeuronSet(layers, indices, scores, act_mean[layers, indices], act_std[layers, indices],
-                   {"num_layers": L, "intermediate_size": W, "method": "attnlrp", "model": "m"})
+    ns = NeuronSet(
+        layers,
+        indices,
+        scores,
+        act_mean[layers, indices],
+        act_std[layers, indices],
+        {"num_layers": L, "intermediate_size": W, "method": "attnlrp", "model": "m"},
+    )
     if tmp_path is not None:
         p = ns.save(tmp_path / "neurons.json")
         wd = work_dir_for(p)

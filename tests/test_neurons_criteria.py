@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from yfpo.neurons.select import (CRITERIA, criterion_score, math_score, ratio_score, select_top, strong_on_both,
-                                 welch_t)
+from yfpo.neurons.select import CRITERIA, criterion_score, math_score, ratio_score, select_top, strong_on_both, welch_t
 
 
 def _stats(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,8 +21,9 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def found(tiny_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("n") / "neurons.json"
-    cfg = NeuronsConfig(model=tiny_dir, out=str(out), n_math=6, n_contrast=6, k=0.05, max_length=64, batch_size=3,
-                        progress=False)
+    cfg = NeuronsConfig(
+        model=tiny_dir, out=str(out), n_math=6, n_contrast=6, k=0.05, max_length=64, batch_size=3, progress=False
+    )
     return find_neurons(cfg)
 
 
@@ -31,8 +32,20 @@ def test_find_writes_neuronset(found, tiny_dir):
     ns = NeuronSet.load(found, model=model)
     assert len(ns) == round(0.05 * 2 * 128)
     p = ns.provenance
-    for key in ("model", "family", "weight_hash", "num_layers", "intermediate_size", "method", "corpora", "k",
-                "tool_version", "date", "target", "selection"):
+    for key in (
+        "model",
+        "family",
+        "weight_hash",
+        "num_layers",
+        "intermediate_size",
+        "method",
+        "corpora",
+        "k",
+        "tool_version",
+        "date",
+        "target",
+        "selection",
+    ):
         assert key in p, key
     assert p["method"] == "attnlrp" and p["corpora"]["math"]["n"] == 6 and p["corpora"]["contrast"]["n"] == 6
     # the scores are the top math scores of the grid, stats come from the math pass
@@ -53,9 +66,18 @@ def test_find_writes_neuronset(found, tiny_dir):
 
 @pytest.mark.parametrize("method", ["actgrad", "lape", "random"])
 def test_baselines_same_interface(method, found, tiny_dir, tmp_path):
-    cfg = NeuronsConfig(model=tiny_dir, out=str(tmp_path / f"{method}.json"), method=method, n_math=4, n_contrast=4,
-                        k=0.05, max_length=48, batch_size=4, progress=False,
-                        match=str(found) if method == "random" else None)
+    cfg = NeuronsConfig(
+        model=tiny_dir,
+        out=str(tmp_path / f"{method}.json"),
+        method=method,
+        n_math=4,
+        n_contrast=4,
+        k=0.05,
+        max_length=48,
+        batch_size=4,
+        progress=False,
+        match=str(found) if method == "random" else None,
+    )
     ns = NeuronSet.load(find_neurons(cfg))
     ref = NeuronSet.load(found)
     assert ns.provenance["method"] == method
@@ -92,9 +114,30 @@ def test_check_and_show_cli(found, tmp_path, capsys):
     from yfpo.cli import main
 
     out = tmp_path / "check"
-    rc = main(["neurons", "check", "--neurons", str(found), "--out_dir", str(out), "--n_math", "4",
-               "--n_contrast", "4", "--n_eval", "0", "--n_random", "3", "--ablation", "mean", "--max_length", "48",
-               "--progress", "false"])
+    rc = main(
+        [
+            "neurons",
+            "check",
+            "--neurons",
+            str(found),
+            "--out_dir",
+            str(out),
+            "--n_math",
+            "4",
+            "--n_contrast",
+            "4",
+            "--n_eval",
+            "0",
+            "--n_random",
+            "3",
+            "--ablation",
+            "mean",
+            "--max_length",
+            "48",
+            "--progress",
+            "false",
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "check.json").read_text())
     assert set(res["summary"]) == {"none", "selected", "random0", "random1", "random2"}
@@ -146,10 +189,21 @@ def test_check_accuracy_uses_eval_contract(found, tmp_path, monkeypatch):
     pr_mod.build_prompt = lambda tok, q, shots=0: f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
     monkeypatch.setitem(sys.modules, "yfpo.engine.generate", gen_mod)
     monkeypatch.setitem(sys.modules, "yfpo.engine.prompts", pr_mod)
-    monkeypatch.setattr(answers, "is_correct", lambda out, gold, kind="number": out.split()[-1].rstrip(".") == "1",
-                        raising=False)
-    res = causal_check(CheckConfig(neurons=str(found), out_dir=str(tmp_path), n_math=2, n_contrast=2, n_eval=4,
-                                   n_random=3, max_length=48, progress=False))
+    monkeypatch.setattr(
+        answers, "is_correct", lambda out, gold, kind="number": out.split()[-1].rstrip(".") == "1", raising=False
+    )
+    res = causal_check(
+        CheckConfig(
+            neurons=str(found),
+            out_dir=str(tmp_path),
+            n_math=2,
+            n_contrast=2,
+            n_eval=4,
+            n_random=3,
+            max_length=48,
+            progress=False,
+        )
+    )
     assert calls == [4] * 5
     assert all(0 <= s["accuracy"] <= 1 for s in res["summary"].values())
     assert res["accuracy_note"] is None and "accuracy" in res["verdict"]
@@ -168,9 +222,20 @@ def test_check_accuracy_real_eval_on_chosen_bench(found, tmp_path, monkeypatch):
         return real(name, **kw)
 
     monkeypatch.setattr(problems, "load_benchmark", spy)
-    res = causal_check(CheckConfig(neurons=str(found), out_dir=str(tmp_path), n_math=2, n_contrast=2, n_eval=2,
-                                   eval_bench="mawps_singleop", max_new_tokens=3, n_random=1, max_length=48,
-                                   progress=False))
+    res = causal_check(
+        CheckConfig(
+            neurons=str(found),
+            out_dir=str(tmp_path),
+            n_math=2,
+            n_contrast=2,
+            n_eval=2,
+            eval_bench="mawps_singleop",
+            max_new_tokens=3,
+            n_random=1,
+            max_length=48,
+            progress=False,
+        )
+    )
     assert "mawps_singleop" in seen
     assert res["corpora"]["eval"] == {"name": "mawps_singleop", "n": 2}
     assert all(len(v["correct"]) == 2 for v in res["per_item"].values())

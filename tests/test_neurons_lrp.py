@@ -24,9 +24,13 @@ def _instance_state(model):
     """Everything the rules could leave behind: instance attributes and hooks of every module."""
     out = {}
     for name, mod in model.named_modules():
-        out[name] = (sorted(k for k in mod.__dict__ if k in ("forward", "_norm")),
-                     len(mod._forward_hooks), len(mod._forward_pre_hooks), len(mod._backward_hooks),
-                     getattr(mod, "attention_dropout", None))
+        out[name] = (
+            sorted(k for k in mod.__dict__ if k in ("forward", "_norm")),
+            len(mod._forward_hooks),
+            len(mod._forward_pre_hooks),
+            len(mod._backward_hooks),
+            getattr(mod, "attention_dropout", None),
+        )
     return out
 
 
@@ -74,7 +78,9 @@ def test_other_instance_untouched_inside_block():
     for n in ref:
         assert torch.equal(inside[n], ref[n])
     # no class-level change
-    assert "forward" not in type(arch.mlp(b, 0)).__dict__ or type(arch.mlp(b, 0)).forward.__module__.startswith("transformers")
+    assert "forward" not in type(arch.mlp(b, 0)).__dict__ or type(arch.mlp(b, 0)).forward.__module__.startswith(
+        "transformers"
+    )
 
 
 def test_restored_after_exception():
@@ -119,12 +125,14 @@ def test_mlp_and_norm_are_conservative(family):
             x = args[0].detach().requires_grad_(True)
             saved[name] = [x]
             return (x,) + tuple(args[1:])
+
         return f
 
     def post(name):
         def f(mod, args, out):
             out.retain_grad()
             saved[name].append(out)
+
         return f
 
     mlp = arch.mlp(model, 1)

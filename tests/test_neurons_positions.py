@@ -43,8 +43,14 @@ def test_stage1_stats_standardise_exactly_what_phi_averages():
     L, W = arch.neuron_shape(model)
     layers = torch.arange(L).repeat_interleave(4)
     indices = torch.arange(4).repeat(L)
-    ns = NeuronSet(layers, indices, torch.ones(len(layers)), stats.act_mean[layers, indices],
-                   stats.act_std[layers, indices].clamp_min(1e-6), {"num_layers": L, "intermediate_size": W})
+    ns = NeuronSet(
+        layers,
+        indices,
+        torch.ones(len(layers)),
+        stats.act_mean[layers, indices],
+        stats.act_std[layers, indices].clamp_min(1e-6),
+        {"num_layers": L, "intermediate_size": W},
+    )
     b = R.collate([enc], tok.pad_token_id)
     cap = NeuronCapture(model, ns)
     try:

@@ -55,23 +55,26 @@ def test_normalise():
 
 def test_corpus_relevance_resumes(tmp_path, monkeypatch):
     model, tok, recs, _ = _setup(5)
-    a = R.corpus_relevance(model, tok, recs, method="attnlrp", batch_size=2, max_length=64, work_dir=tmp_path,
-                           progress=False)
+    a = R.corpus_relevance(
+        model, tok, recs, method="attnlrp", batch_size=2, max_length=64, work_dir=tmp_path, progress=False
+    )
     files = sorted(tmp_path.glob("batch_*.pt"))
     assert len(files) == 3
     files[1].unlink()  # as if interrupted before this batch
     calls = []
     real = R.batch_relevance
     monkeypatch.setattr(R, "batch_relevance", lambda *a, **k: calls.append(1) or real(*a, **k))
-    b = R.corpus_relevance(model, tok, recs, method="attnlrp", batch_size=2, max_length=64, work_dir=tmp_path,
-                           progress=False)
+    b = R.corpus_relevance(
+        model, tok, recs, method="attnlrp", batch_size=2, max_length=64, work_dir=tmp_path, progress=False
+    )
     assert len(calls) == 1  # only the missing batch was recomputed
     torch.testing.assert_close(a.relevance_mean, b.relevance_mean)
     torch.testing.assert_close(a.act_mean, b.act_mean)
     assert a.n_samples == 5 and a.relevance_mean.shape == (2, 128)
     # a different plan (other batch size) does not reuse stale files
-    c = R.corpus_relevance(model, tok, recs, method="attnlrp", batch_size=5, max_length=64, work_dir=tmp_path,
-                           progress=False)
+    c = R.corpus_relevance(
+        model, tok, recs, method="attnlrp", batch_size=5, max_length=64, work_dir=tmp_path, progress=False
+    )
     assert len(list(tmp_path.glob("batch_*.pt"))) == 1
     torch.testing.assert_close(a.relevance_mean, c.relevance_mean, rtol=1e-4, atol=1e-7)
 

@@ -34,8 +34,9 @@ def test_gold_response_rewrites_to_answer_format():
 
 
 def test_clean_samples_drops_empty_truncated_duplicates():
-    kept, drops = clean_samples([S("a 1", True), S("  ", False), S("b 2", False, truncated=True),
-                                 S("a   1", True), S("c 3", False)])
+    kept, drops = clean_samples(
+        [S("a 1", True), S("  ", False), S("b 2", False, truncated=True), S("a   1", True), S("c 3", False)]
+    )
     assert [s["text"] for s in kept] == ["a 1", "c 3"]
     assert drops == {"empty": 1, "truncated": 1, "duplicate": 1}
 
@@ -47,7 +48,9 @@ def test_make_pairs_self_capped_and_diverse():
     assert len({p["chosen"] for p in prs}) == 2 and len({p["rejected"] for p in prs}) == 2  # no reuse before all used
     assert all(p["chosen"].startswith("good") and p["rejected"].startswith("bad") for p in prs)
     assert len(make_pairs("Q", "5", samples, None, max_pairs=10, seed=0)) == 4  # all combinations at most
-    assert make_pairs("Q", "5", samples, None, max_pairs=2, seed=0) == make_pairs("Q", "5", samples, None, max_pairs=2, seed=0)
+    assert make_pairs("Q", "5", samples, None, max_pairs=2, seed=0) == make_pairs(
+        "Q", "5", samples, None, max_pairs=2, seed=0
+    )
 
 
 def test_make_pairs_gold_fallback_and_no_pairs_cases():
@@ -87,8 +90,10 @@ class FakeGen:
 
 
 def _problems(n=10):
-    return [Problem(f"t-{i}", f"Q{i} gold={i + 10}", str(i + 10), f"Work {i}.<<1+1=2>>\n#### {i + 10}", "t")
-            for i in range(n)]
+    return [
+        Problem(f"t-{i}", f"Q{i} gold={i + 10}", str(i + 10), f"Work {i}.<<1+1=2>>\n#### {i + 10}", "t")
+        for i in range(n)
+    ]
 
 
 def _cfg(tmp_path, name="p", **kw):
@@ -168,7 +173,9 @@ def test_build_pairs_resumed_mid_chunk_equals_uninterrupted_byte_for_byte(tmp_pa
     rows = (out / "samples.jsonl").read_text().splitlines(keepends=True)
     keep = {json.loads(l)["id"] for l in rows[:cut]}
     (out / "samples.jsonl").write_text("".join(rows[:cut]) + rows[cut][:17])
-    prs = [l for l in (out / "pairs.jsonl").read_text().splitlines(keepends=True) if json.loads(l)["question_id"] in keep]
+    prs = [
+        l for l in (out / "pairs.jsonl").read_text().splitlines(keepends=True) if json.loads(l)["question_id"] in keep
+    ]
     (out / "pairs.jsonl").write_text("".join(prs) + '{"prompt": "to')
     (out / "summary.json").unlink()
     again = BatchGen()
@@ -207,6 +214,7 @@ def test_summarize_counts():
 
 
 # ----------------------------------------------------------------------------- step pairs
+
 
 def test_split_steps_and_first_wrong_step():
     assert split_steps("a\n\n  b \nc") == ["a", "b", "c"]
@@ -273,8 +281,16 @@ def test_build_pairs_real_generate_on_tiny_model_reproducible(tmp_path):
     model_dir = save_tiny(tmp_path / "tiny")
     outs = []
     for name in ("a", "b"):
-        cfg = PairsConfig(model=str(model_dir), out_dir=str(tmp_path / name), limit=3, k=2, max_new_tokens=6,
-                          batch_size=4, progress=False, backend="hf")
+        cfg = PairsConfig(
+            model=str(model_dir),
+            out_dir=str(tmp_path / name),
+            limit=3,
+            k=2,
+            max_new_tokens=6,
+            batch_size=4,
+            progress=False,
+            backend="hf",
+        )
         build_pairs(cfg)
         outs.append((tmp_path / name / "samples.jsonl").read_text())
     rows = [json.loads(l) for l in outs[0].splitlines()]

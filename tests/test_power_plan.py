@@ -29,8 +29,10 @@ def brute_force_power(n: int, p01: float, p10: float, alpha: float = 0.05) -> fl
     return total
 
 
-@pytest.mark.parametrize("n,p01,p10,alpha", [(6, 0.5, 0.05, 0.05), (7, 0.4, 0.1, 0.05), (8, 0.6, 0.0, 0.05),
-                                             (7, 0.3, 0.3, 0.2), (8, 0.35, 0.15, 0.1)])
+@pytest.mark.parametrize(
+    "n,p01,p10,alpha",
+    [(6, 0.5, 0.05, 0.05), (7, 0.4, 0.1, 0.05), (8, 0.6, 0.0, 0.05), (7, 0.3, 0.3, 0.2), (8, 0.35, 0.15, 0.1)],
+)
 def test_mcnemar_power_matches_brute_force(n, p01, p10, alpha):
     assert pp.mcnemar_power(n, p01, p10, alpha) == pytest.approx(brute_force_power(n, p01, p10, alpha), abs=1e-12)
 

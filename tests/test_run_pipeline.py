@@ -28,8 +28,14 @@ class Fakes:
         self.train_cfgs: dict[str, object] = {}
 
     def runners(self):
-        return {"neurons": self.neurons, "pairs": self.pairs, "reference": self.reference, "train": self.train,
-                "eval": self.eval, "discrimination": self.disc}
+        return {
+            "neurons": self.neurons,
+            "pairs": self.pairs,
+            "reference": self.reference,
+            "train": self.train,
+            "eval": self.eval,
+            "discrimination": self.disc,
+        }
 
     def reference(self, cfg, neurons, out_dir):
         self.calls["reference"] += 1
@@ -40,8 +46,14 @@ class Fakes:
     def neurons(self, cfg):
         self.calls["neurons"] += 1
         self.calls[f"neurons:{cfg.method}"] += 1
-        NeuronSet([0, 1], [1, 2], [0.3, 0.1], [0, 0], [1, 1],
-                  {"num_layers": 2, "intermediate_size": 8, "model": cfg.model, "method": cfg.method}).save(cfg.out)
+        NeuronSet(
+            [0, 1],
+            [1, 2],
+            [0.3, 0.1],
+            [0, 0],
+            [1, 1],
+            {"num_layers": 2, "intermediate_size": 8, "model": cfg.model, "method": cfg.method},
+        ).save(cfg.out)
         wd = work_dir_for(cfg.out)  # the find run's grids, which the random control takes its statistics from
         wd.mkdir(exist_ok=True)
         torch.save({"act_mean_math": torch.zeros(2, 8), "act_std_math": torch.ones(2, 8)}, wd / "grids.pt")
@@ -51,8 +63,17 @@ class Fakes:
         self.calls["pairs"] += 1
         out = Path(cfg.out_dir)
         (out / "pairs.jsonl").write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
-        (out / "summary.json").write_text(json.dumps({"questions": cfg.limit, "samples": cfg.limit * cfg.k,
-                                                      "sample_accuracy": 0.5, "pairs": 1, "pairs_by_source": {"self": 1}}))
+        (out / "summary.json").write_text(
+            json.dumps(
+                {
+                    "questions": cfg.limit,
+                    "samples": cfg.limit * cfg.k,
+                    "sample_accuracy": 0.5,
+                    "pairs": 1,
+                    "pairs_by_source": {"self": 1},
+                }
+            )
+        )
         return out / "pairs.jsonl"
 
     def train(self, cfg):
@@ -70,8 +91,18 @@ class Fakes:
             raise KeyboardInterrupt("killed mid-training")
         with open(out / "metrics.jsonl", "w") as f:
             for s in (1, 2):
-                f.write(json.dumps({"step": s, "loss": 0.7 - 0.1 * s, "rewards/margins": 0.1 * s,
-                                    "neuron/margin": cfg.gamma * s, "rewards/accuracies": 0.5}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "step": s,
+                            "loss": 0.7 - 0.1 * s,
+                            "rewards/margins": 0.1 * s,
+                            "neuron/margin": cfg.gamma * s,
+                            "rewards/accuracies": 0.5,
+                        }
+                    )
+                    + "\n"
+                )
         (out / "final").mkdir(exist_ok=True)
         (out / "done.json").write_text("{}")
         return out
@@ -84,9 +115,13 @@ class Fakes:
         with open(Path(out_dir) / "items.jsonl", "w") as f:
             for i, c in enumerate(corr):
                 f.write(json.dumps({"id": f"{bench}-{i}", "correct": {"flexible": c}}) + "\n")
-        s = {"bench": bench, "n": n, "primary": "flexible",
-             "accuracy": {"flexible": {"acc": sum(corr) / n, "lo": 0, "hi": 1, "n_correct": sum(corr)}},
-             "protocol": {"shots": 0}}
+        s = {
+            "bench": bench,
+            "n": n,
+            "primary": "flexible",
+            "accuracy": {"flexible": {"acc": sum(corr) / n, "lo": 0, "hi": 1, "n_correct": sum(corr)}},
+            "protocol": {"shots": 0},
+        }
         (Path(out_dir) / "summary.json").write_text(json.dumps(s))
         return s
 
@@ -98,8 +133,14 @@ class Fakes:
 
 
 def _rc(tmp_path, **kw):
-    rc = RunConfig(name="t", model="tiny-model", out_root=str(tmp_path / "runs"), pairs={"limit": 4, "k": 2},
-                   eval=EvalSection(benches=["gsm8k", "svamp"], limit=6, discrimination=10), **kw)
+    rc = RunConfig(
+        name="t",
+        model="tiny-model",
+        out_root=str(tmp_path / "runs"),
+        pairs={"limit": 4, "k": 2},
+        eval=EvalSection(benches=["gsm8k", "svamp"], limit=6, discrimination=10),
+        **kw,
+    )
     return rc
 
 
@@ -172,8 +213,10 @@ def test_stage_hash_ignores_locations_but_not_settings():
 
 def test_run_config_file_and_overrides(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("name: x\nseeds: [0, 1]\npairs: {k: 4}\neval: {benches: [gsm8k], limit: 30}\n"
-                 "methods: {dpo: {gamma: 0}, yfpo: {gamma: 1.0}}\n")
+    p.write_text(
+        "name: x\nseeds: [0, 1]\npairs: {k: 4}\neval: {benches: [gsm8k], limit: 30}\n"
+        "methods: {dpo: {gamma: 0}, yfpo: {gamma: 1.0}}\n"
+    )
     rc = load_run_config(p, ["--eval.limit", "10", "--pairs.k=2", "--methods.yfpo.gamma", "0.5"])
     assert rc.eval.limit == 10 and rc.seeds == [0, 1] and rc.pairs["k"] == "2" and rc.methods["yfpo"]["gamma"] == "0.5"
     from yfpo.config import ConfigError
@@ -202,21 +245,24 @@ def _write(tmp_path, text: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize("bad, match", [
-    ("methods: {dpo: {gamma: 0}, yfpo: {gamam: 2}}", "methods.yfpo/train.gamam"),
-    ("methods: {dpo: {gamma: 0}, dpo_fdt: {fdt: true}}", "fdt: true with lora: true"),
-    ("methods: {dpo: {gamma: 0}, y: {neurons: randon, gamma: 1}}", "methods.y.neurons"),
-    ("methods: {y: {gammas: [1, x]}}", "gammas"),
-    ("methods: {y: {gamma: 1, gammas: [1, 2]}}", "both gamma and gammas"),
-    ("eval: {benches: [gsm8k, gsm9k]}", "unknown benchmark 'gsm9k'"),
-    ("pairs_file: /nonexistent/pairs.jsonl", "pairs_file"),
-    ("model: /nonexistent/model", "model folder"),
-    ("neurons: {methdo: attnlrp}", "neurons.methdo"),
-    ("neurons: {contrast_sources: 'dolly,wiki'}", "unknown source 'wiki'"),
-    ("neurons: {method: random}", "not a selection"),
-    ("check: {n_randon: 2}", "check.n_randon"),
-    ("pairs: {kk: 2}", "pairs.kk"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("methods: {dpo: {gamma: 0}, yfpo: {gamam: 2}}", "methods.yfpo/train.gamam"),
+        ("methods: {dpo: {gamma: 0}, dpo_fdt: {fdt: true}}", "fdt: true with lora: true"),
+        ("methods: {dpo: {gamma: 0}, y: {neurons: randon, gamma: 1}}", "methods.y.neurons"),
+        ("methods: {y: {gammas: [1, x]}}", "gammas"),
+        ("methods: {y: {gamma: 1, gammas: [1, 2]}}", "both gamma and gammas"),
+        ("eval: {benches: [gsm8k, gsm9k]}", "unknown benchmark 'gsm9k'"),
+        ("pairs_file: /nonexistent/pairs.jsonl", "pairs_file"),
+        ("model: /nonexistent/model", "model folder"),
+        ("neurons: {methdo: attnlrp}", "neurons.methdo"),
+        ("neurons: {contrast_sources: 'dolly,wiki'}", "unknown source 'wiki'"),
+        ("neurons: {method: random}", "not a selection"),
+        ("check: {n_randon: 2}", "check.n_randon"),
+        ("pairs: {kk: 2}", "pairs.kk"),
+    ],
+)
 def test_bad_config_fails_before_any_work(tmp_path, bad, match):
     """A typo or an invalid setting anywhere fails while planning: no stage runs, no run folder is made."""
     import time
@@ -246,13 +292,28 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
     assert main(["run", str(p)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "gamam" in err and "Traceback" not in err
-    assert main(["run", str(_write(tmp_path, "methods: {dpo: {gamma: 0}, yfpo: {gammas: [0.5, 2]}}")),
-                 "--check-only"]) == 0
+    assert (
+        main(["run", str(_write(tmp_path, "methods: {dpo: {gamma: 0}, yfpo: {gammas: [0.5, 2]}}")), "--check-only"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "yfpo_g0.5: gamma 0.5, neurons attnlrp" in out and "valid" in out
     p = _write(tmp_path, "methods: {dpo: {gamma: 0}, yfpo: {gamma: 1}}")
-    assert main(["run", str(p), "--check-only", "--methods.yfpo.gamma", "2", "--train.gamma", "0.25",
-                 "--methods.dpo.gamma=0"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(p),
+                "--check-only",
+                "--methods.yfpo.gamma",
+                "2",
+                "--train.gamma",
+                "0.25",
+                "--methods.dpo.gamma=0",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "yfpo: gamma 2.0, neurons attnlrp" in out and "dpo: gamma 0.0," in out
     assert not (tmp_path / "runs").exists()
@@ -279,11 +340,17 @@ def test_failing_stage_is_one_line_naming_its_folder(tmp_path):
 def test_neuron_controls_and_gamma_sweep(tmp_path):
     """`neurons:` picks each method's NeuronSet (built as cached stages); `gammas:` expands into a sweep; the
     recorded run config names every method's neurons and gamma."""
-    methods = {"dpo": {"gamma": 0.0}, "yfpo": {"gammas": [0.5, 2]}, "yfpo_random": {"gamma": 1.0, "neurons": "random"},
-               "yfpo_flipped": {"gamma": 1.0, "neurons": "flipped"}, "yfpo_lape": {"gamma": 1.0, "neurons": "lape"}}
+    methods = {
+        "dpo": {"gamma": 0.0},
+        "yfpo": {"gammas": [0.5, 2]},
+        "yfpo_random": {"gamma": 1.0, "neurons": "random"},
+        "yfpo_flipped": {"gamma": 1.0, "neurons": "flipped"},
+        "yfpo_lape": {"gamma": 1.0, "neurons": "lape"},
+    }
     f = Fakes()
-    run_pipeline(_rc(tmp_path, seeds=[0, 1], methods=json.loads(json.dumps(methods))), runners=f.runners(),
-                 log=lambda m: None)
+    run_pipeline(
+        _rc(tmp_path, seeds=[0, 1], methods=json.loads(json.dumps(methods))), runners=f.runners(), log=lambda m: None
+    )
     run = tmp_path / "runs" / "t"
     assert f.calls["neurons:attnlrp"] == 1 and f.calls["neurons:lape"] == 1  # the lape selection: its own stage
     names = {"dpo", "yfpo_g0.5", "yfpo_g2", "yfpo_random", "yfpo_flipped", "yfpo_lape"}
@@ -299,8 +366,10 @@ def test_neuron_controls_and_gamma_sweep(tmp_path):
     assert NeuronSet.load(cfg["yfpo_lape-s0"].neurons).provenance["method"] == "lape"
     import yaml
 
-    for recorded in (yaml.safe_load((run / "config.yaml").read_text())["methods"],
-                     json.loads((run / "run.json").read_text())["config"]["methods"]):
+    for recorded in (
+        yaml.safe_load((run / "config.yaml").read_text())["methods"],
+        json.loads((run / "run.json").read_text())["config"]["methods"],
+    ):
         assert set(recorded) == names
         assert recorded["yfpo_g0.5"] == {"gamma": 0.5, "neurons": "attnlrp"}
         assert recorded["yfpo_random"]["neurons"] == "random" and recorded["dpo"]["neurons"] == "attnlrp"
@@ -308,10 +377,15 @@ def test_neuron_controls_and_gamma_sweep(tmp_path):
     assert {"neurons", "neurons/lape", "neurons/flipped", "neurons/random-s0", "neurons/random-s1"} <= set(stages)
     assert stages["train/yfpo_random-s1"]["neurons"] == "random" and stages["train/yfpo_g2-s0"]["gamma"] == 2.0
     assert [s["name"] for s in stages.values() if s["kind"] == "neurons"] == ["neurons"]  # the report's own set
-    assert stages["neurons/lape"]["kind"] == "neurons_selection" and stages["neurons/flipped"]["kind"] == "neurons_control"
+    assert (
+        stages["neurons/lape"]["kind"] == "neurons_selection" and stages["neurons/flipped"]["kind"] == "neurons_control"
+    )
     again = Fakes()  # all cached, including the control sets
-    run_pipeline(_rc(tmp_path, seeds=[0, 1], methods=json.loads(json.dumps(methods))), runners=again.runners(),
-                 log=lambda m: None)
+    run_pipeline(
+        _rc(tmp_path, seeds=[0, 1], methods=json.loads(json.dumps(methods))),
+        runners=again.runners(),
+        log=lambda m: None,
+    )
     assert sum(again.calls.values()) == 0
 
 
@@ -321,8 +395,13 @@ def test_no_hash_names_only_real_fields():
     from yfpo.run import _NO_HASH, _fields
     from yfpo.train.config import TrainConfig
 
-    classes = {"neurons": NeuronsConfig, "neurons_selection": NeuronsConfig, "check": CheckConfig,
-               "pairs": PairsConfig, "train": TrainConfig}
+    classes = {
+        "neurons": NeuronsConfig,
+        "neurons_selection": NeuronsConfig,
+        "check": CheckConfig,
+        "pairs": PairsConfig,
+        "train": TrainConfig,
+    }
     assert set(_NO_HASH) == set(classes)
     for kind, names in _NO_HASH.items():
         extra = names - _fields(classes[kind]) - ({"ref_logps"} if kind == "train" else set())
@@ -333,22 +412,26 @@ def test_no_hash_names_only_real_fields():
 def test_real_pipeline_tiny_model_end_to_end_with_resume(tmp_path):
     """The real stages on a saved tiny model with tiny budgets; a kill before the second training reruns
     nothing finished."""
-    from yfpo.models.tiny import save_tiny
-
     from yfpo.data.pairs import load_solution_pairs, write_pairs
     from yfpo.engine.prompts import format_user_message
+    from yfpo.models.tiny import save_tiny
 
     model_dir = save_tiny(tmp_path / "tiny")
     # a random tiny model never finishes a solution within a few tokens, so self-sampled pairs would be
     # empty: the run reads a pairs file (the pairs stage on a real model is tested in test_pairs_build)
     pairs_file = tmp_path / "pairs.jsonl"
-    write_pairs(pairs_file, [{"prompt": format_user_message(o["question"]), "chosen": o["chosen"][:120],
-                              "rejected": o["rejected"][:120]} for o in load_solution_pairs(limit=4)])
+    write_pairs(
+        pairs_file,
+        [
+            {"prompt": format_user_message(o["question"]), "chosen": o["chosen"][:120], "rejected": o["rejected"][:120]}
+            for o in load_solution_pairs(limit=4)
+        ],
+    )
     p = tmp_path / "c.yaml"
     p.write_text(f"""
 name: e2e
 model: {model_dir}
-out_root: {tmp_path / 'runs'}
+out_root: {tmp_path / "runs"}
 neurons: {{n_math: 4, n_contrast: 4, k: 8, batch_size: 4, max_length: 48, progress: false}}
 check: {{n_random: 1, n_math: 4, n_contrast: 4, n_eval: 0, max_length: 48, progress: false}}
 pairs_file: {pairs_file}
@@ -392,6 +475,7 @@ def test_reference_stage_once_for_every_method_and_seed(tmp_path, monkeypatch):
     import yfpo.train.config as tc
 
     if "ref_logps" not in {f.name for f in dataclasses.fields(tc.TrainConfig)}:
+
         @dataclasses.dataclass
         class WithRef(tc.TrainConfig):  # the field train/ adds (issue 10 item 3)
             ref_logps: str | None = None
@@ -407,8 +491,12 @@ def test_reference_stage_once_for_every_method_and_seed(tmp_path, monkeypatch):
         p.write_text("ref")
         return p
 
-    methods = {"dpo": {"gamma": 0.0}, "yfpo": {"gamma": 1.0}, "yfpo_random": {"gamma": 1.0, "neurons": "random"},
-               "yfpo_long": {"gamma": 1.0, "max_length": 512}}
+    methods = {
+        "dpo": {"gamma": 0.0},
+        "yfpo": {"gamma": 1.0},
+        "yfpo_random": {"gamma": 1.0, "neurons": "random"},
+        "yfpo_long": {"gamma": 1.0, "max_length": 512},
+    }
     rc = _rc(tmp_path, seeds=[0, 1], methods=methods)
     run_pipeline(rc, runners={**f.runners(), "reference": reference}, log=lambda m: None)
     assert sorted(refs) == [(384, ["attnlrp", "random-s0", "random-s1"]), (512, ["attnlrp"])]
@@ -417,6 +505,9 @@ def test_reference_stage_once_for_every_method_and_seed(tmp_path, monkeypatch):
     assert paths["yfpo_long-s0"] == paths["yfpo_long-s1"] != paths["dpo-s0"]
     refs.clear()
     again = Fakes()
-    run_pipeline(_rc(tmp_path, seeds=[0, 1], methods=methods), runners={**again.runners(), "reference": reference},
-                 log=lambda m: None)
+    run_pipeline(
+        _rc(tmp_path, seeds=[0, 1], methods=methods),
+        runners={**again.runners(), "reference": reference},
+        log=lambda m: None,
+    )
     assert refs == [] and sum(again.calls.values()) == 0

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from conftest import needs_default_model
 
 
@@ -17,9 +16,11 @@ def test_default_model_prepares_verifies_and_runs():
     assert manifest["license"] == "Apache-2.0" and "model.safetensors" in manifest["files"]
     assert arch.get_arch(model).family == "llama"
     assert arch.neuron_shape(model) == (30, 1536)
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True
+    )
     ids = tok(prompt, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    text = tok.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True)
+    text = tok.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True)
     assert "5" in text, text  # the model is weak at math, but not at 2 + 3

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_train_common import cfg_for, one_thread, pair_rows, write_jsonl, write_neuronset  # noqa: F401
 
-from test_train_common import one_thread, cfg_for, pair_rows, write_jsonl, write_neuronset  # noqa: F401
 from yfpo import resume as strict
 from yfpo.models.tiny import save_tiny, tiny_model
 from yfpo.train.trainer import train
@@ -38,8 +38,15 @@ def test_train_gamma_sweep_into_one_folder_is_refused(tmp_path):
     train(a)
     assert (out / "train_done.json").exists() and (out / "config.hash.json").exists()
     assert not (out / "done.json").exists()  # that name is the pipeline's stage record
-    b = cfg_for(tmp_path, pairs, model=str(model_dir), output_dir=str(out), gamma=5.0,
-                neurons=str(tmp_path / "n.json"), max_steps=1)
+    b = cfg_for(
+        tmp_path,
+        pairs,
+        model=str(model_dir),
+        output_dir=str(out),
+        gamma=5.0,
+        neurons=str(tmp_path / "n.json"),
+        max_steps=1,
+    )
     with pytest.raises(strict.ResumeConflict, match=r"gamma: 0\.0 -> 5\.0.*neurons: None -> "):
         train(b)
     assert train(a) == out  # the same config: finished, returned at once
@@ -49,8 +56,14 @@ def test_train_gamma_sweep_into_one_folder_is_refused(tmp_path):
 
 def test_read_metrics_applies_resume_marker_and_cuts_torn_tail(tmp_path):
     p = tmp_path / "metrics.jsonl"
-    rows = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}, {"step": 3, "loss": 0.8},
-            {"event": "resume", "step": 2}, {"step": 3, "loss": 0.7}, {"train_runtime": 1.0, "step": 3}]
+    rows = [
+        {"step": 1, "loss": 1.0},
+        {"step": 2, "loss": 0.9},
+        {"step": 3, "loss": 0.8},
+        {"event": "resume", "step": 2},
+        {"step": 3, "loss": 0.7},
+        {"train_runtime": 1.0, "step": 3},
+    ]
     p.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "lo')
     got = read_metrics(p)
     assert [(r["step"], r["loss"]) for r in got] == [(1, 1.0), (2, 0.9), (3, 0.7)]
@@ -76,8 +89,17 @@ def test_neurons_find_refuses_other_config(tmp_path):
     from yfpo.neurons.find import find_neurons
 
     tiny_dir = str(save_tiny(tmp_path / "tiny", family="llama", seed=0))
-    kw = dict(model=tiny_dir, out=str(tmp_path / "n.json"), method="random", n_math=4, n_contrast=4, k=8,
-              max_length=48, batch_size=4, progress=False)
+    kw = dict(
+        model=tiny_dir,
+        out=str(tmp_path / "n.json"),
+        method="random",
+        n_math=4,
+        n_contrast=4,
+        k=8,
+        max_length=48,
+        batch_size=4,
+        progress=False,
+    )
     find_neurons(NeuronsConfig(**kw))
     with pytest.raises(strict.ResumeConflict, match=r"seed: 0 -> 1"):
         find_neurons(NeuronsConfig(**{**kw, "seed": 1}))
@@ -108,5 +130,8 @@ def test_identities_are_by_content_not_location(tmp_path):
         (tmp_path / d).mkdir()
     p1 = write_jsonl(tmp_path / "x" / "pairs.jsonl", pair_rows(2))
     p2 = write_jsonl(tmp_path / "y" / "pairs.jsonl", pair_rows(2))
-    assert strict.file_identity(str(p1)) == strict.file_identity(str(p2)) != strict.file_identity(
-        str(write_jsonl(tmp_path / "z" / "pairs.jsonl", pair_rows(3))))
+    assert (
+        strict.file_identity(str(p1))
+        == strict.file_identity(str(p2))
+        != strict.file_identity(str(write_jsonl(tmp_path / "z" / "pairs.jsonl", pair_rows(3))))
+    )

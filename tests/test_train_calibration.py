@@ -9,10 +9,19 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from test_train_common import (
+    cfg_for,
+    direct_logp_phi,
+    first_batch,
+    loss_and_grads,
+    make_yfpo,
+    pair_rows,
+    trainable,
+    write_jsonl,
+    write_neuronset,
+)
 from torch.utils.data import DataLoader
 
-from test_train_common import (one_thread, cfg_for, direct_logp_phi, first_batch, loss_and_grads, make_yfpo, pair_rows,
-                               trainable, write_jsonl, write_neuronset)
 from yfpo.models.tiny import tiny_model
 from yfpo.neurons.neuronset import NeuronSet
 from yfpo.train.config import TrainConfig
@@ -68,8 +77,19 @@ def test_calibration_constant_is_std_of_m_ref(files, tmp_path, lora):
 @pytest.mark.parametrize("variant,center", [("yoked", False), ("yoked", True), ("yoked_ref", False), ("aux", False)])
 def test_loss_uses_normalised_margin_exactly(files, tmp_path, variant, center):
     d, pairs, npath = files
-    tr = make_yfpo(cfg_for(tmp_path, pairs, lora=False, gamma=GAMMA, beta=BETA, lam=0.7, variant=variant,
-                           neuron_center=center, neurons=str(npath)))
+    tr = make_yfpo(
+        cfg_for(
+            tmp_path,
+            pairs,
+            lora=False,
+            gamma=GAMMA,
+            beta=BETA,
+            lam=0.7,
+            variant=variant,
+            neuron_center=center,
+            neurons=str(npath),
+        )
+    )
     ns = NeuronSet.load(npath)
     std, mean = tr.calibration["std"], tr.calibration["mean"]
     batch = first_batch(tr)
@@ -106,8 +126,16 @@ def test_loss_uses_normalised_margin_exactly(files, tmp_path, variant, center):
 
 def test_grad_ratio_gamma_equals_direct_autograd(files, tmp_path):
     d, pairs, npath = files
-    cfg = cfg_for(tmp_path, pairs, lora=True, gamma=1.0, neurons=str(npath), gamma_mode="grad_ratio",
-                  grad_ratio_rho=0.5, grad_ratio_batches=2)
+    cfg = cfg_for(
+        tmp_path,
+        pairs,
+        lora=True,
+        gamma=1.0,
+        neurons=str(npath),
+        gamma_mode="grad_ratio",
+        grad_ratio_rho=0.5,
+        grad_ratio_batches=2,
+    )
     tr = make_yfpo(cfg, perturb=False)  # step 0: policy == reference
     ns = NeuronSet.load(npath)
     std = tr.calibration["std"]
@@ -122,8 +150,8 @@ def test_grad_ratio_gamma_equals_direct_autograd(files, tmp_path):
         pw, pl = phi.chunk(2)
         gd = torch.autograd.grad((0.1 * (w - l)).mean(), params, retain_graph=True, allow_unused=True)
         gm = torch.autograd.grad(((pw - pl) / std).mean(), params, allow_unused=True)
-        nd.append(float(torch.sqrt(sum((g ** 2).sum() for g in gd if g is not None))))
-        nm.append(float(torch.sqrt(sum((g ** 2).sum() for g in gm if g is not None))))
+        nd.append(float(torch.sqrt(sum((g**2).sum() for g in gd if g is not None))))
+        nm.append(float(torch.sqrt(sum((g**2).sum() for g in gm if g is not None))))
     want = 0.5 * (sum(nd) / 2) / (sum(nm) / 2)
     gr = tr.calibration["grad_ratio"]
     assert gr["grad_beta_delta_norms"] == pytest.approx(nd, rel=1e-4)
@@ -135,8 +163,20 @@ def test_grad_ratio_gamma_equals_direct_autograd(files, tmp_path):
 
 
 # every loss family: the logit (or the pair of rewards) carries exactly gamma*m
-_LOSSES = ["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "apo_zero", "apo_down",
-           "discopop", "sigmoid_norm"]
+_LOSSES = [
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+]
 
 
 def _closed_form(lt, c, r, Lc, Lr, n, b, eps):
@@ -153,7 +193,9 @@ def _closed_form(lt, c, r, Lc, Lr, n, b, eps):
         return (z / b - 1 / (2 * b)) ** 2
     if lt == "exo_pair":
         e = torch.tensor(eps)
-        return torch.sigmoid(z) * (F.logsigmoid(z) - torch.log1p(-e)) + torch.sigmoid(-z) * (F.logsigmoid(-z) - torch.log(e))
+        return torch.sigmoid(z) * (F.logsigmoid(z) - torch.log1p(-e)) + torch.sigmoid(-z) * (
+            F.logsigmoid(-z) - torch.log(e)
+        )
     if lt == "robust":
         return (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
     if lt == "discopop":
@@ -176,7 +218,7 @@ def _closed_form(lt, c, r, Lc, Lr, n, b, eps):
 def test_every_loss_sees_exactly_gamma_m(lt):
     g = torch.Generator().manual_seed(0)
     c, r = torch.randn(5, generator=g) * 3, torch.randn(5, generator=g) * 3
-    Lc, Lr = torch.tensor([3., 7., 12., 40., 1.]), torch.tensor([9., 2., 30., 5., 4.])
+    Lc, Lr = torch.tensor([3.0, 7.0, 12.0, 40.0, 1.0]), torch.tensor([9.0, 2.0, 30.0, 5.0, 4.0])
     n = torch.randn(5, generator=g)  # gamma * m
     eps = 0.1 if lt in ("exo_pair", "robust") else 0.0
     got = pairwise_loss(lt, c, r, 0.1, label_smoothing=eps, chosen_len=Lc, rejected_len=Lr, neuron=n)
@@ -223,10 +265,16 @@ def test_reference_file_equals_live_and_trl_precompute(files, tmp_path, variant)
     data = json.loads(ref_file.read_text())
     assert data["n_pairs"] == 6 and "attnlrp" in data["m_ref"]
     live = make_yfpo(base)
-    from_file = make_yfpo(cfg_for(tmp_path / "f", pairs, lora=False, gamma=GAMMA, neurons=str(npath), variant=variant,
-                                  ref_logps=str(ref_file)))
-    trl_pre = make_yfpo(cfg_for(tmp_path / "t", pairs, lora=False, gamma=GAMMA, neurons=str(npath), variant=variant,
-                                precompute_ref=True))
+    from_file = make_yfpo(
+        cfg_for(
+            tmp_path / "f", pairs, lora=False, gamma=GAMMA, neurons=str(npath), variant=variant, ref_logps=str(ref_file)
+        )
+    )
+    trl_pre = make_yfpo(
+        cfg_for(
+            tmp_path / "t", pairs, lora=False, gamma=GAMMA, neurons=str(npath), variant=variant, precompute_ref=True
+        )
+    )
     assert from_file.ref_model is None and from_file.precompute_ref_logps
     assert from_file.calibration["m_ref_source"] == str(ref_file)
     assert from_file.calibration["std"] == pytest.approx(live.calibration["std"], rel=1e-5)
@@ -243,8 +291,17 @@ def test_reference_file_equals_live_and_trl_precompute(files, tmp_path, variant)
         torch.testing.assert_close(g_file[n], g_live[n], rtol=1e-4, atol=1e-6)
     # a file for other inputs is refused, naming what differs
     with pytest.raises(ValueError, match="limit_pairs"):
-        make_yfpo(cfg_for(tmp_path / "g", pairs, lora=False, gamma=GAMMA, neurons=str(npath), ref_logps=str(ref_file),
-                          limit_pairs=4))
+        make_yfpo(
+            cfg_for(
+                tmp_path / "g",
+                pairs,
+                lora=False,
+                gamma=GAMMA,
+                neurons=str(npath),
+                ref_logps=str(ref_file),
+                limit_pairs=4,
+            )
+        )
 
 
 def test_trl_options_pass_through(files, tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_train_common import pair_rows, write_jsonl, write_neuronset
 
-from test_train_common import one_thread, pair_rows, write_jsonl, write_neuronset
 from yfpo.cli import main
 from yfpo.models.tiny import save_tiny, tiny_model
 
@@ -19,8 +19,10 @@ def setup(tmp_path_factory):
     write_neuronset(d / "n.json", model)
     pairs = write_jsonl(d / "pairs.jsonl", pair_rows(4))
     cfg = d / "train.yaml"
-    cfg.write_text(f"train:\n  model: {model_dir}\n  pairs: {pairs}\n  lora: true\n  lora_r: 4\n  batch_size: 2\n"
-                   f"  max_steps: 2\n  max_length: 96\n  device: cpu\n  save_steps: 1\n")
+    cfg.write_text(
+        f"train:\n  model: {model_dir}\n  pairs: {pairs}\n  lora: true\n  lora_r: 4\n  batch_size: 2\n"
+        f"  max_steps: 2\n  max_length: 96\n  device: cpu\n  save_steps: 1\n"
+    )
     return d, cfg
 
 
@@ -31,7 +33,14 @@ def test_cli_train_writes_run_dir_and_plot(setup, capsys):
     out = d / "run"
     rc = main(["train", str(cfg), "--out", str(out), "--gamma", "0.5", "--neurons", str(d / "n.json")])
     assert rc == 0, capsys.readouterr().err
-    for name in ("config.yaml", "versions.json", "metrics.jsonl", "train_done.json", "config.hash.json", "final/config.json"):
+    for name in (
+        "config.yaml",
+        "versions.json",
+        "metrics.jsonl",
+        "train_done.json",
+        "config.hash.json",
+        "final/config.json",
+    ):
         assert (out / name).exists(), name
     import yaml
 
@@ -40,8 +49,15 @@ def test_cli_train_writes_run_dir_and_plot(setup, capsys):
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2]
-    for k in ("neuron/chosen", "neuron/rejected", "neuron/margin", "neuron/accuracy", "rewards/margins",
-              "rewards/accuracies", "logps/chosen"):
+    for k in (
+        "neuron/chosen",
+        "neuron/rejected",
+        "neuron/margin",
+        "neuron/accuracy",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+    ):
         assert k in steps[0], k
     vers = json.loads((out / "versions.json").read_text())
     assert {"torch", "transformers", "trl", "peft"} <= set(vers)
@@ -56,14 +72,17 @@ def test_cli_train_writes_run_dir_and_plot(setup, capsys):
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("args, msg", [
-    (["--gamma", "abc"], "gamma"),
-    (["--gama", "1"], "unknown config key"),
-    (["--loss_type", "nope"], "loss_type"),
-    (["--gamma", "1.0"], "NeuronSet"),
-    (["--variant", "sideways"], "variant"),
-    (["--fdt", "true"], "LoRA keeps the output layer frozen"),  # the config trains LoRA
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--gamma", "abc"], "gamma"),
+        (["--gama", "1"], "unknown config key"),
+        (["--loss_type", "nope"], "loss_type"),
+        (["--gamma", "1.0"], "NeuronSet"),
+        (["--variant", "sideways"], "variant"),
+        (["--fdt", "true"], "LoRA keeps the output layer frozen"),  # the config trains LoRA
+    ],
+)
 def test_cli_bad_override_is_a_clear_error(setup, capsys, args, msg):
     d, cfg = setup
     out = d / ("bad" + args[0])
@@ -88,9 +107,26 @@ def test_cli_precompute_ref_then_train_with_it_and_eval_pairs(setup, capsys):
     data = json.loads(ref.read_text())
     assert data["n_pairs"] == 4 and "run" in data["m_ref"] and data["key_inputs"]["pairs_sha256"]
     out = d / "run_ref"
-    rc = main(["train", str(cfg), "--out", str(out), "--gamma", "1", "--neurons", str(d / "n.json"),
-               "--ref-logps", str(ref), "--variant", "yoked_ref", "--eval_pairs", str(d / "pairs.jsonl"),
-               "--eval_steps", "1"])
+    rc = main(
+        [
+            "train",
+            str(cfg),
+            "--out",
+            str(out),
+            "--gamma",
+            "1",
+            "--neurons",
+            str(d / "n.json"),
+            "--ref-logps",
+            str(ref),
+            "--variant",
+            "yoked_ref",
+            "--eval_pairs",
+            str(d / "pairs.jsonl"),
+            "--eval_steps",
+            "1",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     cal = json.loads((out / "calibration.json").read_text())
     assert cal["m_ref_source"] == str(ref) and cal["n_pairs"] == 4

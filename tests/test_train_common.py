@@ -35,16 +35,19 @@ def one_thread():
 
 # ----------------------------------------------------------------------------- data
 
+
 def pair_rows(n: int = 8) -> list[dict]:
     """Plain pairs of varied (and unequal chosen/rejected) lengths."""
     rows = []
     for i in range(n):
         a, b = i + 3, 2 * i + 1
-        rows.append({
-            "prompt": f"Tina has {a} apples and buys {b} more. How many apples does Tina have?",
-            "chosen": f"She has {a} + {b} = {a + b} apples.\n#### {a + b}",
-            "rejected": ("The answer is " + str(a * b) + ". ") * (1 + i % 3),
-        })
+        rows.append(
+            {
+                "prompt": f"Tina has {a} apples and buys {b} more. How many apples does Tina have?",
+                "chosen": f"She has {a} + {b} = {a + b} apples.\n#### {a + b}",
+                "rejected": ("The answer is " + str(a * b) + ". ") * (1 + i % 3),
+            }
+        )
     return rows
 
 
@@ -52,12 +55,14 @@ def step_rows(n: int = 6) -> list[dict]:
     rows = []
     for i in range(n):
         a, b = i + 4, i + 7
-        rows.append({
-            "prompt": f"Ken has {a} books and gets {b} more. How many books?",
-            "initial_reason_steps": f"Step 1: Ken starts with {a} books.\n",
-            "chosen": f"Step 2: {a} + {b} = {a + b}.",
-            "rejected": f"Step 2: {a} * {b} = {a * b}.",
-        })
+        rows.append(
+            {
+                "prompt": f"Ken has {a} books and gets {b} more. How many books?",
+                "initial_reason_steps": f"Step 1: Ken starts with {a} books.\n",
+                "chosen": f"Step 2: {a} + {b} = {a + b}.",
+                "rejected": f"Step 2: {a} * {b} = {a * b}.",
+            }
+        )
     return rows
 
 
@@ -83,8 +88,13 @@ def write_neuronset(path: Path, model, k_per_layer: int = 6, seed: int = 0) -> N
     scores = torch.randn(K, generator=g)
     mean = 0.01 * torch.randn(K, generator=g)
     std = 0.02 + 0.05 * torch.rand(K, generator=g)
-    prov = {"num_layers": L, "intermediate_size": W, "family": arch.get_arch(arch.unwrap(model)).family,
-            "model": "tiny", "method": "hand-made test set"}
+    prov = {
+        "num_layers": L,
+        "intermediate_size": W,
+        "family": arch.get_arch(arch.unwrap(model)).family,
+        "model": "tiny",
+        "method": "hand-made test set",
+    }
     ns = NeuronSet(layers, idx, scores, mean, std, prov)
     ns.save(path)
     return ns
@@ -92,9 +102,20 @@ def write_neuronset(path: Path, model, k_per_layer: int = 6, seed: int = 0) -> N
 
 # ----------------------------------------------------------------------------- trainers
 
+
 def cfg_for(tmp_path: Path, pairs: Path, **kw) -> TrainConfig:
-    base = dict(pairs=str(pairs), output_dir=str(tmp_path / "run"), lora=False, batch_size=2, max_steps=1,
-                device="cpu", beta=0.1, max_length=128, logging_steps=1, warmup_ratio=0.0)
+    base = dict(
+        pairs=str(pairs),
+        output_dir=str(tmp_path / "run"),
+        lora=False,
+        batch_size=2,
+        max_steps=1,
+        device="cpu",
+        beta=0.1,
+        max_length=128,
+        logging_steps=1,
+        warmup_ratio=0.0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -159,6 +180,7 @@ def assert_grads_close(got: dict, want: dict, rtol: float = 1e-5, atol: float = 
 
 
 # ----------------------------------------------------------------------------- independent forward
+
 
 def manual_forward(causal, ids: torch.Tensor):
     """Hook-free forward of one unpadded sequence through a Llama/Qwen2-shaped model, piece by piece.
@@ -230,14 +252,15 @@ def left_pad(batch: dict, pad_id: int) -> dict:
     att = torch.zeros((n, T), dtype=torch.long)
     comp = torch.zeros((n, T), dtype=torch.long)
     for r, (x, c) in enumerate(rows):
-        ids[r, T - len(x):] = x
-        att[r, T - len(x):] = 1
-        comp[r, T - len(x):] = c
+        ids[r, T - len(x) :] = x
+        att[r, T - len(x) :] = 1
+        comp[r, T - len(x) :] = c
     pos = (att.cumsum(1) - 1).clamp(min=0)
     return {"input_ids": ids, "attention_mask": att, "completion_mask": comp, "position_ids": pos}
 
 
 # ----------------------------------------------------------------------------- pure losses vs textbook formulas
+
 
 def test_pairwise_losses_match_formulas():
     from yfpo.train.losses import aux_neuron_loss, pairwise_loss, yoke
@@ -276,4 +299,3 @@ def test_manual_forward_matches_model():
         ref = model(ids[None]).logits[0]
     torch.testing.assert_close(logits.detach(), ref, rtol=1e-5, atol=1e-5)
     assert set(us) == {0, 1} and us[0].shape == (ids.numel(), 128)
-

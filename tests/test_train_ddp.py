@@ -18,8 +18,8 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from test_train_common import pair_rows, write_jsonl, write_neuronset
+
 from yfpo.models.tiny import save_tiny, tiny_model
 
 
@@ -39,19 +39,73 @@ def test_two_process_cpu_run_matches_one_process(tmp_path):
     model, _ = tiny_model("llama", seed=0)
     write_neuronset(tmp_path / "n.json", model)
     pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(2))  # every step sees both pairs, whatever the order
-    common = ["train", "--model", str(model_dir), "--pairs", str(pairs), "--lora", "false", "--max_steps", "2",
-              "--lr", "1e-2", "--lr_scheduler", "constant", "--warmup_ratio", "0", "--device", "cpu",
-              "--gamma", "0.5", "--neurons", str(tmp_path / "n.json"), "--fdt", "true", "--save_steps", "100",
-              "--max_length", "96"]
+    common = [
+        "train",
+        "--model",
+        str(model_dir),
+        "--pairs",
+        str(pairs),
+        "--lora",
+        "false",
+        "--max_steps",
+        "2",
+        "--lr",
+        "1e-2",
+        "--lr_scheduler",
+        "constant",
+        "--warmup_ratio",
+        "0",
+        "--device",
+        "cpu",
+        "--gamma",
+        "0.5",
+        "--neurons",
+        str(tmp_path / "n.json"),
+        "--fdt",
+        "true",
+        "--save_steps",
+        "100",
+        "--max_length",
+        "96",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "YFPO_NO_PROGRESS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    one = subprocess.run([sys.executable, "-m", "yfpo.cli", *common, "--batch_size", "2", "--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [sys.executable, "-m", "yfpo.cli", *common, "--batch_size", "2", "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                          "--main_process_port", str(_free_port()), "-m", "yfpo.cli",
-                          *common, "--batch_size", "1", "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(_free_port()),
+            "-m",
+            "yfpo.cli",
+            *common,
+            "--batch_size",
+            "1",
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("run directory:") == 2  # really two processes
     r1, r2 = _rows(tmp_path / "one"), _rows(tmp_path / "two")
@@ -65,7 +119,9 @@ def test_two_process_cpu_run_matches_one_process(tmp_path):
     c1 = json.loads((tmp_path / "one" / "calibration.json").read_text())
     c2 = json.loads((tmp_path / "two" / "calibration.json").read_text())
     assert c2["processes"] == 2 and c1["processes"] == 1
-    assert c2["std"] == pytest.approx(c1["std"], rel=1e-6) and c2["m_ref"] == pytest.approx(c1["m_ref"], rel=1e-5, abs=1e-7)
+    assert c2["std"] == pytest.approx(c1["std"], rel=1e-6) and c2["m_ref"] == pytest.approx(
+        c1["m_ref"], rel=1e-5, abs=1e-7
+    )
     w1 = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
     w2 = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
     # Adam at lr 1e-2 turns rounding-level gradient differences into ~1e-6 weight differences; a missing

@@ -8,9 +8,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_train_common import (
+    assert_grads_close,
+    cfg_for,
+    first_batch,
+    loss_and_grads,
+    make_yfpo,
+    pair_rows,
+    write_jsonl,
+    write_neuronset,
+)
 
-from test_train_common import (one_thread, assert_grads_close, cfg_for, first_batch, loss_and_grads, make_yfpo, pair_rows,
-                               write_jsonl, write_neuronset)
 from yfpo.models import arch
 
 
@@ -29,8 +37,9 @@ def analytic_head_grads(tr, batch):
     causal = arch.unwrap(tr.model)
     B = batch["input_ids"].shape[0] // 2
     with torch.no_grad():
-        h = getattr(causal, causal.base_model_prefix)(input_ids=batch["input_ids"],
-                                                       attention_mask=batch["attention_mask"]).last_hidden_state[:, :-1]
+        h = getattr(causal, causal.base_model_prefix)(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state[:, :-1]
         ref = tr.ref_model
         ref_logits = ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
     W = causal.get_output_embeddings().weight.detach()

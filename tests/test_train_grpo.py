@@ -10,11 +10,18 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from test_train_common import manual_forward, one_thread, trainable, write_jsonl, write_neuronset  # noqa: F401
+
 from yfpo.models.tiny import save_tiny, tiny_model
-from yfpo.train.grpo import (NeuronGRPOTrainer, NeuronReward, accuracy_reward_fn, group_standardize, make_grpo_args,
-                             make_grpo_trainer, neuron_pair_loss, pair_margins)
+from yfpo.train.grpo import (
+    NeuronReward,
+    accuracy_reward_fn,
+    group_standardize,
+    make_grpo_args,
+    make_grpo_trainer,
+    neuron_pair_loss,
+    pair_margins,
+)
 from yfpo.train.grpo_config import GRPORunConfig
 
 G = 4
@@ -23,8 +30,10 @@ G = 4
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("grpo")
-    rows = [{"question": f"Tom has {i} apples and buys {i + 2} more. How many now?", "answer": str(2 * i + 2)}
-            for i in range(1, 5)]
+    rows = [
+        {"question": f"Tom has {i} apples and buys {i + 2} more. How many now?", "answer": str(2 * i + 2)}
+        for i in range(1, 5)
+    ]
     q = write_jsonl(d / "questions.jsonl", rows)
     model, _ = tiny_model("llama", seed=0)
     write_neuronset(d / "neurons.json", model, k_per_layer=6)
@@ -32,9 +41,21 @@ def files(tmp_path_factory):
 
 
 def cfg_for(tmp_path, q, **kw) -> GRPORunConfig:
-    base = dict(questions="custom", questions_file=str(q), output_dir=str(tmp_path / "run"), lora=False, device="cpu",
-                num_generations=G, batch_size=G, max_new_tokens=8, max_steps=1, logging_steps=1, save_steps=1,
-                lr=1e-3, extractor="flexible")
+    base = dict(
+        questions="custom",
+        questions_file=str(q),
+        output_dir=str(tmp_path / "run"),
+        lora=False,
+        device="cpu",
+        num_generations=G,
+        batch_size=G,
+        max_new_tokens=8,
+        max_steps=1,
+        logging_steps=1,
+        save_steps=1,
+        lr=1e-3,
+        extractor="flexible",
+    )
     base.update(kw)
     return GRPORunConfig(**base)
 
@@ -62,9 +83,15 @@ def fixed_batch(tr, seed=0, truncated_row=None):
         completion_mask[truncated_row] = 0  # what TRL's mask_truncated_completions does
     completion_ids[completion_mask == 0] = pad
     adv = torch.tensor([1.2, -0.4, -0.8, 0.0, 0.9, -1.1, 0.5, -0.3])
-    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
-            "completion_mask": completion_mask, "advantages": adv,
-            "num_items_in_batch": completion_mask.sum(), "group_ids": torch.arange(n) // G}
+    return {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "advantages": adv,
+        "num_items_in_batch": completion_mask.sum(),
+        "group_ids": torch.arange(n) // G,
+    }
 
 
 def loss_grads(tr, batch):
@@ -80,12 +107,13 @@ def loss_grads(tr, batch):
 
 # ---------------------------------------------------------------- pure functions
 
+
 def test_group_standardize_matches_formula_and_skips_invalid():
     v = torch.tensor([1.0, 2.0, 4.0, 7.0, 3.0, 3.0, 5.0, -1.0])
     z = group_standardize(v, 4)
     for k in range(2):
-        x = v[4 * k:4 * k + 4]
-        torch.testing.assert_close(z[4 * k:4 * k + 4], (x - x.mean()) / (x.std() + 1e-4))
+        x = v[4 * k : 4 * k + 4]
+        torch.testing.assert_close(z[4 * k : 4 * k + 4], (x - x.mean()) / (x.std() + 1e-4))
     valid = torch.tensor([1, 1, 0, 1, 1, 1, 1, 1]).bool()
     z = group_standardize(v, 4, valid)
     assert math.isnan(z[2])
@@ -108,6 +136,7 @@ def test_pair_margins_only_same_group_pos_over_neg():
 
 # ---------------------------------------------------------------- equivalence with TRL
 
+
 def test_neuron_weight_zero_equals_trl_grpo(files, tmp_path):
     from trl import GRPOTrainer
 
@@ -115,8 +144,13 @@ def test_neuron_weight_zero_equals_trl_grpo(files, tmp_path):
     cfg = cfg_for(tmp_path, q, neurons=str(ns), neuron_reward_weight=0.0, neuron_loss_weight=0.0)
     ours = make(cfg)
     model, tok = tiny_model("llama", seed=0)
-    trl_tr = GRPOTrainer(model=model, reward_funcs=[accuracy_reward_fn("flexible")], args=make_grpo_args(cfg, tmp_path / "trl"),
-                         train_dataset=ours.train_dataset, processing_class=tok)
+    trl_tr = GRPOTrainer(
+        model=model,
+        reward_funcs=[accuracy_reward_fn("flexible")],
+        args=make_grpo_args(cfg, tmp_path / "trl"),
+        train_dataset=ours.train_dataset,
+        processing_class=tok,
+    )
     trl_tr.current_gradient_accumulation_steps = 1
     assert type(ours).__mro__[1] is GRPOTrainer
     batch = fixed_batch(ours)
@@ -136,8 +170,13 @@ def test_generation_and_scoring_equal_trl_with_weight_zero(files, tmp_path):
     cfg = cfg_for(tmp_path, q, neurons=str(ns))
     ours = make(cfg)
     model, tok = tiny_model("llama", seed=0)
-    trl_tr = GRPOTrainer(model=model, reward_funcs=[accuracy_reward_fn("flexible")], args=make_grpo_args(cfg, tmp_path / "trl"),
-                         train_dataset=ours.train_dataset, processing_class=tok)
+    trl_tr = GRPOTrainer(
+        model=model,
+        reward_funcs=[accuracy_reward_fn("flexible")],
+        args=make_grpo_args(cfg, tmp_path / "trl"),
+        train_dataset=ours.train_dataset,
+        processing_class=tok,
+    )
     inputs = [dict(ours.train_dataset[0]) for _ in range(G)]
     outs = []
     for tr in (ours, trl_tr):
@@ -152,6 +191,7 @@ def test_generation_and_scoring_equal_trl_with_weight_zero(files, tmp_path):
 
 # ---------------------------------------------------------------- (b) loss term vs direct autograd
 
+
 def direct_phi(model, batch, ns):
     """SPEC's phi per row from a hook-free forward of each unpadded sequence (response tokens = completion)."""
     phis = []
@@ -162,7 +202,7 @@ def direct_phi(model, batch, ns):
         ids = torch.cat([p, c])
         _, us, _ = manual_forward(model, ids)
         resp = torch.zeros(ids.numel(), dtype=torch.bool)
-        resp[p.numel():] = True
+        resp[p.numel() :] = True
         terms = []
         for k in range(len(ns)):
             u = us[int(ns.layers[k])][:, int(ns.indices[k])]
@@ -190,13 +230,22 @@ def test_loss_term_gradient_equals_direct_autograd(files, tmp_path, truncated_ro
     model.zero_grad(set_to_none=True)
     phi = direct_phi(model, batch, ns)
     valid = batch["completion_mask"].sum(1) > 0
-    pairs = [(i, j) for i in range(8) for j in range(8) if batch["group_ids"][i] == batch["group_ids"][j]
-             and batch["advantages"][i] > 0 > batch["advantages"][j] and valid[i] and valid[j]]
+    pairs = [
+        (i, j)
+        for i in range(8)
+        for j in range(8)
+        if batch["group_ids"][i] == batch["group_ids"][j]
+        and batch["advantages"][i] > 0 > batch["advantages"][j]
+        and valid[i]
+        and valid[j]
+    ]
     m = torch.stack([phi[i] - phi[j] for i, j in pairs])
     assert scale == pytest.approx(m.detach().std().item(), rel=1e-5)  # calibrated at the first batch
     term = -F.logsigmoid(gamma * m / scale).mean()
     (lam * term).backward()
-    gd = {n: (torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()) for n, p in trainable(model)}  # params after the neurons: 0
+    gd = {
+        n: (torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()) for n, p in trainable(model)
+    }  # params after the neurons: 0
     model.zero_grad(set_to_none=True)
     torch.testing.assert_close(l1 - l0, (lam * term).detach(), rtol=1e-4, atol=1e-6)
     for n in gd:
@@ -208,20 +257,30 @@ def test_loss_term_gradient_equals_direct_autograd(files, tmp_path, truncated_ro
 
 # ---------------------------------------------------------------- (a) the neuron reward
 
+
 @pytest.mark.parametrize("mask_truncated", [False, True])
 def test_neuron_reward_is_group_standardised_phi(files, tmp_path, mask_truncated):
     from yfpo.neurons.neuronset import NeuronSet
 
     d, q, ns_path = files
-    cfg = cfg_for(tmp_path, q, neurons=str(ns_path), neuron_reward_weight=0.5,
-                  mask_truncated_completions=mask_truncated)
+    cfg = cfg_for(
+        tmp_path, q, neurons=str(ns_path), neuron_reward_weight=0.5, mask_truncated_completions=mask_truncated
+    )
     tr = make(cfg)
     fn = [f for f in tr.reward_funcs if isinstance(f, NeuronReward)][0]
     assert tr.reward_weights.tolist() == [1.0, 0.5]
     eos = tr._tokenizer.eos_token_id
     prompts = [[11, 12, 13, 14]] * G + [[21, 22, 23]] * G
-    comps = [[30, 31, eos], [32, eos], [33, 34, 35], [36, 37, 38, eos],
-             [40, eos], [41, 42, eos], [43, 44], [45, 46, 47, eos]]  # rows 2 and 6 end without EOS: truncated
+    comps = [
+        [30, 31, eos],
+        [32, eos],
+        [33, 34, 35],
+        [36, 37, 38, eos],
+        [40, eos],
+        [41, 42, eos],
+        [43, 44],
+        [45, 46, 47, eos],
+    ]  # rows 2 and 6 end without EOS: truncated
     tr._last_prompt_ids = prompts
     logged = {}
     got = fn(prompts=["p"] * 8, completions=["c"] * 8, completion_ids=comps, log_metric=logged.__setitem__)
@@ -229,8 +288,12 @@ def test_neuron_reward_is_group_standardised_phi(files, tmp_path, mask_truncated
     with torch.no_grad():
         phi = []
         for p, c in zip(prompts, comps):
-            b = {"prompt_ids": torch.tensor([p]), "prompt_mask": torch.ones(1, len(p), dtype=torch.long),
-                 "completion_ids": torch.tensor([c]), "completion_mask": torch.ones(1, len(c), dtype=torch.long)}
+            b = {
+                "prompt_ids": torch.tensor([p]),
+                "prompt_mask": torch.ones(1, len(p), dtype=torch.long),
+                "completion_ids": torch.tensor([c]),
+                "completion_mask": torch.ones(1, len(c), dtype=torch.long),
+            }
             phi.append(direct_phi(tr.model, b, ns)[0])
         phi = torch.stack(phi)
     valid = torch.tensor([c[-1] == eos for c in comps]) if mask_truncated else torch.ones(8, dtype=torch.bool)
@@ -255,14 +318,25 @@ def test_config_validation():
 
 # ---------------------------------------------------------------- end to end: run, metrics, resume
 
+
 def test_tiny_run_finishes_logs_and_resumes(files, tmp_path):
     from yfpo.train.grpo import grpo
     from yfpo.train.trainer import StopAfter
 
     d, q, ns = files
     mdir = save_tiny(tmp_path / "tiny", "llama", seed=0)
-    cfg = cfg_for(tmp_path, q, model=str(mdir), neurons=str(ns), neuron_reward_weight=0.5, neuron_loss_weight=0.5,
-                  max_steps=2, lora=True, lora_r=4, lora_alpha=8)
+    cfg = cfg_for(
+        tmp_path,
+        q,
+        model=str(mdir),
+        neurons=str(ns),
+        neuron_reward_weight=0.5,
+        neuron_loss_weight=0.5,
+        max_steps=2,
+        lora=True,
+        lora_r=4,
+        lora_alpha=8,
+    )
     out = grpo(cfg, callbacks=[StopAfter(1)])
     assert not (out / "train_done.json").exists() and (out / "checkpoints" / "checkpoint-1").exists()
     out = grpo(cfg)  # resumes at step 1
@@ -272,8 +346,14 @@ def test_tiny_run_finishes_logs_and_resumes(files, tmp_path):
     steps = [r for r in rows if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2]
     keys = set().union(*steps)
-    for k in ("rewards/accuracy/mean", "rewards/neuron/mean", "neuron/phi", "neuron/pairs",
-              "completions/mean_length", "completions/clipped_ratio"):
+    for k in (
+        "rewards/accuracy/mean",
+        "rewards/neuron/mean",
+        "neuron/phi",
+        "neuron/pairs",
+        "completions/mean_length",
+        "completions/clipped_ratio",
+    ):
         assert k in keys, k
 
 

@@ -16,9 +16,20 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
+from test_train_common import (
+    cfg_for,
+    direct_logp_phi,
+    enable_gc,
+    first_batch,
+    left_pad,
+    loss_and_grads,
+    make_yfpo,
+    pair_rows,
+    trainable,
+    write_jsonl,
+    write_neuronset,
+)
 
-from test_train_common import (one_thread, cfg_for, direct_logp_phi, enable_gc, first_batch, left_pad, loss_and_grads, make_yfpo,
-                               pair_rows, trainable, write_jsonl, write_neuronset)
 from yfpo.models.tiny import tiny_model
 from yfpo.neurons.neuronset import NeuronSet
 
@@ -93,8 +104,19 @@ def _check(tr, batch, ns, variant):
 @pytest.mark.parametrize("variant", ["yoked", "yoked_ref", "aux"])
 def test_margin_and_gradient_match_formula(files, tmp_path, lora, variant):
     d, pairs, npath = files
-    tr = make_yfpo(cfg_for(tmp_path, pairs, lora=lora, gamma=GAMMA, beta=BETA, lam=LAM, variant=variant,
-                           neurons=str(npath), neuron_norm="raw"))
+    tr = make_yfpo(
+        cfg_for(
+            tmp_path,
+            pairs,
+            lora=lora,
+            gamma=GAMMA,
+            beta=BETA,
+            lam=LAM,
+            variant=variant,
+            neurons=str(npath),
+            neuron_norm="raw",
+        )
+    )
     ns = NeuronSet.load(npath)
     batch = first_batch(tr)
     assert batch["attention_mask"].min() == 0  # right padding present
@@ -104,8 +126,18 @@ def test_margin_and_gradient_match_formula(files, tmp_path, lora, variant):
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_gradient_checkpointing_does_not_double_count(files, tmp_path, lora):
     d, pairs, npath = files
-    tr = make_yfpo(cfg_for(tmp_path, pairs, lora=lora, gamma=GAMMA, beta=BETA, neurons=str(npath), neuron_norm="raw",
-                           gradient_checkpointing=True))
+    tr = make_yfpo(
+        cfg_for(
+            tmp_path,
+            pairs,
+            lora=lora,
+            gamma=GAMMA,
+            beta=BETA,
+            neurons=str(npath),
+            neuron_norm="raw",
+            gradient_checkpointing=True,
+        )
+    )
     enable_gc(tr)
     ns = NeuronSet.load(npath)
     batch = first_batch(tr)
@@ -129,7 +161,9 @@ def test_left_padding(files, tmp_path):
 def test_yoked_ref_full_finetuning_uses_reference_copy(files, tmp_path):
     """With a reference copy, m_ref comes from the copy's own hooks; it changes when only the reference changes."""
     d, pairs, npath = files
-    tr = make_yfpo(cfg_for(tmp_path, pairs, lora=False, gamma=GAMMA, variant="yoked_ref", neurons=str(npath), neuron_norm="raw"))
+    tr = make_yfpo(
+        cfg_for(tmp_path, pairs, lora=False, gamma=GAMMA, variant="yoked_ref", neurons=str(npath), neuron_norm="raw")
+    )
     batch = first_batch(tr)
     tr.model.train()
     with torch.no_grad():
@@ -146,5 +180,12 @@ def test_gamma_needs_neurons_and_logs_keys(files, tmp_path):
         make_yfpo(cfg_for(tmp_path, pairs, gamma=1.0))
     tr = make_yfpo(cfg_for(tmp_path, pairs, gamma=GAMMA, neurons=str(npath), neuron_norm="raw"))
     loss_and_grads(tr, first_batch(tr))
-    for k in ("neuron/chosen", "neuron/rejected", "neuron/margin", "neuron/accuracy", "rewards/margins", "logps/chosen"):
+    for k in (
+        "neuron/chosen",
+        "neuron/rejected",
+        "neuron/margin",
+        "neuron/accuracy",
+        "rewards/margins",
+        "logps/chosen",
+    ):
         assert k in tr._metrics["train"], k

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train_common import cfg_for, pair_rows, write_jsonl, write_neuronset
 
-from test_train_common import one_thread, cfg_for, pair_rows, write_jsonl, write_neuronset
 from yfpo.models.tiny import save_tiny, tiny_model
 from yfpo.train.trainer import StopAfter, train
 from yfpo.utils import read_metrics
@@ -30,8 +30,19 @@ def test_resume_matches_uninterrupted(tmp_path, lora):
     model, _ = tiny_model("llama", seed=0)
     write_neuronset(tmp_path / "n.json", model)
     pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(8))
-    common = dict(model=str(model_dir), lora=lora, lora_r=4, lora_alpha=8, max_steps=4, save_steps=1, lr=5e-3,
-                  gamma=0.5, neurons=str(tmp_path / "n.json"), lr_scheduler="linear", warmup_ratio=0.25)
+    common = dict(
+        model=str(model_dir),
+        lora=lora,
+        lora_r=4,
+        lora_alpha=8,
+        max_steps=4,
+        save_steps=1,
+        lr=5e-3,
+        gamma=0.5,
+        neurons=str(tmp_path / "n.json"),
+        lr_scheduler="linear",
+        warmup_ratio=0.25,
+    )
     a = cfg_for(tmp_path / "a", pairs, **common)
     b = cfg_for(tmp_path / "b", pairs, **common)
     run_a = train(a)

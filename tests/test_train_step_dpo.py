@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_train_common import one_thread, cfg_for, make_yfpo, pair_rows, step_rows, write_jsonl
+from test_train_common import cfg_for, make_yfpo, pair_rows, step_rows, write_jsonl
 
 
 def _check_rows(tr, rows, step: bool):
@@ -40,7 +40,9 @@ def test_step_pairs_get_no_eos(tmp_path):
     assert tok.decode(ex["rejected_ids"]).strip() == row["rejected"]
     # collated: the last completion token of each row is the step's own last token, never EOS
     batch = next(iter(tr.get_train_dataloader()))
-    last = (batch["completion_mask"].cumsum(1) == batch["completion_mask"].sum(1, keepdim=True)) & (batch["completion_mask"] == 1)
+    last = (batch["completion_mask"].cumsum(1) == batch["completion_mask"].sum(1, keepdim=True)) & (
+        batch["completion_mask"] == 1
+    )
     assert (batch["input_ids"][last] != tok.eos_token_id).all()
 
 

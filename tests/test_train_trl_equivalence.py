@@ -7,16 +7,37 @@ import copy
 
 import pytest
 import torch
+from test_train_common import (
+    assert_grads_close,
+    cfg_for,
+    first_batch,
+    loss_and_grads,
+    make_yfpo,
+    pair_rows,
+    perturb_,
+    trainable,
+    write_jsonl,
+)
 from trl import DPOTrainer
 
-from test_train_common import (one_thread, assert_grads_close, cfg_for, first_batch, loss_and_grads, make_yfpo, perturb_,
-                               trainable, write_jsonl, pair_rows)
 from yfpo.models.tiny import tiny_model
 
 # (loss_type, label_smoothing): exo_pair needs 0 < eps; robust is checked with label smoothing
-LOSSES = [("sigmoid", 0.0), ("ipo", 0.0), ("hinge", 0.0), ("robust", 0.1), ("exo_pair", 0.1), ("nca_pair", 0.0),
-          ("bco_pair", 0.0), ("sppo_hard", 0.0), ("apo_zero", 0.0), ("apo_down", 0.0), ("discopop", 0.0),
-          ("sigmoid_norm", 0.0), ("sft", 0.0)]
+LOSSES = [
+    ("sigmoid", 0.0),
+    ("ipo", 0.0),
+    ("hinge", 0.0),
+    ("robust", 0.1),
+    ("exo_pair", 0.1),
+    ("nca_pair", 0.0),
+    ("bco_pair", 0.0),
+    ("sppo_hard", 0.0),
+    ("apo_zero", 0.0),
+    ("apo_down", 0.0),
+    ("discopop", 0.0),
+    ("sigmoid_norm", 0.0),
+    ("sft", 0.0),
+]
 
 
 def _trl_twin(yt, lora: bool):
@@ -28,16 +49,27 @@ def _trl_twin(yt, lora: bool):
     peft_config = None
     if lora:
         c = yt.ycfg
-        peft_config = LoraConfig(r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
-                                 target_modules=list(c.lora_targets), task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=c.lora_r,
+            lora_alpha=c.lora_alpha,
+            lora_dropout=c.lora_dropout,
+            target_modules=list(c.lora_targets),
+            task_type="CAUSAL_LM",
+        )
     else:
         ref = copy.deepcopy(model).eval()
     torch.manual_seed(1234)
     from yfpo.train.trainer import build_dataset
 
     ds, _ = build_dataset(yt.ycfg, tok)
-    tt = DPOTrainer(model=model, ref_model=ref, args=copy.deepcopy(yt.args), train_dataset=ds, processing_class=tok,
-                    peft_config=peft_config)
+    tt = DPOTrainer(
+        model=model,
+        ref_model=ref,
+        args=copy.deepcopy(yt.args),
+        train_dataset=ds,
+        processing_class=tok,
+        peft_config=peft_config,
+    )
     perturb_([p for _, p in trainable(tt.model)], seed=99)
     # same starting point, parameter by parameter
     ours = dict(trainable(yt.model))

@@ -30,11 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="yfpo",
         description="Neuron-guided preference optimization for math reasoning: find math neurons (AttnLRP), "
-                    "build preference pairs from the model's own samples, train (DPO family + YFPO neuron reward + FDT), "
-                    "evaluate on GSM8K & co., and report with statistics.",
+        "build preference pairs from the model's own samples, train (DPO family + YFPO neuron reward + FDT), "
+        "evaluate on GSM8K & co., and report with statistics.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run `yfpo COMMAND --help` for a command's options. The default model is the embedded "
-               "SmolLM2-135M-Instruct (`yfpo models prepare`).",
+        "SmolLM2-135M-Instruct (`yfpo models prepare`).",
     )
     p.add_argument("--version", action="version", version=f"yfpo {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

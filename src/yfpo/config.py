@@ -28,7 +28,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>") or type(tp).__name__ == "UnionType":
+    if (
+        origin is typing.Union
+        or (origin is not None and str(origin) == "<class 'types.UnionType'>")
+        or type(tp).__name__ == "UnionType"
+    ):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             if type(None) in args:
                 return None
@@ -49,7 +53,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return from_dict(tp, value, prefix=key + ".")
     if origin in (list, tuple):
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
+            value = (
+                yaml.safe_load(value)
+                if value.strip().startswith("[")
+                else [v.strip() for v in value.split(",") if v.strip()]
+            )
         if not isinstance(value, (list, tuple)):
             value = [value]
         inner = args[0] if args else Any
@@ -105,8 +113,10 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
-                          f"{cls.__name__} has: {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"{cls.__name__} has: {', '.join(sorted(names))}"
+        )
     kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -149,8 +159,9 @@ def _set_dotted(d: dict, key: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | dict | None = None,
-                section: str | None = None) -> T:
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | dict | None = None, section: str | None = None
+) -> T:
     """Dataclass `cls` from YAML `path` (optionally its `section`), then overrides on top."""
     data: dict = {}
     if path is not None:

@@ -89,22 +89,30 @@ def check(folder: str | Path, stage: str, config: dict, *, ignored=IGNORED) -> s
         legacy = _legacy_config(folder)  # a folder from before config.hash.json: its saved config.yaml
         if legacy is not None and config_hash(legacy, ignored) != h:
             diff = diff_keys(hashed_config(legacy, ignored), hashed_config(config, ignored))
-            raise ResumeConflict(f"{folder} was made by another {stage} config ({'; '.join(diff)}; from its "
-                                 "config.yaml); refusing to resume into it: use a new output folder, or --overwrite")
+            raise ResumeConflict(
+                f"{folder} was made by another {stage} config ({'; '.join(diff)}; from its "
+                "config.yaml); refusing to resume into it: use a new output folder, or --overwrite"
+            )
         return h
     try:
         rec = json.loads(rec_path.read_text())
     except json.JSONDecodeError:
-        raise ResumeConflict(f"{rec_path}: not valid JSON; cannot tell which config made {folder} "
-                             "(use a new output folder, or --overwrite to start over)") from None
+        raise ResumeConflict(
+            f"{rec_path}: not valid JSON; cannot tell which config made {folder} "
+            "(use a new output folder, or --overwrite to start over)"
+        ) from None
     if rec.get("stage") == stage and rec.get("hash") == h:
         return h
     if rec.get("stage") != stage:
-        raise ResumeConflict(f"{folder} holds a {rec.get('stage')!r} stage, not {stage!r}; use a new output folder, "
-                             "or --overwrite to start over")
+        raise ResumeConflict(
+            f"{folder} holds a {rec.get('stage')!r} stage, not {stage!r}; use a new output folder, "
+            "or --overwrite to start over"
+        )
     diff = diff_keys(rec.get("config", {}), hashed_config(config, ignored)) or ["(same keys, other hash)"]
-    raise ResumeConflict(f"{folder} was made by another {stage} config ({'; '.join(diff)}); refusing to resume into "
-                         "it: use a new output folder, or --overwrite to start over")
+    raise ResumeConflict(
+        f"{folder} was made by another {stage} config ({'; '.join(diff)}); refusing to resume into "
+        "it: use a new output folder, or --overwrite to start over"
+    )
 
 
 def claim(folder: str | Path, stage: str, config: dict, *, overwrite: bool = False, ignored=IGNORED) -> str:

@@ -109,6 +109,7 @@ def load_run_config(path: str | Path | None, overrides: list[str] | dict | None 
 
 # ----------------------------------------------------------------------------- hashing
 
+
 def model_identity(name_or_path: str) -> dict:
     """What a model's hash depends on: the name, and for a local folder its config and weight files."""
     p = Path(name_or_path)
@@ -118,7 +119,9 @@ def model_identity(name_or_path: str) -> dict:
         files = {}
         for f in sorted(p.iterdir()):
             if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".model", ".txt"):
-                files[f.name] = sha256_file(f) if f.stat().st_size < (64 << 20) else f"{f.stat().st_size}:{f.stat().st_mtime_ns}"
+                files[f.name] = (
+                    sha256_file(f) if f.stat().st_size < (64 << 20) else f"{f.stat().st_size}:{f.stat().st_mtime_ns}"
+                )
         return {"path": str(p.resolve()), "files": files}
     return {"name": name_or_path}
 
@@ -132,6 +135,7 @@ def stage_hash(kind: str, config: dict, inputs: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- methods
+
 
 def _number(x: Any) -> Any:
     """A numeric string from a CLI override ("0.5") as a float, so the recorded config says gamma: 0.5; anything
@@ -185,8 +189,16 @@ def neuron_key(kind: str, seed: int) -> str:
     return f"random-s{seed}" if kind == "random" else kind
 
 
-def train_config(rc: RunConfig, method: str, keys: dict, seed: int, pairs_path: Path, neurons_path: Path,
-                 out_dir: Path, ref_logps: Path | None = None):
+def train_config(
+    rc: RunConfig,
+    method: str,
+    keys: dict,
+    seed: int,
+    pairs_path: Path,
+    neurons_path: Path,
+    out_dir: Path,
+    ref_logps: Path | None = None,
+):
     """TrainConfig for one method x seed (validated): the shared `train` keys, then the method's own keys,
     then the run's model/pairs/neurons/output/seed (dtype and device unless the train section sets them)."""
     from yfpo.config import from_dict
@@ -195,8 +207,14 @@ def train_config(rc: RunConfig, method: str, keys: dict, seed: int, pairs_path: 
     data = {**rc.train, **{k: v for k, v in keys.items() if k not in METHOD_KEYS}}
     data.setdefault("dtype", rc.dtype)
     data.setdefault("device", rc.device)
-    data.update(model=rc.model, pairs=str(pairs_path), neurons=str(neurons_path), output_dir=str(out_dir),
-                seed=seed, name=f"{rc.name}/{method}-s{seed}")
+    data.update(
+        model=rc.model,
+        pairs=str(pairs_path),
+        neurons=str(neurons_path),
+        output_dir=str(out_dir),
+        seed=seed,
+        name=f"{rc.name}/{method}-s{seed}",
+    )
     if ref_logps is not None:
         data["ref_logps"] = str(ref_logps)
     cfg = from_dict(TrainConfig, data, prefix=f"methods.{method}/train.")
@@ -207,8 +225,16 @@ def train_config(rc: RunConfig, method: str, keys: dict, seed: int, pairs_path: 
 
 
 # the TrainConfig fields that decide the reference log-probs of a pairs file (tokenization and precision)
-REF_KEYS = ("max_length", "max_prompt_length", "max_completion_length", "truncation_mode", "limit_pairs",
-            "step_dpo", "dtype", "device")
+REF_KEYS = (
+    "max_length",
+    "max_prompt_length",
+    "max_completion_length",
+    "truncation_mode",
+    "limit_pairs",
+    "step_dpo",
+    "dtype",
+    "device",
+)
 
 
 def reference_supported() -> bool:
@@ -231,6 +257,7 @@ def _fields(cls) -> set[str]:
 
 # ----------------------------------------------------------------------------- validation
 
+
 def check_model_name(model: str) -> None:
     """A model that looks like a local path must exist (a hub id or alias is checked when loaded)."""
     if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
@@ -243,14 +270,17 @@ def check_benches(benches: list[str], data_dir: str | None, where: str) -> None:
 
     for bench in benches:
         if bench not in BENCHMARKS and bench not in GROUPS:
-            raise ValueError(f"run config: {where}: unknown benchmark {bench!r}; known: "
-                             f"{', '.join(list(BENCHMARKS) + list(GROUPS))}")
+            raise ValueError(
+                f"run config: {where}: unknown benchmark {bench!r}; known: {', '.join(list(BENCHMARKS) + list(GROUPS))}"
+            )
         for sub in GROUPS.get(bench, [bench]):
             rel = BENCHMARKS[sub].relpath
             if find_data_file(rel, data_dir) is None:
                 looked = ", ".join(str(d / rel) for d in candidate_data_dirs(data_dir))
-                raise FileNotFoundError(f"run config: {where}: benchmark {sub!r} has no data file (looked in "
-                                        f"{looked}); set eval.data_dir or YFPO_DATA_DIR")
+                raise FileNotFoundError(
+                    f"run config: {where}: benchmark {sub!r} has no data file (looked in "
+                    f"{looked}); set eval.data_dir or YFPO_DATA_DIR"
+                )
 
 
 def check_neurons_inputs(ncfg) -> None:
@@ -259,13 +289,15 @@ def check_neurons_inputs(ncfg) -> None:
 
     for src in (x.strip() for x in ncfg.contrast_sources.split(",") if x.strip()):
         if src not in CONTRAST_SOURCES:
-            raise ValueError(f"run config: neurons.contrast_sources: unknown source {src!r}; known: "
-                             f"{', '.join(CONTRAST_SOURCES)}")
+            raise ValueError(
+                f"run config: neurons.contrast_sources: unknown source {src!r}; known: {', '.join(CONTRAST_SOURCES)}"
+            )
     if ncfg.match and not Path(ncfg.match).exists():
         raise FileNotFoundError(f"run config: neurons.match {ncfg.match} does not exist")
 
 
 # ----------------------------------------------------------------------------- the stages' functions
+
 
 def _run_neurons(cfg) -> Path:
     from yfpo.neurons.find import find_neurons
@@ -322,12 +354,20 @@ def _run_discrimination(model_path: str, *, limit: int, out_dir: str, batch_size
     return run_discrimination(model, tok, limit=limit, out_dir=out_dir, batch_size=batch_size)
 
 
-RUNNERS = {"neurons": _run_neurons, "control": _run_control, "check": _run_check, "pairs": _run_pairs,
-           "reference": _run_reference, "train": _run_train, "eval": _run_eval,
-           "discrimination": _run_discrimination}
+RUNNERS = {
+    "neurons": _run_neurons,
+    "control": _run_control,
+    "check": _run_check,
+    "pairs": _run_pairs,
+    "reference": _run_reference,
+    "train": _run_train,
+    "eval": _run_eval,
+    "discrimination": _run_discrimination,
+}
 
 
 # ----------------------------------------------------------------------------- the plan
+
 
 @dataclass
 class Plan:
@@ -360,17 +400,23 @@ def make_plan(rc: RunConfig) -> Plan:
     for name in ("limit", "max_new_tokens", "batch_size", "discrimination_batch_size"):
         v = getattr(ev, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"run config: eval.{name} must be an integer >= 1{' (or null for all)' if name == 'limit' else ''}, got {v!r}")
+            raise ValueError(
+                f"run config: eval.{name} must be an integer >= 1{' (or null for all)' if name == 'limit' else ''}, got {v!r}"
+            )
     if isinstance(ev.discrimination, bool) or not isinstance(ev.discrimination, int) or ev.discrimination < 0:
-        raise ValueError(f"run config: eval.discrimination must be an integer >= 0 (0 = skip), got {ev.discrimination!r}")
+        raise ValueError(
+            f"run config: eval.discrimination must be an integer >= 0 (0 = skip), got {ev.discrimination!r}"
+        )
     check_model_name(rc.model)
     base = {"dtype": rc.dtype, "device": rc.device, "model": rc.model}
     ncfg = from_dict(NeuronsConfig, {**base, **rc.neurons, "model": rc.model}, prefix="neurons.")
     if ncfg.method not in FIND_METHODS:
         raise ValueError(f"run config: neurons.method must be one of {', '.join(FIND_METHODS)}, got {ncfg.method!r}")
     if ncfg.method not in SELECTIONS.values():
-        raise ValueError(f"run config: neurons.method {ncfg.method!r} is not a selection; for a random-neuron "
-                         "control give a method `neurons: random`")
+        raise ValueError(
+            f"run config: neurons.method {ncfg.method!r} is not a selection; for a random-neuron "
+            "control give a method `neurons: random`"
+        )
     check_neurons_inputs(ncfg)
     methods = resolve_methods(rc)
     selections, controls = needed_neuron_sets(ncfg, methods, rc.seeds)
@@ -381,9 +427,11 @@ def make_plan(rc: RunConfig) -> Plan:
     check_pairs_inputs(rc.pairs_file, pcfg)
     ref = rc.ref_logps and reference_supported()
     placeholder = Path("<planned>")
-    train = {(m, seed): train_config(rc, m, keys, seed, placeholder, placeholder, placeholder,
-                                     placeholder if ref else None)
-             for m, keys in methods.items() for seed in rc.seeds}
+    train = {
+        (m, seed): train_config(rc, m, keys, seed, placeholder, placeholder, placeholder, placeholder if ref else None)
+        for m, keys in methods.items()
+        for seed in rc.seeds
+    }
     check_benches(rc.eval.benches, rc.eval.data_dir, "eval.benches")
     return Plan(methods, ncfg, selections, controls, ccfg, pcfg, train, ref)
 
@@ -421,11 +469,17 @@ def check_pairs_inputs(pairs_file: str | None, pcfg) -> None:
 
 # ----------------------------------------------------------------------------- the pipeline
 
+
 class Pipeline:
     """Plans every stage (validated), then runs them in order; each stage is cached in its own folder."""
 
-    def __init__(self, rc: RunConfig, hook: Callable[[str], None] | None = None, log: Callable[[str], None] = print,
-                 runners: dict[str, Callable] | None = None):
+    def __init__(
+        self,
+        rc: RunConfig,
+        hook: Callable[[str], None] | None = None,
+        log: Callable[[str], None] = print,
+        runners: dict[str, Callable] | None = None,
+    ):
         self.rc = rc
         self.runners = {**RUNNERS, **(runners or {})}
         self.dir = Path(rc.out_root) / rc.name
@@ -446,8 +500,16 @@ class Pipeline:
         self.index.update(config=to_dict(self.rc), updated=now())
         atomic_write_json(self.dir / "run.json", self.index)
 
-    def stage(self, name: str, kind: str, rel: str, config: dict, inputs: dict, fn: Callable[[Path], dict],
-              meta: dict | None = None) -> dict:
+    def stage(
+        self,
+        name: str,
+        kind: str,
+        rel: str,
+        config: dict,
+        inputs: dict,
+        fn: Callable[[Path], dict],
+        meta: dict | None = None,
+    ) -> dict:
         """Run `fn(folder)` unless the folder's done.json exists; returns the done record. An error in `fn`
         becomes a one-line StageFailed naming the stage, its folder and what to do."""
         from yfpo.utils import atomic_write_json, now
@@ -470,8 +532,10 @@ class Pipeline:
         if self.hook is not None:
             self.hook(name)
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / "stage.json", {"name": name, "kind": kind, "hash": h, "config": config,
-                                                  "inputs": inputs, "started": now()})
+        atomic_write_json(
+            folder / "stage.json",
+            {"name": name, "kind": kind, "hash": h, "config": config, "inputs": inputs, "started": now()},
+        )
         t0 = time.time()
         try:
             outputs = fn(folder)
@@ -481,11 +545,21 @@ class Pipeline:
             entry["status"] = "failed"
             self._write_index()
             msg = str(e).splitlines()[0] if str(e) else ""
-            raise StageFailed(f"stage {name} failed in {folder}: {type(e).__name__}: {msg} -- fix the cause and "
-                              "rerun the same command (finished stages are kept; this one resumes); "
-                              "--debug shows the traceback") from e
-        rec = {"name": name, "kind": kind, "hash": h, "config": config, "inputs": inputs, "outputs": outputs,
-               "time_s": round(time.time() - t0, 2), "finished": now()}
+            raise StageFailed(
+                f"stage {name} failed in {folder}: {type(e).__name__}: {msg} -- fix the cause and "
+                "rerun the same command (finished stages are kept; this one resumes); "
+                "--debug shows the traceback"
+            ) from e
+        rec = {
+            "name": name,
+            "kind": kind,
+            "hash": h,
+            "config": config,
+            "inputs": inputs,
+            "outputs": outputs,
+            "time_s": round(time.time() - t0, 2),
+            "finished": now(),
+        }
         atomic_write_json(done, rec)  # last: marks the stage finished
         entry["status"] = "done"
         entry["time_s"] = rec["time_s"]
@@ -542,8 +616,14 @@ class Pipeline:
                 out = self.runners["control"](kind, own[0], folder / "neurons.json", seed)
                 return {"neurons": self._rel(out)}
 
-            rec = self.stage(f"neurons/{key}", "neurons_control", f"stages/neurons-{kind}-{{hash}}",
-                             {"kind": kind, "seed": seed}, {"neurons": own[1]}, run_control)
+            rec = self.stage(
+                f"neurons/{key}",
+                "neurons_control",
+                f"stages/neurons-{kind}-{{hash}}",
+                {"kind": kind, "seed": seed},
+                {"neurons": own[1]},
+                run_control,
+            )
             sets[key] = (self.dir / rec["outputs"]["neurons"], rec["hash"])
         return sets
 
@@ -559,8 +639,9 @@ class Pipeline:
             paths = {k: self._rel(v) if Path(v).exists() else str(v) for k, v in (res.get("paths") or {}).items()}
             return {"paths": paths, "verdict_text": res.get("verdict_text")}
 
-        self.stage("check", "check", "stages/check-{hash}", to_dict(ccfg), {"model": self.mid, "neurons": own[1]},
-                   run_check)
+        self.stage(
+            "check", "check", "stages/check-{hash}", to_dict(ccfg), {"model": self.mid, "neurons": own[1]}, run_check
+        )
 
     def pairs(self, plan: Plan) -> tuple[Path, str]:
         """Stage 2 (or the run's pairs_file): (pairs path, hash of its contents or of the stage)."""
@@ -577,8 +658,10 @@ class Pipeline:
             path = Path(self.runners["pairs"](pcfg))
             summ = json.loads((folder / "summary.json").read_text())
             if summ["pairs"] == 0:
-                raise StageFailed(f"stage pairs produced no pairs ({folder}/summary.json: {summ['questions']} "
-                                  f"questions, sample accuracy {summ['sample_accuracy']}); raise pairs.limit or pairs.k")
+                raise StageFailed(
+                    f"stage pairs produced no pairs ({folder}/summary.json: {summ['questions']} "
+                    f"questions, sample accuracy {summ['sample_accuracy']}); raise pairs.limit or pairs.k"
+                )
             return {"pairs": self._rel(path), "n_pairs": summ["pairs"], "by_source": summ["pairs_by_source"]}
 
         rec = self.stage("pairs", "pairs", "stages/pairs-{hash}", to_dict(pcfg), {"model": self.mid}, run_pairs)
@@ -605,9 +688,14 @@ class Pipeline:
                 return {"ref_logps": self._rel(self.runners["reference"](probe, paths, folder))}
 
             name = "reference" if len(groups) == 1 else f"reference/{key}"
-            rec = self.stage(name, "reference", "stages/reference-{hash}", settings,
-                             {"model": self.mid, "pairs": pairs[1], "neurons": {k: neurons[k][1] for k in sets}},
-                             run_ref)
+            rec = self.stage(
+                name,
+                "reference",
+                "stages/reference-{hash}",
+                settings,
+                {"model": self.mid, "pairs": pairs[1], "neurons": {k: neurons[k][1] for k in sets}},
+                run_ref,
+            )
             # a training reads the log-probs and its own set's m_ref (its neurons hash is its own input), so its
             # hash depends on the reference's model, pairs and settings, not on which other sets the file holds:
             # adding a seed (a new random set) recomputes the file but retrains nothing
@@ -636,8 +724,14 @@ class Pipeline:
 
             inputs = {"model": self.mid, "neurons": nhash, "pairs": pairs[1], **({"reference": ref[1]} if ref else {})}
             trained[(method, seed)] = self.stage(
-                f"train/{method}-s{seed}", "train", f"train/{method}-s{seed}-{{hash}}", to_dict(probe), inputs,
-                run_train, meta={"method": method, "seed": seed, "neurons": keys["neurons"], "gamma": keys["gamma"]})
+                f"train/{method}-s{seed}",
+                "train",
+                f"train/{method}-s{seed}-{{hash}}",
+                to_dict(probe),
+                inputs,
+                run_train,
+                meta={"method": method, "seed": seed, "neurons": keys["neurons"], "gamma": keys["gamma"]},
+            )
         return trained
 
     def evaluate(self, trained: dict[tuple[str, int], dict]) -> None:
@@ -660,24 +754,55 @@ class Pipeline:
         group = f"eval/{tag}-{stable_hash({'eval': hashable, 'in': m_in}, n=10)}"
         meta = {"method": method, "seed": seed}
         for bench in ev.benches:
+
             def run_bench(folder: Path, bench=bench) -> dict:
-                s = self.runners["eval"](model_path, bench, limit=ev.limit, shots=ev.shots, out_dir=str(folder),
-                                         batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
-                                         data_dir=ev.data_dir, backend=ev.backend, dtype=rc.dtype, device=rc.device)
+                s = self.runners["eval"](
+                    model_path,
+                    bench,
+                    limit=ev.limit,
+                    shots=ev.shots,
+                    out_dir=str(folder),
+                    batch_size=ev.batch_size,
+                    max_new_tokens=ev.max_new_tokens,
+                    data_dir=ev.data_dir,
+                    backend=ev.backend,
+                    dtype=rc.dtype,
+                    device=rc.device,
+                )
                 prim = s.get("primary", "flexible")
                 return {"accuracy": s["accuracy"][prim]["acc"], "n": s["n"], "primary": prim}
 
-            self.stage(f"eval/{tag}/{bench}", "eval", f"{group}/{bench}", {**hashable, "bench": bench}, m_in,
-                       run_bench, meta={**meta, "bench": bench})
+            self.stage(
+                f"eval/{tag}/{bench}",
+                "eval",
+                f"{group}/{bench}",
+                {**hashable, "bench": bench},
+                m_in,
+                run_bench,
+                meta={**meta, "bench": bench},
+            )
         if ev.discrimination:
+
             def run_disc(folder: Path) -> dict:
-                d = self.runners["discrimination"](model_path, limit=ev.discrimination, out_dir=str(folder),
-                                                   batch_size=ev.discrimination_batch_size, dtype=rc.dtype,
-                                                   device=rc.device)
+                d = self.runners["discrimination"](
+                    model_path,
+                    limit=ev.discrimination,
+                    out_dir=str(folder),
+                    batch_size=ev.discrimination_batch_size,
+                    dtype=rc.dtype,
+                    device=rc.device,
+                )
                 return {"accuracy": d["accuracy"], "n": d["n"]}
 
-            self.stage(f"eval/{tag}/discrimination", "discrimination", f"{group}/discrimination",
-                       {"n": ev.discrimination}, m_in, run_disc, meta={**meta, "bench": "discrimination"})
+            self.stage(
+                f"eval/{tag}/discrimination",
+                "discrimination",
+                f"{group}/discrimination",
+                {"n": ev.discrimination},
+                m_in,
+                run_disc,
+                meta={**meta, "bench": "discrimination"},
+            )
 
     def report(self) -> Path:
         """Stage 5 (when `report` is on); returns the report path, else run.json."""
@@ -691,8 +816,13 @@ class Pipeline:
         return Path(path)
 
 
-def run_pipeline(rc: RunConfig, *, hook: Callable[[str], None] | None = None, log: Callable[[str], None] = print,
-                 runners: dict[str, Callable] | None = None) -> Path:
+def run_pipeline(
+    rc: RunConfig,
+    *,
+    hook: Callable[[str], None] | None = None,
+    log: Callable[[str], None] = print,
+    runners: dict[str, Callable] | None = None,
+) -> Path:
     """Run (or resume) the whole pipeline; returns the report path (run.json when report is off).
 
     `hook(stage_name)` is called before a stage starts working (tests use it to interrupt a run);

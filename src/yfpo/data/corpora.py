@@ -45,8 +45,11 @@ def _data_dir(data_dir: str | Path | None) -> Path:
     for d in dirs:
         if (Path(d) / "self_instruct_human").is_dir() or (Path(d) / "dolly15k_prompts").is_dir():
             return Path(d)
-    raise FileNotFoundError("contrast corpus: no data folder with self_instruct_human/ or dolly15k_prompts/ among "
-                            + ", ".join(map(str, dirs)) + "; pass --data-dir or set YFPO_DATA_DIR")
+    raise FileNotFoundError(
+        "contrast corpus: no data folder with self_instruct_human/ or dolly15k_prompts/ among "
+        + ", ".join(map(str, dirs))
+        + "; pass --data-dir or set YFPO_DATA_DIR"
+    )
 
 
 def is_math_like(text: str) -> bool:
@@ -87,7 +90,9 @@ def _self_instruct(root: Path) -> list[TextRecord]:
     for fname in ("seed_tasks.jsonl", "user_oriented_instructions.jsonl"):
         path = root / "self_instruct_human" / fname
         if not path.exists():
-            raise FileNotFoundError(f"contrast corpus: {path} not found (see ../shared/data/self_instruct_human/README.md)")
+            raise FileNotFoundError(
+                f"contrast corpus: {path} not found (see ../shared/data/self_instruct_human/README.md)"
+            )
         for line_no, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
@@ -120,13 +125,17 @@ def _dolly(root: Path, max_chars: int = 1500) -> list[TextRecord]:
             raise ValueError(f"{path}:{line_no}: expected fields idx, instruction, context ({e})") from None
         if not ctx.strip() or is_math_like(inst + "\n" + ctx):
             continue
-        out.append(TextRecord(f"dolly-{idx}", inst, ctx.strip()[:max_chars], "dolly15k_prompts",
-                              {"teacher_forced": "context passage"}))
+        out.append(
+            TextRecord(
+                f"dolly-{idx}", inst, ctx.strip()[:max_chars], "dolly15k_prompts", {"teacher_forced": "context passage"}
+            )
+        )
     return out
 
 
-def contrast_corpus(n: int, seed: int = 0, data_dir: str | Path | None = None,
-                    sources: tuple[str, ...] = CONTRAST_SOURCES) -> list[TextRecord]:
+def contrast_corpus(
+    n: int, seed: int = 0, data_dir: str | Path | None = None, sources: tuple[str, ...] = CONTRAST_SOURCES
+) -> list[TextRecord]:
     """`n` non-math (prompt, response) records, sources interleaved, each shuffled by `seed`."""
     root = _data_dir(data_dir)
     pools: list[list[TextRecord]] = []

@@ -63,15 +63,20 @@ def validate_pair(obj: dict, where: str, fmt: str | None = None) -> Pair:
         if not obj[key].strip():
             raise DataFormatError(f"{where}: field {key!r} is empty; expected non-empty text")
     if obj["chosen"] == obj["rejected"]:
-        raise DataFormatError(f"{where}: fields 'chosen' and 'rejected' are identical; a pair needs two different responses")
+        raise DataFormatError(
+            f"{where}: fields 'chosen' and 'rejected' are identical; a pair needs two different responses"
+        )
     for key in OPTIONAL_STR:
         if key in obj and obj[key] is not None and not isinstance(obj[key], (str, int, float)):
             raise DataFormatError(f"{where}: field {key!r} must be a string, got {type(obj[key]).__name__}")
     extra = {k: v for k, v in obj.items() if k not in (*STEP_REQUIRED, *OPTIONAL_STR)}
     ans = obj.get("answer")
     return Pair(
-        prompt=obj["prompt"], chosen=obj["chosen"], rejected=obj["rejected"],
-        answer=None if ans is None else str(ans), source=obj.get("source"),
+        prompt=obj["prompt"],
+        chosen=obj["chosen"],
+        rejected=obj["rejected"],
+        answer=None if ans is None else str(ans),
+        source=obj.get("source"),
         initial_reason_steps=obj.get("initial_reason_steps") if fmt == "step" else None,
         extra=extra,
     )
@@ -89,8 +94,10 @@ def load_pairs(path: str | os.PathLike, fmt: str | None = None, limit: int | Non
         if first is None:
             first = (n, here)
         elif here != first[1]:
-            raise DataFormatError(f"{path}:{n}: a {here} pair in a file whose line {first[0]} is a {first[1]} pair "
-                                  "(Step-DPO rows have 'initial_reason_steps'); one file holds one format: split it")
+            raise DataFormatError(
+                f"{path}:{n}: a {here} pair in a file whose line {first[0]} is a {first[1]} pair "
+                "(Step-DPO rows have 'initial_reason_steps'); one file holds one format: split it"
+            )
         pairs.append(validate_pair(obj, f"{path}:{n}", fmt or here))
         if limit and len(pairs) >= limit:
             break
@@ -121,8 +128,9 @@ def write_pairs(path: str | os.PathLike, pairs: Iterable[Pair | dict], append: b
     return len(rows)
 
 
-def load_solution_pairs(path: str | os.PathLike | None = None, data_dir: str | None = None,
-                        limit: int | None = None) -> list[dict]:
+def load_solution_pairs(
+    path: str | os.PathLike | None = None, data_dir: str | None = None, limit: int | None = None
+) -> list[dict]:
     """Held-out (correct, incorrect) solution pairs for pair discrimination.
 
     Default: ../shared/data/gsm8k_model_solution_pairs/test_pairs.jsonl (question, chosen, rejected, ...).
@@ -133,8 +141,9 @@ def load_solution_pairs(path: str | os.PathLike | None = None, data_dir: str | N
     rel = "gsm8k_model_solution_pairs/test_pairs.jsonl"
     p = Path(path) if path else find_data_file(rel, data_dir)
     if p is None:
-        raise DataNotFoundError("solution pairs not found; looked in: " +
-                                "; ".join(str(d / rel) for d in candidate_data_dirs(data_dir)))
+        raise DataNotFoundError(
+            "solution pairs not found; looked in: " + "; ".join(str(d / rel) for d in candidate_data_dirs(data_dir))
+        )
     out = []
     for n, o in read_jsonl(p):
         q = o.get("question", o.get("prompt"))

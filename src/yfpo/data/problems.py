@@ -124,8 +124,16 @@ def _parse_svamp(path: Path, name: str) -> list[Problem]:
         a = _need(path, n, o, "Answer", (int, float))
         text = body.strip()
         text = text + ("" if text.endswith(".") else ".") + " " + q.strip()
-        out.append(Problem(str(o.get("ID", f"{name}-{len(out)}")), text, _num_str(a), None, name,
-                           {"equation": o.get("Equation"), "type": o.get("Type")}))
+        out.append(
+            Problem(
+                str(o.get("ID", f"{name}-{len(out)}")),
+                text,
+                _num_str(a),
+                None,
+                name,
+                {"equation": o.get("Equation"), "type": o.get("Type")},
+            )
+        )
     return out
 
 
@@ -138,8 +146,16 @@ def _parse_asdiv(path: Path, name: str, subset_a: bool) -> list[Problem]:
         q = _need(path, n, o, "question")
         raw = _need(path, n, o, "answer")
         ans = re.sub(r"\s*\(.*\)\s*$", "", raw).strip().replace(",", "")
-        out.append(Problem(str(o.get("id", f"{name}-{len(out)}")), f"{body.strip()} {q.strip()}", ans, None, name,
-                           {"raw_answer": raw, "formula": o.get("formula"), "solution_type": o.get("solution_type")}))
+        out.append(
+            Problem(
+                str(o.get("id", f"{name}-{len(out)}")),
+                f"{body.strip()} {q.strip()}",
+                ans,
+                None,
+                name,
+                {"raw_answer": raw, "formula": o.get("formula"), "solution_type": o.get("solution_type")},
+            )
+        )
     return out
 
 
@@ -183,7 +199,9 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     "gsm8k": Benchmark("gsm8k", "gsm8k/test.jsonl", _parse_gsm8k, ("openai/gsm8k", "main", "test")),
     "gsm8k_train": Benchmark("gsm8k_train", "gsm8k/train.jsonl", _parse_gsm8k, ("openai/gsm8k", "main", "train")),
-    "math500": Benchmark("math500", "math500/test.jsonl", _parse_math, ("HuggingFaceH4/MATH-500", None, "test"), "math"),
+    "math500": Benchmark(
+        "math500", "math500/test.jsonl", _parse_math, ("HuggingFaceH4/MATH-500", None, "test"), "math"
+    ),
     "math": Benchmark("math", "math/test.jsonl", _parse_math, None, "math"),
     "svamp": Benchmark("svamp", "svamp/test.jsonl", _parse_svamp),
     "asdiv_a": Benchmark("asdiv_a", "asdiv/asdiv.jsonl", lambda p, n: _parse_asdiv(p, n, True)),
@@ -246,8 +264,9 @@ def _hub_cache(name: str) -> Path:
     return Path(os.environ.get("YFPO_CACHE", Path.home() / ".cache" / "yfpo")) / "hub_data" / f"{name}.jsonl"
 
 
-def benchmark_provenance(name: str, data_dir: str | os.PathLike | None = None,
-                         path: str | os.PathLike | None = None) -> list[dict]:
+def benchmark_provenance(
+    name: str, data_dir: str | os.PathLike | None = None, path: str | os.PathLike | None = None
+) -> list[dict]:
     """[{path, sha256}] of the file(s) load_benchmark reads for `name` (several for a group)."""
     from yfpo.utils import sha256_file
 
@@ -262,8 +281,13 @@ def benchmark_provenance(name: str, data_dir: str | os.PathLike | None = None,
     return [{"path": str(f.resolve()), "sha256": sha256_file(f)} for f in files if f.exists()]
 
 
-def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, limit: int | None = None,
-                   path: str | os.PathLike | None = None, hub: bool | None = None) -> list[Problem]:
+def load_benchmark(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    path: str | os.PathLike | None = None,
+    hub: bool | None = None,
+) -> list[Problem]:
     """Problems of a named benchmark (or of a user `path` in that benchmark's format), first `limit`.
     A benchmark missing locally is fetched from the Hub only when hub_allowed(hub)."""
     if name in GROUPS:
@@ -274,8 +298,10 @@ def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, limit: 
         probs = parse(Path(path), name)
         return probs[:limit] if limit else probs
     if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(list(BENCHMARKS) + list(GROUPS))} "
-                         "(or pass a file with path=/--bench-file)")
+        raise ValueError(
+            f"unknown benchmark {name!r}; known: {', '.join(list(BENCHMARKS) + list(GROUPS))} "
+            "(or pass a file with path=/--bench-file)"
+        )
     b = BENCHMARKS[name]
     p = find_data_file(b.relpath, data_dir)
     if p is not None:
@@ -291,8 +317,10 @@ def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, limit: 
                 return probs[:limit] if limit else probs
             except Exception as e:  # offline, datasets missing, ...
                 hub_err = f"Hugging Face Hub {b.hub[0]}: {type(e).__name__}: {str(e)[:200]}"
-        raise DataNotFoundError(f"benchmark {name!r} not found. Looked in: " + "; ".join(looked) + f"; and {hub_err}. "
-                                "Pass --data-dir or set YFPO_DATA_DIR.")
+        raise DataNotFoundError(
+            f"benchmark {name!r} not found. Looked in: " + "; ".join(looked) + f"; and {hub_err}. "
+            "Pass --data-dir or set YFPO_DATA_DIR."
+        )
     return probs[:limit] if limit else probs
 
 

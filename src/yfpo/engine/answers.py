@@ -25,7 +25,10 @@ _FRAC = r"[-−]?\s?\\[dt]?frac\s*(?:\{[^{}]+\}\s*\{[^{}]+\}|\d\d)"
 _FRAC_RE = re.compile(r"\\[dt]?frac\s*(?:\{([^{}]+)\}\s*\{([^{}]+)\}|(\d)(\d))")
 _STRICT_RE = re.compile(
     r"(?:####|the\s+(?:final\s+)?answer\s+is|answer\s*:)\s*[:=]?\s*\**\s*(?:\\\(|\\\[|\$)?\s*(?:\\boxed\{)?\s*\+?\s*("
-    + _FRAC + "|" + _NUM + r")",
+    + _FRAC
+    + "|"
+    + _NUM
+    + r")",
     re.IGNORECASE,
 )
 

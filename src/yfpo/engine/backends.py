@@ -63,8 +63,10 @@ def _ct2_missing(model) -> str | None:
 
 def _llamacpp_missing(model) -> str | None:
     if not _has("llama_cpp"):
-        return ("the llama-cpp-python package is not installed (pip install llama-cpp-python; it compiles llama.cpp "
-                "from source)")
+        return (
+            "the llama-cpp-python package is not installed (pip install llama-cpp-python; it compiles llama.cpp "
+            "from source)"
+        )
     if not _has("gguf"):
         return "the gguf package is needed to convert the HF folder to GGUF (pip install gguf)"
     from yfpo.engine.generate import _model_dir
@@ -92,19 +94,46 @@ def _registry() -> dict[str, Backend]:
 
         return generate_llamacpp(*a, **k)
 
-    return {b.name: b for b in [
-        Backend("hf", g._generate_hf, True, False, _always,
-                "Hugging Face model.generate, length-sorted left-padded batches of batch_size rows (the reference)"),
-        Backend("fast", g._generate_fast, True, False, _fast_missing,
-                "the same HF model in a lean decode loop: token-filled batches, finished rows dropped, shared prefill"),
-        Backend("fast-bf16", g._generate_fast_bf16, False, True, _fast_missing,
-                "the fast loop on a bfloat16 copy of the model (AVX-512 BF16 GEMMs; reduced precision, on request)"),
-        Backend("ct2", ct2_run, True, False, _ct2_missing, "CTranslate2, float32, converted from the HF folder"),
-        Backend("ct2-int8", ct2_int8_run, False, True, _ct2_missing, "CTranslate2 with int8 weights (quantized)"),
-        Backend("llamacpp", llamacpp_run, True, False, _llamacpp_missing,
-                "llama.cpp (llama-cpp-python) on an f32 GGUF converted from the HF folder"),
-        Backend("vllm", g._generate_vllm_backend, False, False, _vllm_missing, "vLLM (GPU)"),
-    ]}
+    return {
+        b.name: b
+        for b in [
+            Backend(
+                "hf",
+                g._generate_hf,
+                True,
+                False,
+                _always,
+                "Hugging Face model.generate, length-sorted left-padded batches of batch_size rows (the reference)",
+            ),
+            Backend(
+                "fast",
+                g._generate_fast,
+                True,
+                False,
+                _fast_missing,
+                "the same HF model in a lean decode loop: token-filled batches, finished rows dropped, shared prefill",
+            ),
+            Backend(
+                "fast-bf16",
+                g._generate_fast_bf16,
+                False,
+                True,
+                _fast_missing,
+                "the fast loop on a bfloat16 copy of the model (AVX-512 BF16 GEMMs; reduced precision, on request)",
+            ),
+            Backend("ct2", ct2_run, True, False, _ct2_missing, "CTranslate2, float32, converted from the HF folder"),
+            Backend("ct2-int8", ct2_int8_run, False, True, _ct2_missing, "CTranslate2 with int8 weights (quantized)"),
+            Backend(
+                "llamacpp",
+                llamacpp_run,
+                True,
+                False,
+                _llamacpp_missing,
+                "llama.cpp (llama-cpp-python) on an f32 GGUF converted from the HF folder",
+            ),
+            Backend("vllm", g._generate_vllm_backend, False, False, _vllm_missing, "vLLM (GPU)"),
+        ]
+    }
 
 
 BACKEND_NAMES = ("auto", "hf", "fast", "fast-bf16", "ct2", "ct2-int8", "llamacpp", "vllm")

@@ -46,8 +46,9 @@ def _generator(model_dir: str, compute_type: str):
     if key not in _GENERATORS:
         _GENERATORS.clear()
         path = converted_dir(model_dir, "float32" if compute_type == "float32" else compute_type)
-        _GENERATORS[key] = ctranslate2.Generator(str(path), device="cpu", compute_type=compute_type,
-                                                 intra_threads=torch.get_num_threads())
+        _GENERATORS[key] = ctranslate2.Generator(
+            str(path), device="cpu", compute_type=compute_type, intra_threads=torch.get_num_threads()
+        )
     return _GENERATORS[key]
 
 
@@ -64,27 +65,54 @@ def cut_at_stop(row: list[int], tokenizer, stop: list[str] | None) -> list[int]:
     return row
 
 
-def generate_ct2(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop, do_sample, temperature, top_p,
-                 num_return_sequences, seed, compute_type: str = "float32", **_):
+def generate_ct2(
+    model,
+    tokenizer,
+    prompts,
+    *,
+    max_new_tokens,
+    batch_size,
+    stop,
+    do_sample,
+    temperature,
+    top_p,
+    num_return_sequences,
+    seed,
+    compute_type: str = "float32",
+    **_,
+):
     from yfpo.engine.generate import Generation, _eos_ids, _finish_row, _model_dir
 
     gen = _generator(_model_dir(model), compute_type)
     eos_ids = _eos_ids(model, tokenizer)
     n = num_return_sequences
     toks = [tokenizer.convert_ids_to_tokens(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
-    opts = dict(max_length=max_new_tokens, include_prompt_in_result=False, end_token=eos_ids, return_end_token=True,
-                max_batch_size=batch_size)
+    opts = dict(
+        max_length=max_new_tokens,
+        include_prompt_in_result=False,
+        end_token=eos_ids,
+        return_end_token=True,
+        max_batch_size=batch_size,
+    )
     if do_sample:
-        opts.update(sampling_topk=0, sampling_topp=top_p, sampling_temperature=temperature, num_hypotheses=n,
-                    return_alternatives=False)
+        opts.update(
+            sampling_topk=0,
+            sampling_topp=top_p,
+            sampling_temperature=temperature,
+            num_hypotheses=n,
+            return_alternatives=False,
+        )
         import ctranslate2
 
         ctranslate2.set_random_seed(seed)
-    res = gen.generate_batch(toks, **opts) if not (do_sample and n > 1) else \
-        gen.generate_batch([t for t in toks for _ in range(n)], **{**opts, "num_hypotheses": 1})
+    res = (
+        gen.generate_batch(toks, **opts)
+        if not (do_sample and n > 1)
+        else gen.generate_batch([t for t in toks for _ in range(n)], **{**opts, "num_hypotheses": 1})
+    )
     out = []
     for r in res:
-        for ids in (r.sequences_ids[:1] if not do_sample or n == 1 else r.sequences_ids[:1]):
+        for ids in r.sequences_ids[:1] if not do_sample or n == 1 else r.sequences_ids[:1]:
             row = cut_at_stop(list(ids), tokenizer, stop)
             n_tok, text, finish = _finish_row(row, tokenizer, eos_ids, None, stop)
             out.append(Generation(text, n_tok, finish == "length", finish))

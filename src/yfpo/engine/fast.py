@@ -26,8 +26,9 @@ DEFAULT_TOKEN_BUDGET = 16384  # KV positions per batch: ~0.75 GB of float32 cach
 MAX_ROWS = 128
 
 
-def pack_batches(lengths: list[int], max_new_tokens: int, token_budget: int, min_rows: int = 1,
-                 max_rows: int = MAX_ROWS) -> list[list[int]]:
+def pack_batches(
+    lengths: list[int], max_new_tokens: int, token_budget: int, min_rows: int = 1, max_rows: int = MAX_ROWS
+) -> list[list[int]]:
     """Indices sorted longest-first, cut so each batch has rows x (its longest prompt + max_new_tokens) <= budget.
 
     A batch always gets at least `min_rows` rows (and one row even when that alone is over the budget)."""
@@ -37,7 +38,7 @@ def pack_batches(lengths: list[int], max_new_tokens: int, token_budget: int, min
     while i < len(order):
         longest = lengths[order[i]] + max_new_tokens
         rows = max(min_rows, 1, token_budget // max(longest, 1))
-        batches.append(order[i:i + min(rows, max_rows)])
+        batches.append(order[i : i + min(rows, max_rows)])
         i += len(batches[-1])
     return batches
 
@@ -67,21 +68,37 @@ class _StopWatch:
         if not self.stop:
             return False
         # checked after every token, so the first step whose tail holds a stop string is the one that completed it
-        tail = self.tok.decode(row[-self.window:], skip_special_tokens=True)
+        tail = self.tok.decode(row[-self.window :], skip_special_tokens=True)
         return any(s in tail for s in self.stop)
 
 
 @torch.no_grad()
-def decode_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
-                 eos_ids: list[int], n: int = 1, do_sample: bool = False, temperature: float = 1.0,
-                 top_p: float = 1.0, gen: torch.Generator | None = None,
-                 stopper: _StopWatch | None = None) -> list[tuple[list[int], str]]:
+def decode_batch(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_ids: list[int],
+    n: int = 1,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    gen: torch.Generator | None = None,
+    stopper: _StopWatch | None = None,
+) -> list[tuple[list[int], str]]:
     """Decode a left-padded batch; returns per row (prompt-major, n per prompt) its new tokens and finish reason
     (eos: ended by an end-of-turn token, included; stop: a stop string was completed; length)."""
     cache = DynamicCache(config=model.config)
     pos = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, past_key_values=cache,
-                use_cache=True, logits_to_keep=1)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=pos,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     logits = out.logits[:, -1, :].float()
     if n > 1:  # one prefill per prompt, its cache repeated for the n samples
         cache.batch_repeat_interleave(n)
@@ -114,8 +131,13 @@ def decode_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *
             alive, nxt, next_pos, attention_mask = alive[keep], nxt[keep], next_pos[keep], attention_mask[keep]
             cache.batch_select_indices(keep)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=-1)
-        out = model(input_ids=nxt.unsqueeze(1), attention_mask=attention_mask, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True)
+        out = model(
+            input_ids=nxt.unsqueeze(1),
+            attention_mask=attention_mask,
+            position_ids=next_pos,
+            past_key_values=cache,
+            use_cache=True,
+        )
         logits = out.logits[:, -1, :].float()
         next_pos = next_pos + 1
     return list(zip(tokens, finish))

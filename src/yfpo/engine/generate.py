@@ -34,10 +34,24 @@ def _model_dir(model) -> str | None:
     return p if p and os.path.isdir(p) else None
 
 
-def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 256, batch_size: int = 16,
-             stop: list[str] | None = None, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-             num_return_sequences: int = 1, seed: int = 0, backend: str = "auto", progress: bool = True,
-             desc: str = "generate", token_budget: int | None = None) -> list[Generation]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    stop: list[str] | None = None,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    num_return_sequences: int = 1,
+    seed: int = 0,
+    backend: str = "auto",
+    progress: bool = True,
+    desc: str = "generate",
+    token_budget: int | None = None,
+) -> list[Generation]:
     """Generate for already-templated prompt strings; returns prompt-major list (len(prompts) * n).
 
     backend: auto | hf | fast | ct2 | ct2-int8 | llamacpp | vllm (yfpo.engine.backends). `auto` = vLLM with a GPU,
@@ -48,16 +62,38 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 256,
     b = resolve(backend, model)
     if not prompts:
         return []
-    return b.run(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop,
-                 do_sample=do_sample, temperature=temperature, top_p=top_p, num_return_sequences=num_return_sequences,
-                 seed=seed, progress=progress, desc=desc, token_budget=token_budget)
+    return b.run(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        stop=stop,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
+        num_return_sequences=num_return_sequences,
+        seed=seed,
+        progress=progress,
+        desc=desc,
+        token_budget=token_budget,
+    )
 
 
-def _generate_vllm_backend(model, tokenizer, prompts, *, max_new_tokens, stop, do_sample, temperature, top_p,
-                           num_return_sequences, seed, **_):  # pragma: no cover - needs a GPU + vllm
-    return _generate_vllm(_model_dir(model) or model, prompts, max_new_tokens=max_new_tokens, stop=stop,
-                          do_sample=do_sample, temperature=temperature, top_p=top_p,
-                          num_return_sequences=num_return_sequences, seed=seed)
+def _generate_vllm_backend(
+    model, tokenizer, prompts, *, max_new_tokens, stop, do_sample, temperature, top_p, num_return_sequences, seed, **_
+):  # pragma: no cover - needs a GPU + vllm
+    return _generate_vllm(
+        _model_dir(model) or model,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        stop=stop,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
+        num_return_sequences=num_return_sequences,
+        seed=seed,
+    )
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -69,13 +105,18 @@ def _eos_ids(model, tokenizer) -> list[int]:
     vocab = tokenizer.get_vocab()  # (slow on big vocabularies: once, not per token)
     for tok in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"):
         tid = vocab.get(tok)
-        if tid is not None and tid != tokenizer.unk_token_id and tok in (tokenizer.eos_token, "<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+        if (
+            tid is not None
+            and tid != tokenizer.unk_token_id
+            and tok in (tokenizer.eos_token, "<|im_end|>", "<|eot_id|>", "<end_of_turn>")
+        ):
             ids.add(tid)
     return sorted(ids)
 
 
-def _finish_row(row: list[int], tokenizer, eos_ids: list[int], pad_id: int | None,
-                stop: list[str] | None) -> tuple[int, str, str]:
+def _finish_row(
+    row: list[int], tokenizer, eos_ids: list[int], pad_id: int | None, stop: list[str] | None
+) -> tuple[int, str, str]:
     """One generated row -> (number of generated tokens, text, finish reason).
 
     A row ends at its first end-of-turn token (finish "eos", the token counted, not in the text). HF pads
@@ -103,8 +144,23 @@ def _finish_row(row: list[int], tokenizer, eos_ids: list[int], pad_id: int | Non
 
 
 @torch.no_grad()
-def _generate_hf(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop, do_sample, temperature, top_p,
-                 num_return_sequences, seed, progress, desc, **_) -> list[Generation]:
+def _generate_hf(
+    model,
+    tokenizer,
+    prompts,
+    *,
+    max_new_tokens,
+    batch_size,
+    stop,
+    do_sample,
+    temperature,
+    top_p,
+    num_return_sequences,
+    seed,
+    progress,
+    desc,
+    **_,
+) -> list[Generation]:
     from yfpo.utils import progress as bar
 
     n = num_return_sequences
@@ -121,7 +177,7 @@ def _generate_hf(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop,
     lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     rows_per_batch = max(1, batch_size // n) if n > 1 else batch_size
-    batches = [order[i:i + rows_per_batch] for i in range(0, len(order), rows_per_batch)]
+    batches = [order[i : i + rows_per_batch] for i in range(0, len(order), rows_per_batch)]
     was_training = model.training
     model.eval()
     total_new, t0 = 0, time.time()
@@ -130,8 +186,13 @@ def _generate_hf(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop,
         for idx in batches:
             texts = [prompts[i] for i in idx]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_return_sequences=n,
-                              pad_token_id=pad_id, eos_token_id=eos_ids)
+            gen_kwargs = dict(
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                num_return_sequences=n,
+                pad_token_id=pad_id,
+                eos_token_id=eos_ids,
+            )
             if do_sample:
                 gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
                 torch.manual_seed(_batch_seed(seed, texts))
@@ -140,7 +201,7 @@ def _generate_hf(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop,
             if stop:
                 gen_kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
             out = model.generate(**enc, **gen_kwargs)
-            new = out[:, enc.input_ids.shape[1]:]
+            new = out[:, enc.input_ids.shape[1] :]
             for r in range(new.shape[0]):
                 n_tok, text, finish = _finish_row(new[r].tolist(), tokenizer, eos_ids, pad_id, stop)
                 prompt_i = idx[r // n]
@@ -178,8 +239,24 @@ class _PaddingSide:
 
 
 @torch.no_grad()
-def _generate_fast(model, tokenizer, prompts, *, max_new_tokens, batch_size, stop, do_sample, temperature, top_p,
-                   num_return_sequences, seed, progress, desc, token_budget=None, **_) -> list[Generation]:
+def _generate_fast(
+    model,
+    tokenizer,
+    prompts,
+    *,
+    max_new_tokens,
+    batch_size,
+    stop,
+    do_sample,
+    temperature,
+    top_p,
+    num_return_sequences,
+    seed,
+    progress,
+    desc,
+    token_budget=None,
+    **_,
+) -> list[Generation]:
     """The "fast" backend: the HF model driven by yfpo.engine.fast's decode loop (see there for what it changes)."""
     from yfpo.engine.fast import DEFAULT_TOKEN_BUDGET, _StopWatch, batch_seed, decode_batch, pack_batches
     from yfpo.utils import progress as bar
@@ -204,9 +281,19 @@ def _generate_fast(model, tokenizer, prompts, *, max_new_tokens, batch_size, sto
                 gen = None
                 if do_sample:
                     gen = torch.Generator(device=device).manual_seed(batch_seed(seed, texts))
-                rows = decode_batch(model, enc.input_ids, enc.attention_mask, max_new_tokens=max_new_tokens,
-                                    eos_ids=eos_ids, n=n, do_sample=do_sample, temperature=temperature, top_p=top_p,
-                                    gen=gen, stopper=stopper)
+                rows = decode_batch(
+                    model,
+                    enc.input_ids,
+                    enc.attention_mask,
+                    max_new_tokens=max_new_tokens,
+                    eos_ids=eos_ids,
+                    n=n,
+                    do_sample=do_sample,
+                    temperature=temperature,
+                    top_p=top_p,
+                    gen=gen,
+                    stopper=stopper,
+                )
                 for r, (toks, _finish) in enumerate(rows):
                     n_tok, text, finish = _finish_row(toks, tokenizer, eos_ids, None, stop)
                     results[idx[r // n] * n + (r % n)] = Generation(text, n_tok, finish == "length", finish)
@@ -240,8 +327,9 @@ def _generate_fast_bf16(model, tokenizer, prompts, **kw) -> list[Generation]:
 _VLLM_ENGINES: dict = {}
 
 
-def _generate_vllm(model_path, prompts, *, max_new_tokens, stop, do_sample, temperature, top_p,
-                   num_return_sequences, seed) -> list[Generation]:  # pragma: no cover - needs a GPU + vllm
+def _generate_vllm(
+    model_path, prompts, *, max_new_tokens, stop, do_sample, temperature, top_p, num_return_sequences, seed
+) -> list[Generation]:  # pragma: no cover - needs a GPU + vllm
     """vLLM backend (GPU only). Not exercised by the CPU test suite. One engine per model path and seed is
     kept for the process: run_eval calls generate once per chunk, and an engine takes a while to start."""
     from vllm import LLM, SamplingParams
@@ -251,8 +339,14 @@ def _generate_vllm(model_path, prompts, *, max_new_tokens, stop, do_sample, temp
         _VLLM_ENGINES.clear()  # one engine at a time: each reserves most of the GPU memory
         _VLLM_ENGINES[key] = LLM(model=str(model_path), seed=seed, dtype="auto")
     llm = _VLLM_ENGINES[key]
-    sp = SamplingParams(n=num_return_sequences, max_tokens=max_new_tokens, stop=stop or None,
-                        temperature=temperature if do_sample else 0.0, top_p=top_p if do_sample else 1.0, seed=seed)
+    sp = SamplingParams(
+        n=num_return_sequences,
+        max_tokens=max_new_tokens,
+        stop=stop or None,
+        temperature=temperature if do_sample else 0.0,
+        top_p=top_p if do_sample else 1.0,
+        seed=seed,
+    )
     outs = llm.generate(prompts, sp)
     res = []
     for o in outs:

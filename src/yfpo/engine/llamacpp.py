@@ -20,19 +20,26 @@ _LLMS: dict = {}
 def gguf_path(model_dir: str) -> Path:
     if os.environ.get("YFPO_GGUF"):
         return Path(os.environ["YFPO_GGUF"])
-    out = Path(os.environ.get("YFPO_CACHE", Path.home() / ".cache" / "yfpo")) / "gguf" / f"{Path(model_dir).name}-f32.gguf"
+    out = (
+        Path(os.environ.get("YFPO_CACHE", Path.home() / ".cache" / "yfpo"))
+        / "gguf"
+        / f"{Path(model_dir).name}-f32.gguf"
+    )
     if not out.exists():
         script = os.environ.get("YFPO_LLAMA_CONVERT")
         if not script or not Path(script).exists():
-            raise RuntimeError(f"no GGUF for {model_dir}: set YFPO_GGUF to an f32 GGUF file, or YFPO_LLAMA_CONVERT to "
-                               "llama.cpp's convert_hf_to_gguf.py to convert the HF folder")
+            raise RuntimeError(
+                f"no GGUF for {model_dir}: set YFPO_GGUF to an f32 GGUF file, or YFPO_LLAMA_CONVERT to "
+                "llama.cpp's convert_hf_to_gguf.py to convert the HF folder"
+            )
         out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, script, model_dir, "--outtype", "f32", "--outfile", str(out)], check=True)
     return out
 
 
-def generate_llamacpp(model, tokenizer, prompts, *, max_new_tokens, stop, do_sample, temperature, top_p,
-                      num_return_sequences, seed, **_):
+def generate_llamacpp(
+    model, tokenizer, prompts, *, max_new_tokens, stop, do_sample, temperature, top_p, num_return_sequences, seed, **_
+):
     import torch
     from llama_cpp import Llama
 
@@ -43,7 +50,9 @@ def generate_llamacpp(model, tokenizer, prompts, *, max_new_tokens, stop, do_sam
     key = (str(path), torch.get_num_threads())
     if key not in _LLMS:
         _LLMS.clear()
-        _LLMS[key] = Llama(model_path=str(path), n_ctx=4096, n_threads=torch.get_num_threads(), seed=seed, verbose=False)
+        _LLMS[key] = Llama(
+            model_path=str(path), n_ctx=4096, n_threads=torch.get_num_threads(), seed=seed, verbose=False
+        )
     llm = _LLMS[key]
     eos = set(_eos_ids(model, tokenizer))
     out = []
@@ -52,8 +61,13 @@ def generate_llamacpp(model, tokenizer, prompts, *, max_new_tokens, stop, do_sam
         for _ in range(num_return_sequences):
             llm.reset()
             row: list[int] = []
-            for t in llm.generate(ids, top_k=0 if do_sample else 1, top_p=top_p if do_sample else 1.0,
-                                  temp=temperature if do_sample else 0.0, reset=True):
+            for t in llm.generate(
+                ids,
+                top_k=0 if do_sample else 1,
+                top_p=top_p if do_sample else 1.0,
+                temp=temperature if do_sample else 0.0,
+                reset=True,
+            ):
                 row.append(t)
                 if t in eos or len(row) >= max_new_tokens:
                     break

@@ -28,18 +28,29 @@ class Protocol:
         return asdict(self)
 
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
-    Protocol(TEMPLATE_NAME, INSTRUCTION, None, "chat zero-shot chain of thought; n-shot with --shots / --shots-file"),
-    Protocol("boxed-v1", "Please reason step by step, and put your final answer within \\boxed{}.",
-             "Please reason step by step, and put your final answer within \\boxed{}.",
-             "Qwen2.5-Math style: system + user instruction, answer in \\boxed{}"),
-    Protocol("self-doubt-v1",
-             "First check whether the question is valid and answerable: does it give every quantity it needs, "
-             "without contradictions? If it is not answerable, reply only: This question cannot be answered. "
-             "Otherwise solve it concisely, without unnecessary steps, and end with a final line of the form: "
-             "The answer is <number>.",
-             None, "self-doubt prompting: judge validity/answerability first, then answer concisely"),
-)}
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol(
+            TEMPLATE_NAME, INSTRUCTION, None, "chat zero-shot chain of thought; n-shot with --shots / --shots-file"
+        ),
+        Protocol(
+            "boxed-v1",
+            "Please reason step by step, and put your final answer within \\boxed{}.",
+            "Please reason step by step, and put your final answer within \\boxed{}.",
+            "Qwen2.5-Math style: system + user instruction, answer in \\boxed{}",
+        ),
+        Protocol(
+            "self-doubt-v1",
+            "First check whether the question is valid and answerable: does it give every quantity it needs, "
+            "without contradictions? If it is not answerable, reply only: This question cannot be answered. "
+            "Otherwise solve it concisely, without unnecessary steps, and end with a final line of the form: "
+            "The answer is <number>.",
+            None,
+            "self-doubt prompting: judge validity/answerability first, then answer concisely",
+        ),
+    )
+}
 
 
 def get_protocol(name: str) -> Protocol:
@@ -59,16 +70,20 @@ def format_gold_response(solution: str, answer: str) -> str:
     return f"{sol}\nThe answer is {answer}."
 
 
-def fewshot_messages(shots: int, data_dir: str | None = None, shots_file: str | None = None,
-                     instruction: str = INSTRUCTION) -> list[dict]:
+def fewshot_messages(
+    shots: int, data_dir: str | None = None, shots_file: str | None = None, instruction: str = INSTRUCTION
+) -> list[dict]:
     """The first `shots` problems of GSM8K train (or of `shots_file`, any JSONL with question/answer
     and optional solution) as earlier chat turns."""
     if shots <= 0:
         return []
     from yfpo.data.problems import load_benchmark
 
-    probs = (load_benchmark("shots", path=shots_file, limit=shots) if shots_file
-             else load_benchmark("gsm8k_train", data_dir=data_dir, limit=shots))
+    probs = (
+        load_benchmark("shots", path=shots_file, limit=shots)
+        if shots_file
+        else load_benchmark("gsm8k_train", data_dir=data_dir, limit=shots)
+    )
     if len(probs) < shots:
         raise ValueError(f"{shots_file or 'gsm8k_train'}: {shots} shots asked, only {len(probs)} problems there")
     msgs: list[dict] = []
@@ -78,16 +93,27 @@ def fewshot_messages(shots: int, data_dir: str | None = None, shots_file: str | 
     return msgs
 
 
-def build_prompt(tokenizer, question: str, shots: int = 0, data_dir: str | None = None,
-                 _fewshot_cache: dict = {}, *, protocol: str = TEMPLATE_NAME,  # noqa: B006 (cache of exemplar turns)
-                 shots_file: str | None = None) -> str:
+def build_prompt(
+    tokenizer,
+    question: str,
+    shots: int = 0,
+    data_dir: str | None = None,
+    _fewshot_cache: dict = {},
+    *,
+    protocol: str = TEMPLATE_NAME,  # noqa: B006 (cache of exemplar turns)
+    shots_file: str | None = None,
+) -> str:
     """Chat-templated prompt text (generation prompt added) for a question under a protocol, zero- or n-shot."""
     proto = get_protocol(protocol)
     key = (shots, data_dir, shots_file, proto.instruction)
     if key not in _fewshot_cache:
         _fewshot_cache[key] = fewshot_messages(shots, data_dir, shots_file, proto.instruction)
     system = [{"role": "system", "content": proto.system}] if proto.system else []
-    msgs = [*system, *_fewshot_cache[key], {"role": "user", "content": format_user_message(question, proto.instruction)}]
+    msgs = [
+        *system,
+        *_fewshot_cache[key],
+        {"role": "user", "content": format_user_message(question, proto.instruction)},
+    ]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     # base models without a chat template: plain Q/A text

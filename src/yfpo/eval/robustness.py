@@ -30,19 +30,22 @@ NUMBER_WORDS = set(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million "
     "billion half halves third thirds quarter quarters dozen dozens twice thrice double triple once first second "
-    "fourth fifth sixth seventh eighth ninth tenth percent".split())
+    "fourth fifth sixth seventh eighth ninth tenth percent".split()
+)
 # words an arithmetic answer depends on (the operation or comparison they name)
 CRITICAL_WORDS = set(
     "more less fewer greater smaller larger bigger older younger longer shorter taller each every per total "
     "altogether together sum left remaining remain remains rest times divided split share shared equally "
     "add added adds plus minus subtract subtracted difference product gave give gives given took take takes "
     "lost lose loses spent spend spends bought buy buys sold sell sells ate eat eats away than how many much "
-    "all both some another other else additional extra only not no without before after".split())
+    "all both some another other else additional extra only not no without before after".split()
+)
 FUNCTION_WORDS = set(
     "a an the and or but if then so of to in on at by for with from into onto over under up down out about "
     "as is are was were be been being has have had do does did will would can could should shall may might "
     "must i you he she it we they me him her us them my your his its our their this that these those there "
-    "here what which who whom whose when where why what's it's he's she's".split())
+    "here what which who whom whose when where why what's it's he's she's".split()
+)
 
 _WORD = re.compile(r"^(\W*)([A-Za-z]+)(\W*)$")
 
@@ -66,8 +69,16 @@ def substitutable(tokens: list[str]) -> list[int]:
         m = _WORD.match(t)
         has_digit = any(c.isdigit() for c in t)
         word = m.group(2).lower() if m else ""
-        protected = (has_digit or not m or word in NUMBER_WORDS or word in CRITICAL_WORDS or word in FUNCTION_WORDS
-                     or prev_number or len(word) < 3 or counts.get(word, 0) > 1)
+        protected = (
+            has_digit
+            or not m
+            or word in NUMBER_WORDS
+            or word in CRITICAL_WORDS
+            or word in FUNCTION_WORDS
+            or prev_number
+            or len(word) < 3
+            or counts.get(word, 0) > 1
+        )
         if not protected:
             out.append(i)
         prev_number = has_digit or word in NUMBER_WORDS
@@ -216,24 +227,48 @@ def attack_item(question: str, gold: str, kind: str, ask, cands: Candidates, bud
         for (w, src, sim), q, (out, n_tok, ok) in zip(opts, texts, answers):
             tried.append(n_tok)
             if not ok:
-                return {"success": True, "queries": queries, "perturbed": q, "position": i,
-                        "original_word": _WORD.match(tokens[i]).group(2), "replacement": w, "source": src,
-                        "similarity": round(sim, 4), "output": out, "n_tokens": n_tok, "tried_tokens": tried}
+                return {
+                    "success": True,
+                    "queries": queries,
+                    "perturbed": q,
+                    "position": i,
+                    "original_word": _WORD.match(tokens[i]).group(2),
+                    "replacement": w,
+                    "source": src,
+                    "similarity": round(sim, 4),
+                    "output": out,
+                    "n_tokens": n_tok,
+                    "tried_tokens": tried,
+                }
     return {"success": False, "queries": queries, "tried_tokens": tried}
 
 
-def run_robustness(model, tokenizer, problems, *, kind: str = "number", n_items: int = 30, budget: int = 20,
-                   sim_threshold: float = 0.5, top_k: int = 8, wordnet_dir=None, sources=("embedding", "wordnet", "lm"),
-                   max_new_tokens: int = 256, batch_size: int = 16, out_dir=None, protocol: str | None = None,
-                   backend: str = "auto") -> dict:
+def run_robustness(
+    model,
+    tokenizer,
+    problems,
+    *,
+    kind: str = "number",
+    n_items: int = 30,
+    budget: int = 20,
+    sim_threshold: float = 0.5,
+    top_k: int = 8,
+    wordnet_dir=None,
+    sources=("embedding", "wordnet", "lm"),
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    out_dir=None,
+    protocol: str | None = None,
+    backend: str = "auto",
+) -> dict:
     """Evaluate the pool greedily, attack the first `n_items` answered correctly; write results; return the summary."""
+    import json
+
     import torch
 
     from yfpo.engine.answers import PRIMARY, grade
     from yfpo.engine.generate import generate
     from yfpo.engine.prompts import TEMPLATE_NAME, build_prompt, get_protocol
-    import json
-
     from yfpo.utils import atomic_write_json, atomic_write_text, now, versions
 
     torch.manual_seed(0)
@@ -246,45 +281,93 @@ def run_robustness(model, tokenizer, problems, *, kind: str = "number", n_items:
     def ask_gold(gold):
         def ask(questions):
             prompts = [build_prompt(tokenizer, q, protocol=protocol) for q in questions]
-            gens = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                            backend=backend, progress=False)
+            gens = generate(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                backend=backend,
+                progress=False,
+            )
             return [(g.text, g.n_tokens, grade(g.text, gold, kind)["correct"][PRIMARY]) for g in gens]
+
         return ask
 
     prompts = [build_prompt(tokenizer, p.question, protocol=protocol) for p in problems]
-    base = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, backend=backend,
-                    progress=False, desc="robustness pool")
+    base = generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        backend=backend,
+        progress=False,
+        desc="robustness pool",
+    )
     base_ok = [grade(g.text, p.answer, kind)["correct"][PRIMARY] for g, p in zip(base, problems)]
     picked = [(p, g) for p, g, ok in zip(problems, base, base_ok) if ok][:n_items]
     rows, perturbed = [], []
     for p, g in picked:
         r = attack_item(p.question, p.answer, kind, ask_gold(p.answer), cands, budget)
-        row = {"id": p.id, "question": p.question, "gold": p.answer, "original_output": g.text,
-               "original_tokens": g.n_tokens, "n_substitutable": len(substitutable(split_words(p.question))), **r}
+        row = {
+            "id": p.id,
+            "question": p.question,
+            "gold": p.answer,
+            "original_output": g.text,
+            "original_tokens": g.n_tokens,
+            "n_substitutable": len(substitutable(split_words(p.question))),
+            **r,
+        }
         rows.append(row)
         if r["success"]:
-            perturbed.append({"id": f"{p.id}-mscr", "question": r["perturbed"], "answer": p.answer,
-                              "original_id": p.id, "original_question": p.question, "original_word": r["original_word"],
-                              "replacement": r["replacement"], "source": r["source"], "similarity": r["similarity"]})
+            perturbed.append(
+                {
+                    "id": f"{p.id}-mscr",
+                    "question": r["perturbed"],
+                    "answer": p.answer,
+                    "original_id": p.id,
+                    "original_question": p.question,
+                    "original_word": r["original_word"],
+                    "replacement": r["replacement"],
+                    "source": r["source"],
+                    "similarity": r["similarity"],
+                }
+            )
     n = len(rows)
     succ = [r for r in rows if r["success"]]
     tried_delta = [t - r["original_tokens"] for r in rows for t in r["tried_tokens"]]
     summary = {
         "model": getattr(getattr(model, "config", None), "name_or_path", type(model).__name__),
-        "pool": len(problems), "pool_accuracy": sum(base_ok) / len(problems) if problems else 0.0,
-        "attacked": n, "attack_success_rate": len(succ) / n if n else 0.0,
-        "accuracy_before": 1.0 if n else 0.0, "accuracy_after": 1 - len(succ) / n if n else 0.0,
+        "pool": len(problems),
+        "pool_accuracy": sum(base_ok) / len(problems) if problems else 0.0,
+        "attacked": n,
+        "attack_success_rate": len(succ) / n if n else 0.0,
+        "accuracy_before": 1.0 if n else 0.0,
+        "accuracy_after": 1 - len(succ) / n if n else 0.0,
         "queries_mean": sum(r["queries"] for r in rows) / n if n else 0.0,
         "queries_mean_success": sum(r["queries"] for r in succ) / len(succ) if succ else None,
-        "length_change_success": (sum(r["n_tokens"] - r["original_tokens"] for r in succ) / len(succ)) if succ else None,
+        "length_change_success": (sum(r["n_tokens"] - r["original_tokens"] for r in succ) / len(succ))
+        if succ
+        else None,
         "length_change_all_queries": sum(tried_delta) / len(tried_delta) if tried_delta else None,
         "no_candidates": sum(1 for r in rows if r["queries"] == 0),
         "by_source": {s: sum(1 for r in succ if r["source"] == s) for s in sources},
-        "settings": {"budget": budget, "sim_threshold": sim_threshold, "top_k": top_k, "sources": list(sources),
-                     "wordnet": str(wn_dir) if wordnet is not None else "not available (skipped)",
-                     "max_new_tokens": max_new_tokens, "protocol": get_protocol(protocol).to_dict(), "kind": kind,
-                     "grader": PRIMARY, "one word changed per query": True},
-        "versions": versions(), "date": now(), "time_s": round(time.time() - t0, 1),
+        "settings": {
+            "budget": budget,
+            "sim_threshold": sim_threshold,
+            "top_k": top_k,
+            "sources": list(sources),
+            "wordnet": str(wn_dir) if wordnet is not None else "not available (skipped)",
+            "max_new_tokens": max_new_tokens,
+            "protocol": get_protocol(protocol).to_dict(),
+            "kind": kind,
+            "grader": PRIMARY,
+            "one word changed per query": True,
+        },
+        "versions": versions(),
+        "date": now(),
+        "time_s": round(time.time() - t0, 1),
     }
     if out_dir:
         out = Path(out_dir)

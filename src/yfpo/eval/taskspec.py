@@ -64,7 +64,9 @@ class TaskSpec:
 def _check(spec: TaskSpec, where) -> TaskSpec:
     """Validate field values; `where(key)` names the spec location of a key."""
     if spec.answer_kind not in ANSWER_KINDS:
-        raise SpecError(f"{where('answer_kind')}: answer_kind {spec.answer_kind!r}: expected one of {', '.join(ANSWER_KINDS)}")
+        raise SpecError(
+            f"{where('answer_kind')}: answer_kind {spec.answer_kind!r}: expected one of {', '.join(ANSWER_KINDS)}"
+        )
     if Path(spec.file).suffix.lower() not in FORMATS:
         raise SpecError(f"{where('file')}: file {spec.file!r}: expected a {' / '.join(FORMATS)} file")
     if spec.question_field and spec.question_template:
@@ -96,13 +98,17 @@ def load_spec(path: str | Path) -> TaskSpec:
         raise SpecError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if node is None or not isinstance(node, yaml.MappingNode):
         line = f":{node.start_mark.line + 1}" if node is not None else ""
-        raise SpecError(f"{path}{line}: a task spec must be a mapping of keys (file, question_field, answer_field, ...)")
+        raise SpecError(
+            f"{path}{line}: a task spec must be a mapping of keys (file, question_field, answer_field, ...)"
+        )
     known = {f.name for f in fields(TaskSpec)}
     lines: dict[str, int] = {}
     for k, v in node.value:
         lines[k.value] = k.start_mark.line + 1
         if k.value not in known:
-            raise SpecError(f"{path}:{k.start_mark.line + 1}: unknown key {k.value!r}; known: {', '.join(sorted(known))}")
+            raise SpecError(
+                f"{path}:{k.start_mark.line + 1}: unknown key {k.value!r}; known: {', '.join(sorted(known))}"
+            )
     data = yaml.safe_load(text)
     for k, v in data.items():
         want_list = k == "no_answer_values"
@@ -185,13 +191,17 @@ def load_task(spec: TaskSpec, limit: int | None = None) -> list[Problem]:
         else:
             q = _field(loc, row, spec.question_field)  # type: ignore[arg-type]
         if not isinstance(q, str) or not q.strip():
-            raise DataFormatError(f"{loc}: field {spec.question_field or 'question_template'!r}: expected a non-empty string")
+            raise DataFormatError(
+                f"{loc}: field {spec.question_field or 'question_template'!r}: expected a non-empty string"
+            )
         a = _field(loc, row, spec.answer_field)
         a_str = "None" if a is None else (_num_str(a) if isinstance(a, (int, float, str)) else str(a))
         is_none = a is None or a_str in no_ans
         if is_none and spec.answer_kind != "none-allowed":
-            raise DataFormatError(f"{loc}: field {spec.answer_field!r} is {a_str!r} (no answer); "
-                                  "use answer_kind: none-allowed to grade such items")
+            raise DataFormatError(
+                f"{loc}: field {spec.answer_field!r} is {a_str!r} (no answer); "
+                "use answer_kind: none-allowed to grade such items"
+            )
         meta: dict = {"row": loc, "no_answer": is_none}
         if spec.group_field:
             meta["group"] = str(_field(loc, row, spec.group_field))

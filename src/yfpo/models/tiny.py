@@ -50,7 +50,10 @@ def tiny_tokenizer(vocab_size: int = 512, cache_dir: str | os.PathLike | None = 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    cache = Path(cache_dir or os.environ.get("YFPO_CACHE", Path.home() / ".cache" / "yfpo")) / f"tiny-tokenizer-v1-{vocab_size}"
+    cache = (
+        Path(cache_dir or os.environ.get("YFPO_CACHE", Path.home() / ".cache" / "yfpo"))
+        / f"tiny-tokenizer-v1-{vocab_size}"
+    )
     if not (cache / "tokenizer.json").exists():
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -105,8 +108,17 @@ def tiny_config(family: str = "llama", vocab_size: int = 512, **overrides: Any):
     elif family == "gemma3":
         cfg = tf.Gemma3TextConfig(**{**common, "head_dim": 16, "sliding_window": 64, **overrides})
     elif family == "gpt2":
-        g = dict(vocab_size=vocab_size, n_embd=64, n_inner=128, n_layer=2, n_head=4, n_positions=1024,
-                 bos_token_id=2, eos_token_id=2, pad_token_id=3)
+        g = dict(
+            vocab_size=vocab_size,
+            n_embd=64,
+            n_inner=128,
+            n_layer=2,
+            n_head=4,
+            n_positions=1024,
+            bos_token_id=2,
+            eos_token_id=2,
+            pad_token_id=3,
+        )
         cfg = tf.GPT2Config(**{**g, **overrides})
     else:
         raise ValueError(f"tiny_config: unknown family {family!r}; choose llama, qwen2, qwen3, gemma3 or gpt2")

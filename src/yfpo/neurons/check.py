@@ -29,8 +29,9 @@ from yfpo.neurons.config import CheckConfig
 
 
 @contextlib.contextmanager
-def ablate(model: nn.Module, layers: torch.Tensor, indices: torch.Tensor,
-           values: torch.Tensor | None = None) -> Iterator[nn.Module]:
+def ablate(
+    model: nn.Module, layers: torch.Tensor, indices: torch.Tensor, values: torch.Tensor | None = None
+) -> Iterator[nn.Module]:
     """Within the block, neuron (layers[i], indices[i]) of this model reads `values[i]` (default 0)."""
     from yfpo.models import arch
 
@@ -56,8 +57,17 @@ def ablate(model: nn.Module, layers: torch.Tensor, indices: torch.Tensor,
 
 
 @torch.no_grad()
-def response_nll(model: nn.Module, tokenizer, records: Sequence, *, batch_size: int = 8, max_length: int = 256,
-                 device: str = "cpu", progress: bool = True, desc: str = "nll") -> list[float]:
+def response_nll(
+    model: nn.Module,
+    tokenizer,
+    records: Sequence,
+    *,
+    batch_size: int = 8,
+    max_length: int = 256,
+    device: str = "cpu",
+    progress: bool = True,
+    desc: str = "nll",
+) -> list[float]:
     """Per-record mean NLL (nats/token) of the teacher-forced response under `model`."""
     from yfpo.neurons.relevance import _batches, collate, encode_record
     from yfpo.utils import progress as pbar
@@ -67,8 +77,9 @@ def response_nll(model: nn.Module, tokenizer, records: Sequence, *, batch_size: 
     out = [0.0] * len(enc)
     for bidx in pbar(_batches(enc, batch_size), desc=desc, unit="batch", disable=None if progress else True):
         b = collate([enc[i] for i in bidx], pad)
-        logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
-                       use_cache=False).logits.float()
+        logits = model(
+            input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device), use_cache=False
+        ).logits.float()
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), b["gold"].to(device), reduction="none")
         m = b["target_mask"].to(device)
         per = (nll * m).sum(1) / m.sum(1)
@@ -90,8 +101,15 @@ def _eval_tools() -> tuple[Any, Any, Any] | str:
 def _accuracy(model, tokenizer, problems, tools, cfg: CheckConfig) -> dict[str, Any]:
     generate, build_prompt, is_correct = tools
     prompts = [build_prompt(tokenizer, p.question) for p in problems]
-    gens = generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, batch_size=16, do_sample=False,
-                    progress=cfg.progress)
+    gens = generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=16,
+        do_sample=False,
+        progress=cfg.progress,
+    )
     correct = [bool(is_correct(g.text, p.answer)) for g, p in zip(gens, problems)]
     return {"acc": sum(correct) / len(correct), "n_correct": sum(correct), "n": len(correct), "correct": correct}
 
@@ -162,22 +180,40 @@ def causal_check(cfg: CheckConfig) -> dict:
         else:  # recompute activation means on the identification corpus
             mc = (prov.get("corpora") or {}).get("math") or {}
             recs = math_corpus(int(mc.get("n", 128)), int(mc.get("seed", 0)), cfg.data_dir)
-            mean_grid = corpus_relevance(model, tok, recs, method="forward", batch_size=cfg.batch_size,
-                                         max_length=cfg.max_length, progress=cfg.progress).act_mean
-    conditions: list[dict[str, Any]] = [{"name": "none", "layers": None, "indices": None, "values": None},
-                                        {"name": "selected", "layers": ns.layers, "indices": ns.indices,
-                                         "values": ns.mean if cfg.ablation == "mean" else None}]
+            mean_grid = corpus_relevance(
+                model,
+                tok,
+                recs,
+                method="forward",
+                batch_size=cfg.batch_size,
+                max_length=cfg.max_length,
+                progress=cfg.progress,
+            ).act_mean
+    conditions: list[dict[str, Any]] = [
+        {"name": "none", "layers": None, "indices": None, "values": None},
+        {
+            "name": "selected",
+            "layers": ns.layers,
+            "indices": ns.indices,
+            "values": ns.mean if cfg.ablation == "mean" else None,
+        },
+    ]
     for d in draws:
         d["values"] = mean_grid[d["layers"], d["indices"]] if mean_grid is not None else None
         conditions.append(d)
 
     tools = _eval_tools() if cfg.n_eval > 0 else "accuracy not measured: n_eval = 0"
-    problems = load_benchmark(cfg.eval_bench, data_dir=cfg.data_dir, limit=cfg.n_eval) if not isinstance(tools, str) else []
+    problems = (
+        load_benchmark(cfg.eval_bench, data_dir=cfg.data_dir, limit=cfg.n_eval) if not isinstance(tools, str) else []
+    )
 
     results: dict[str, dict[str, Any]] = {}
     for c in conditions:
-        ctx = (ablate(model, c["layers"], c["indices"], c["values"]) if c["layers"] is not None
-               else contextlib.nullcontext())
+        ctx = (
+            ablate(model, c["layers"], c["indices"], c["values"])
+            if c["layers"] is not None
+            else contextlib.nullcontext()
+        )
         with ctx:
             kw = dict(batch_size=cfg.batch_size, max_length=cfg.max_length, device=cfg.device, progress=cfg.progress)
             r: dict[str, Any] = {
@@ -193,10 +229,14 @@ def causal_check(cfg: CheckConfig) -> dict:
     for name, r in results.items():
         dm = [a - b for a, b in zip(r["math_nll"], base["math_nll"])]
         dc = [a - b for a, b in zip(r["contrast_nll"], base["contrast_nll"])]
-        s = {"math_nll": _mean(r["math_nll"]), "contrast_nll": _mean(r["contrast_nll"]),
-             "delta_math_nll": _mean_ci(dm), "delta_contrast_nll": _mean_ci(dc),
-             "rel_delta_math_nll": _mean(dm) / _mean(base["math_nll"]),
-             "rel_delta_contrast_nll": _mean(dc) / _mean(base["contrast_nll"])}
+        s = {
+            "math_nll": _mean(r["math_nll"]),
+            "contrast_nll": _mean(r["contrast_nll"]),
+            "delta_math_nll": _mean_ci(dm),
+            "delta_contrast_nll": _mean_ci(dc),
+            "rel_delta_math_nll": _mean(dm) / _mean(base["math_nll"]),
+            "rel_delta_contrast_nll": _mean(dc) / _mean(base["contrast_nll"]),
+        }
         if "accuracy" in r:
             s["accuracy"] = r["accuracy"]["acc"]
             s["n_correct"] = r["accuracy"]["n_correct"]
@@ -207,7 +247,9 @@ def causal_check(cfg: CheckConfig) -> dict:
     sel_dm, sel_dc = sel["delta_math_nll"][0], sel["delta_contrast_nll"][0]
     # per-sample comparison: fraction of math texts hurt more by the selected ablation than by the mean random one
     per_sel = [a - b for a, b in zip(results["selected"]["math_nll"], base["math_nll"])]
-    per_rnd = [_mean([results[d["name"]]["math_nll"][i] - base["math_nll"][i] for d in draws]) for i in range(len(per_sel))]
+    per_rnd = [
+        _mean([results[d["name"]]["math_nll"][i] - base["math_nll"][i] for d in draws]) for i in range(len(per_sel))
+    ]
     verdict = {
         "math_hurt_more_than_random": bool(sel_dm > max(rnd_dm)),
         "selected_delta_math_nll": sel_dm,
@@ -217,45 +259,81 @@ def causal_check(cfg: CheckConfig) -> dict:
         "math_hurt_more_than_contrast": bool(sel_dm > sel_dc),
         "math_hurt_more_than_contrast_relative": bool(sel["rel_delta_math_nll"] > sel["rel_delta_contrast_nll"]),
         "selected_delta_contrast_nll": sel_dc,
-        "specificity_vs_random": (sel_dm - sel_dc) - _mean([x["delta_math_nll"][0] - x["delta_contrast_nll"][0] for x in rnd]),
+        "specificity_vs_random": (sel_dm - sel_dc)
+        - _mean([x["delta_math_nll"][0] - x["delta_contrast_nll"][0] for x in rnd]),
     }
     if "accuracy" in sel:
-        verdict["accuracy"] = {"none": summary["none"]["accuracy"], "selected": sel["accuracy"],
-                               "random": [x["accuracy"] for x in rnd]}
-    text = [f"Ablation check ({cfg.ablation}) of {len(ns)} neurons from {cfg.neurons} on {model_name}:",
-            f"  {'condition':<10} {'math NLL':>9} {'dMath':>9} {'contrast NLL':>13} {'dContrast':>10}"
-            + (f" {'acc':>6}" if "accuracy" in sel else "")]
+        verdict["accuracy"] = {
+            "none": summary["none"]["accuracy"],
+            "selected": sel["accuracy"],
+            "random": [x["accuracy"] for x in rnd],
+        }
+    text = [
+        f"Ablation check ({cfg.ablation}) of {len(ns)} neurons from {cfg.neurons} on {model_name}:",
+        f"  {'condition':<10} {'math NLL':>9} {'dMath':>9} {'contrast NLL':>13} {'dContrast':>10}"
+        + (f" {'acc':>6}" if "accuracy" in sel else ""),
+    ]
     for name, s in summary.items():
-        text.append(f"  {name:<10} {s['math_nll']:>9.4f} {s['delta_math_nll'][0]:>+9.4f} {s['contrast_nll']:>13.4f} "
-                    f"{s['delta_contrast_nll'][0]:>+10.4f}" + (f" {s['accuracy']:>6.3f}" if "accuracy" in s else ""))
-    text.append(f"  math hurt more than by random neurons (all {cfg.n_random} draws): "
-                f"{'YES' if verdict['math_hurt_more_than_random'] else 'NO'} "
-                f"(dMath {sel_dm:+.4f} vs random mean {_mean(rnd_dm):+.4f}, max {max(rnd_dm):+.4f})")
-    text.append(f"  math hurt more than contrast: {'YES' if verdict['math_hurt_more_than_contrast'] else 'NO'} "
-                f"(dMath {sel_dm:+.4f} vs dContrast {sel_dc:+.4f} nats/token)")
+        text.append(
+            f"  {name:<10} {s['math_nll']:>9.4f} {s['delta_math_nll'][0]:>+9.4f} {s['contrast_nll']:>13.4f} "
+            f"{s['delta_contrast_nll'][0]:>+10.4f}" + (f" {s['accuracy']:>6.3f}" if "accuracy" in s else "")
+        )
+    text.append(
+        f"  math hurt more than by random neurons (all {cfg.n_random} draws): "
+        f"{'YES' if verdict['math_hurt_more_than_random'] else 'NO'} "
+        f"(dMath {sel_dm:+.4f} vs random mean {_mean(rnd_dm):+.4f}, max {max(rnd_dm):+.4f})"
+    )
+    text.append(
+        f"  math hurt more than contrast: {'YES' if verdict['math_hurt_more_than_contrast'] else 'NO'} "
+        f"(dMath {sel_dm:+.4f} vs dContrast {sel_dc:+.4f} nats/token)"
+    )
     if isinstance(tools, str):
         text.append(f"  {tools}")
     verdict_text = "\n".join(text)
 
     res = {
-        "neurons": str(cfg.neurons), "model": model_name, "n_neurons": len(ns), "per_layer_counts": counts,
-        "ablation": cfg.ablation, "random_draws": [{"name": d["name"], "seed": d["seed"]} for d in draws],
-        "corpora": {"math": {"name": "gsm8k_test solutions", "n": len(math_recs), "seed": cfg.seed},
-                    "contrast": {"name": "self_instruct+dolly (after find's records)", "n": len(con_recs),
-                                 "offset": skip, "seed": find_seed},
-                    "eval": {"name": cfg.eval_bench, "n": len(problems)} if problems else None},
+        "neurons": str(cfg.neurons),
+        "model": model_name,
+        "n_neurons": len(ns),
+        "per_layer_counts": counts,
+        "ablation": cfg.ablation,
+        "random_draws": [{"name": d["name"], "seed": d["seed"]} for d in draws],
+        "corpora": {
+            "math": {"name": "gsm8k_test solutions", "n": len(math_recs), "seed": cfg.seed},
+            "contrast": {
+                "name": "self_instruct+dolly (after find's records)",
+                "n": len(con_recs),
+                "offset": skip,
+                "seed": find_seed,
+            },
+            "eval": {"name": cfg.eval_bench, "n": len(problems)} if problems else None,
+        },
         "accuracy_note": tools if isinstance(tools, str) else None,
-        "summary": summary, "verdict": verdict, "verdict_text": verdict_text,
-        "per_item": {name: {"math_nll": r["math_nll"], "contrast_nll": r["contrast_nll"],
-                            **({"correct": r["accuracy"]["correct"]} if "accuracy" in r else {})}
-                     for name, r in results.items()},
-        "config": to_dict(cfg), "versions": versions(), "date": now(), "time_s": round(time.time() - t0, 1),
+        "summary": summary,
+        "verdict": verdict,
+        "verdict_text": verdict_text,
+        "per_item": {
+            name: {
+                "math_nll": r["math_nll"],
+                "contrast_nll": r["contrast_nll"],
+                **({"correct": r["accuracy"]["correct"]} if "accuracy" in r else {}),
+            }
+            for name, r in results.items()
+        },
+        "config": to_dict(cfg),
+        "versions": versions(),
+        "date": now(),
+        "time_s": round(time.time() - t0, 1),
     }
     paths = {"json": str(out_dir / "check.json"), "png": str(out_dir / "check.png")}
     res["paths"] = paths
     atomic_write_json(paths["json"], res)
-    _plot(summary, paths["png"], title=f"{cfg.ablation} ablation of {len(ns)} neurons ({prov.get('method')})",
-          acc_label=f"{cfg.eval_bench} accuracy (n = {len(problems)})")
+    _plot(
+        summary,
+        paths["png"],
+        title=f"{cfg.ablation} ablation of {len(ns)} neurons ({prov.get('method')})",
+        acc_label=f"{cfg.eval_bench} accuracy (n = {len(problems)})",
+    )
     return res
 
 
@@ -272,7 +350,10 @@ def _plot(summary: dict[str, dict[str, Any]], png: str, title: str, acc_label: s
     w = 0.38
     for off, key, lab in ((-w / 2, "delta_math_nll", "math"), (w / 2, "delta_contrast_nll", "contrast")):
         m = [summary[n][key][0] for n in names]
-        err = [[summary[n][key][0] - summary[n][key][1] for n in names], [summary[n][key][2] - summary[n][key][0] for n in names]]
+        err = [
+            [summary[n][key][0] - summary[n][key][1] for n in names],
+            [summary[n][key][2] - summary[n][key][0] for n in names],
+        ]
         ax.bar([i + off for i in x], m, w, yerr=err, capsize=3, label=lab)
     ax.set_xticks(list(x))
     ax.set_xticklabels(names, rotation=30)

@@ -9,30 +9,39 @@ def register(sub) -> None:
     p = sub.add_parser("neurons", help="find math neurons (AttnLRP), check them causally, show a NeuronSet")
     s = p.add_subparsers(dest="neurons_cmd", metavar="ACTION")
 
-    f = s.add_parser("find", help="score every neuron on math vs contrast text and write a NeuronSet",
-                     description="Config keys (NeuronsConfig) as --key value: model, out, method "
-                                 "(attnlrp|actgrad|lape|random), n_math, n_contrast, k (count or fraction), "
-                                 "selection (global|per_layer), criterion (diff|tstat|ratio|exclude_both), exclude_quantile, "
-                                 "match, seed, batch_size, max_length, data_dir.",
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    f = s.add_parser(
+        "find",
+        help="score every neuron on math vs contrast text and write a NeuronSet",
+        description="Config keys (NeuronsConfig) as --key value: model, out, method "
+        "(attnlrp|actgrad|lape|random), n_math, n_contrast, k (count or fraction), "
+        "selection (global|per_layer), criterion (diff|tstat|ratio|exclude_both), exclude_quantile, "
+        "match, seed, batch_size, max_length, data_dir.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     f.add_argument("--config", help="YAML file (section `neurons` or top level)")
     f.add_argument("--overwrite", action="store_true", help="empty the work folder first (made by another config)")
     f.set_defaults(func=_find, accepts_overrides=True)
 
-    k = s.add_parser("control", help="a control NeuronSet of a found set: random (same per-layer counts) or flipped signs",
-                     description="random: neurons drawn with --seed, as many per layer as the source set, none of "
-                                 "its own, statistics from the source's find run; flipped: the same neurons with "
-                                 "every sign reversed. The selection baselines are `neurons find --method actgrad|lape`.")
+    k = s.add_parser(
+        "control",
+        help="a control NeuronSet of a found set: random (same per-layer counts) or flipped signs",
+        description="random: neurons drawn with --seed, as many per layer as the source set, none of "
+        "its own, statistics from the source's find run; flipped: the same neurons with "
+        "every sign reversed. The selection baselines are `neurons find --method actgrad|lape`.",
+    )
     k.add_argument("kind", choices=["random", "flipped"])
     k.add_argument("source", help="NeuronSet JSON file written by `yfpo neurons find`")
     k.add_argument("--out", required=True, help="where to write the control NeuronSet")
     k.add_argument("--seed", type=int, default=0)
     k.set_defaults(func=_control)
 
-    c = s.add_parser("check", help="ablate the selected neurons vs random ones; math/contrast NLL and accuracy",
-                     description="Config keys (CheckConfig) as --key value: neurons, model, out_dir, ablation "
-                                 "(zero|mean), n_random, n_math, n_contrast, n_eval, eval_bench (gsm8k, mawps_singleop, ...), "
-                                 "max_new_tokens, seed, batch_size.")
+    c = s.add_parser(
+        "check",
+        help="ablate the selected neurons vs random ones; math/contrast NLL and accuracy",
+        description="Config keys (CheckConfig) as --key value: neurons, model, out_dir, ablation "
+        "(zero|mean), n_random, n_math, n_contrast, n_eval, eval_bench (gsm8k, mawps_singleop, ...), "
+        "max_new_tokens, seed, batch_size.",
+    )
     c.add_argument("--config", help="YAML file (section `check` or top level)")
     c.set_defaults(func=_check, accepts_overrides=True)
 

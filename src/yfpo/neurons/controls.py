@@ -51,7 +51,9 @@ def kind_of_method(method: str) -> str:
     for k, m in SELECTIONS.items():
         if m == method:
             return k
-    raise ValueError(f"neurons method {method!r} has no control kind (expected one of {', '.join(SELECTIONS.values())})")
+    raise ValueError(
+        f"neurons method {method!r} has no control kind (expected one of {', '.join(SELECTIONS.values())})"
+    )
 
 
 def flipped(source: NeuronSet) -> NeuronSet:
@@ -78,8 +80,9 @@ def random_matched(source: NeuronSet, act_mean: torch.Tensor, act_std: torch.Ten
         if len(mine):
             theirs = src_signs[source.layers == layer]
             signs[mine] = theirs[torch.randperm(len(theirs), generator=g)]
-    prov = _control_provenance(source, "random", seed,
-                               "none (random neurons): +1/-1 carries the sign, copied per layer from the source set")
+    prov = _control_provenance(
+        source, "random", seed, "none (random neurons): +1/-1 carries the sign, copied per layer from the source set"
+    )
     return NeuronSet(layers, indices, signs, act_mean[layers, indices], act_std[layers, indices].clamp_min(1e-6), prov)
 
 
@@ -89,8 +92,9 @@ def derive_control(kind: str, source_path: str | Path, out: str | Path, seed: in
 
     kind = normalise_kind(kind)
     if kind not in DERIVED:
-        raise ValueError(f"derive_control: {kind!r} is a selection; make it with `yfpo neurons find --method "
-                         f"{SELECTIONS[kind]}`")
+        raise ValueError(
+            f"derive_control: {kind!r} is a selection; make it with `yfpo neurons find --method {SELECTIONS[kind]}`"
+        )
     source = NeuronSet.load(source_path)
     source.provenance["source_path"] = str(source_path)
     if kind == "flipped":
@@ -98,9 +102,11 @@ def derive_control(kind: str, source_path: str | Path, out: str | Path, seed: in
     else:
         grids_path = work_dir_for(source_path) / "grids.pt"
         if not grids_path.exists():
-            raise FileNotFoundError(f"random control of {source_path}: its find run's activation grids {grids_path} "
-                                    "are missing; rerun `yfpo neurons find` for that set, or use "
-                                    "`yfpo neurons find --method random --match SET`")
+            raise FileNotFoundError(
+                f"random control of {source_path}: its find run's activation grids {grids_path} "
+                "are missing; rerun `yfpo neurons find` for that set, or use "
+                "`yfpo neurons find --method random --match SET`"
+            )
         grids = torch.load(grids_path)
         ns = random_matched(source, grids["act_mean_math"], grids["act_std_math"], seed)
     return ns.save(out)
@@ -110,6 +116,16 @@ def _control_provenance(source: NeuronSet, kind: str, seed: int | None, score: s
     from yfpo.utils import now
 
     keep = {k: v for k, v in source.provenance.items() if k not in ("sigma_floor", "source_path", "control")}
-    return {**keep, "method": f"control:{kind}", "score": score, "date": now(),
-            "control": {"kind": kind, "seed": seed, "source": source.provenance.get("source_path"),
-                        "source_method": source.provenance.get("method"), "source_n": len(source)}}
+    return {
+        **keep,
+        "method": f"control:{kind}",
+        "score": score,
+        "date": now(),
+        "control": {
+            "kind": kind,
+            "seed": seed,
+            "source": source.provenance.get("source_path"),
+            "source_method": source.provenance.get("method"),
+            "source_n": len(source),
+        },
+    }

@@ -47,7 +47,9 @@ def find_neurons(cfg: NeuronsConfig, overwrite: bool = False) -> Path:
     if cfg.criterion not in CRITERIA:
         raise ValueError(f"neurons find: criterion must be one of {', '.join(CRITERIA)}, got {cfg.criterion!r}")
     if cfg.criterion != "diff" and cfg.method not in ("attnlrp", "actgrad"):
-        raise ValueError(f"neurons find: criterion {cfg.criterion!r} needs method attnlrp or actgrad, got {cfg.method!r}")
+        raise ValueError(
+            f"neurons find: criterion {cfg.criterion!r} needs method attnlrp or actgrad, got {cfg.method!r}"
+        )
     if isinstance(cfg.k, bool) or not cfg.k > 0:
         raise ValueError(f"neurons find: k must be > 0 (a count >= 1 or a fraction in (0, 1)), got {cfg.k}")
     t0 = time.time()
@@ -61,25 +63,47 @@ def find_neurons(cfg: NeuronsConfig, overwrite: bool = False) -> Path:
     L, W = arch.neuron_shape(model)
     sources = tuple(s.strip() for s in cfg.contrast_sources.split(",") if s.strip())
     math_recs = math_corpus(cfg.n_math, cfg.seed, cfg.data_dir, split=cfg.math_split)
-    con_recs = contrast_corpus(cfg.n_contrast, cfg.seed, cfg.data_dir, sources=sources) if cfg.method != "random" else []
+    con_recs = (
+        contrast_corpus(cfg.n_contrast, cfg.seed, cfg.data_dir, sources=sources) if cfg.method != "random" else []
+    )
 
     pass_method = {"attnlrp": "attnlrp", "actgrad": "actgrad", "lape": "forward", "random": "forward"}[cfg.method]
-    kw = dict(method=pass_method, batch_size=cfg.batch_size, max_length=cfg.max_length, device=cfg.device,
-              progress=cfg.progress)
-    ms = corpus_relevance(model, tok, math_recs, work_dir=work / f"math-{pass_method}", desc=f"math ({pass_method})", **kw)
+    kw = dict(
+        method=pass_method,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        device=cfg.device,
+        progress=cfg.progress,
+    )
+    ms = corpus_relevance(
+        model, tok, math_recs, work_dir=work / f"math-{pass_method}", desc=f"math ({pass_method})", **kw
+    )
     cs = None
     if con_recs:
-        cs = corpus_relevance(model, tok, con_recs, work_dir=work / f"contrast-{pass_method}",
-                              desc=f"contrast ({pass_method})", **kw)
+        cs = corpus_relevance(
+            model, tok, con_recs, work_dir=work / f"contrast-{pass_method}", desc=f"contrast ({pass_method})", **kw
+        )
 
     grids: dict[str, Any] = {"act_mean_math": ms.act_mean, "act_std_math": ms.act_std, "act_prob_math": ms.act_prob}
     if cfg.method in ("attnlrp", "actgrad"):
-        score = criterion_score(cfg.criterion, ms.relevance_mean, cs.relevance_mean,
-                                math_sq_mean=ms.relevance_sq_mean, contrast_sq_mean=cs.relevance_sq_mean,
-                                n_math=ms.n_samples, n_contrast=cs.n_samples, exclude_quantile=cfg.exclude_quantile)
-        grids.update(relevance_math=ms.relevance_mean, relevance_contrast=cs.relevance_mean,
-                     relevance_sq_math=ms.relevance_sq_mean, relevance_sq_contrast=cs.relevance_sq_mean,
-                     n_math=ms.n_samples, n_contrast=cs.n_samples)
+        score = criterion_score(
+            cfg.criterion,
+            ms.relevance_mean,
+            cs.relevance_mean,
+            math_sq_mean=ms.relevance_sq_mean,
+            contrast_sq_mean=cs.relevance_sq_mean,
+            n_math=ms.n_samples,
+            n_contrast=cs.n_samples,
+            exclude_quantile=cfg.exclude_quantile,
+        )
+        grids.update(
+            relevance_math=ms.relevance_mean,
+            relevance_contrast=cs.relevance_mean,
+            relevance_sq_math=ms.relevance_sq_mean,
+            relevance_sq_contrast=cs.relevance_sq_mean,
+            n_math=ms.n_samples,
+            n_contrast=cs.n_samples,
+        )
     elif cfg.method == "lape":
         score = math_score(ms.act_prob, cs.act_prob)
         grids.update(act_prob_contrast=cs.act_prob)
@@ -122,15 +146,22 @@ def find_neurons(cfg: NeuronsConfig, overwrite: bool = False) -> Path:
         "neuron": "input of the MLP down projection",
         "method": cfg.method,
         "target": TARGET if pass_method != "forward" else None,
-        "normalisation": "per sample, divided by the sum of |relevance| over all neurons" if pass_method != "forward" else None,
-        "score": {"attnlrp": "mean normalised AttnLRP relevance: math minus contrast",
-                  "actgrad": "mean normalised activation x gradient: math minus contrast",
-                  "lape": "activation probability (act_fn output > 0 over response tokens): math minus contrast",
-                  "random": "none (random neurons; score 0)"}[cfg.method],
+        "normalisation": "per sample, divided by the sum of |relevance| over all neurons"
+        if pass_method != "forward"
+        else None,
+        "score": {
+            "attnlrp": "mean normalised AttnLRP relevance: math minus contrast",
+            "actgrad": "mean normalised activation x gradient: math minus contrast",
+            "lape": "activation probability (act_fn output > 0 over response tokens): math minus contrast",
+            "random": "none (random neurons; score 0)",
+        }[cfg.method],
         "corpora": {
             "math": {"name": f"gsm8k_{cfg.math_split}", "n": ms.n_samples, "tokens": ms.n_tokens, "seed": cfg.seed},
-            "contrast": ({"name": "+".join(sources), "n": cs.n_samples, "tokens": cs.n_tokens, "seed": cfg.seed}
-                         if cs is not None else None),
+            "contrast": (
+                {"name": "+".join(sources), "n": cs.n_samples, "tokens": cs.n_tokens, "seed": cfg.seed}
+                if cs is not None
+                else None
+            ),
         },
         "stats": "activation mean/std over the response positions of the math corpus",
         "positions": POSITIONS,
@@ -150,7 +181,9 @@ def find_neurons(cfg: NeuronsConfig, overwrite: bool = False) -> Path:
         "time_s": round(time.time() - t0, 1),
         "config": to_dict(cfg),
     }
-    ns = NeuronSet(layers, indices, scores, ms.act_mean[layers, indices], ms.act_std[layers, indices].clamp_min(1e-6), prov)
+    ns = NeuronSet(
+        layers, indices, scores, ms.act_mean[layers, indices], ms.act_std[layers, indices].clamp_min(1e-6), prov
+    )
     ns.save(out)
     atomic_write_json(work / "done.json", {"neurons": str(out), "n": len(ns), "time_s": prov["time_s"]})
     return out

@@ -68,9 +68,12 @@ class NeuronSet:
     def sigma_floor(self) -> dict[str, Any]:
         """What the floor did: the rule, the median raw std, the floor value and how many neurons it raised."""
         floor = SIGMA_FLOOR * float(self.std_raw.median()) if len(self) else 0.0
-        return {"rule": f"std = max(std_raw, {SIGMA_FLOOR} * median(std_raw))",
-                "median_std": float(self.std_raw.median()) if len(self) else None, "floor": floor,
-                "n_floored": int((self.std_raw < floor).sum())}
+        return {
+            "rule": f"std = max(std_raw, {SIGMA_FLOOR} * median(std_raw))",
+            "median_std": float(self.std_raw.median()) if len(self) else None,
+            "floor": floor,
+            "n_floored": int((self.std_raw < floor).sum()),
+        }
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -118,8 +121,9 @@ class NeuronSet:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model: torch.nn.Module | None = None,
-             allow_other_weights: bool = False) -> "NeuronSet":
+    def load(
+        cls, path: str | os.PathLike, model: torch.nn.Module | None = None, allow_other_weights: bool = False
+    ) -> "NeuronSet":
         """Read a NeuronSet file; with `model`, refuse it unless the model's family and neuron grid match, and
         (check_weights) unless its weights are the ones the set was found on or allow_other_weights."""
         path = Path(path)
@@ -131,14 +135,19 @@ class NeuronSet:
             raise NeuronSetError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
         fmt = d.get("format") if isinstance(d, dict) else None
         if fmt != FORMAT and fmt not in OLD_FORMATS:
-            raise NeuronSetError(f"{path}: field 'format' must be {FORMAT!r}, got {fmt if isinstance(d, dict) else d!r}")
+            raise NeuronSetError(
+                f"{path}: field 'format' must be {FORMAT!r}, got {fmt if isinstance(d, dict) else d!r}"
+            )
         prov = d.get("provenance")
         if not isinstance(prov, dict) or "num_layers" not in prov or "intermediate_size" not in prov:
             raise NeuronSetError(f"{path}: field 'provenance' must hold num_layers and intermediate_size")
         if fmt in OLD_FORMATS:
-            warnings.warn(f"{path}: {fmt} NeuronSet: its activation mean/std were taken one position left of the "
-                          "response tokens (last prompt token .. second-to-last response token), not at the "
-                          "response tokens phi uses; rerun `yfpo neurons find` for a v2 file", stacklevel=2)
+            warnings.warn(
+                f"{path}: {fmt} NeuronSet: its activation mean/std were taken one position left of the "
+                "response tokens (last prompt token .. second-to-last response token), not at the "
+                "response tokens phi uses; rerun `yfpo neurons find` for a v2 file",
+                stacklevel=2,
+            )
             prov = {**prov, "positions": prov.get("positions", "target_positions (v1)")}
         rows = d.get("neurons")
         if not isinstance(rows, list) or not rows:
@@ -151,12 +160,16 @@ class NeuronSet:
             for k in cols:
                 cols[k].append(r[k])
             if (r["layer"], r["index"]) in seen:
-                raise NeuronSetError(f"{path}: duplicate neuron: neurons[{i}] = (layer {r['layer']}, index {r['index']}) repeats "
-                                     f"neurons[{seen[r['layer'], r['index']]}]; each neuron may appear once")
+                raise NeuronSetError(
+                    f"{path}: duplicate neuron: neurons[{i}] = (layer {r['layer']}, index {r['index']}) repeats "
+                    f"neurons[{seen[r['layer'], r['index']]}]; each neuron may appear once"
+                )
             seen[r["layer"], r["index"]] = i
             if not (0 <= r["layer"] < L and 0 <= r["index"] < W):
-                raise NeuronSetError(f"{path}: neurons[{i}] = (layer {r['layer']}, index {r['index']}) is outside "
-                                     f"the {L} x {W} grid named in provenance")
+                raise NeuronSetError(
+                    f"{path}: neurons[{i}] = (layer {r['layer']}, index {r['index']}) is outside "
+                    f"the {L} x {W} grid named in provenance"
+                )
             if not r["std"] > 0:
                 raise NeuronSetError(f"{path}: neurons[{i}].std must be > 0, got {r['std']}")
         ns = cls(cols["layer"], cols["index"], cols["score"], cols["mean"], cols["std"], prov)
@@ -165,7 +178,9 @@ class NeuronSet:
             ns.check_weights(model, where=str(path), allow_other_weights=allow_other_weights)
         return ns
 
-    def check_weights(self, model: torch.nn.Module, where: str = "NeuronSet", allow_other_weights: bool = False) -> None:
+    def check_weights(
+        self, model: torch.nn.Module, where: str = "NeuronSet", allow_other_weights: bool = False
+    ) -> None:
         """Refuse a model whose weights differ from provenance.weight_hash (another checkpoint of the same shape).
         Compared only when the set records a hash and the model has the dtype the set was found in (the hash
         is over the weight bytes); otherwise a warning says it was not compared."""
@@ -180,14 +195,18 @@ class NeuronSet:
         if want is None or allow_other_weights:
             return
         if {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(found_dtype, found_dtype) != dtype:
-            warnings.warn(f"{where}: weights not compared with weight_hash (found in {found_dtype}, model is {dtype})",
-                          stacklevel=2)
+            warnings.warn(
+                f"{where}: weights not compared with weight_hash (found in {found_dtype}, model is {dtype})",
+                stacklevel=2,
+            )
             return
         got = state_hash(arch.unwrap(model))
         if got != want:
-            raise NeuronSetError(f"{where} was found on weights {want} ({self.provenance.get('model', '?')}), but this "
-                                 f"model's weights hash to {got}: find neurons for this model, or pass "
-                                 "--allow-other-weights to use the set anyway")
+            raise NeuronSetError(
+                f"{where} was found on weights {want} ({self.provenance.get('model', '?')}), but this "
+                f"model's weights hash to {got}: find neurons for this model, or pass "
+                "--allow-other-weights to use the set anyway"
+            )
 
     def check_model(self, model: torch.nn.Module, where: str = "NeuronSet") -> None:
         from yfpo.models import arch

@@ -38,8 +38,10 @@ from yfpo.neurons.lrp import attnlrp
 METHODS_WITH_BACKWARD = ("attnlrp", "actgrad")
 # where activation statistics are taken (recorded in every NeuronSet's provenance; stage 3's phi uses the same)
 POSITIONS = "response_tokens"
-POSITIONS_TEXT = ("activations at the positions of the response tokens themselves (first response token to the "
-                  "last, end-of-turn included), as phi in stage 3 averages them")
+POSITIONS_TEXT = (
+    "activations at the positions of the response tokens themselves (first response token to the "
+    "last, end-of-turn included), as phi in stage 3 averages them"
+)
 
 
 # ---------------------------------------------------------------- encoding
@@ -58,10 +60,12 @@ def encode_record(tokenizer, prompt: str, response: str, max_length: int = 256, 
     full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": response}], tokenize=False)
     head = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
     if not full.startswith(head):
-        raise ValueError(f"record {rid!r}: the chat template's prompt part is not a prefix of the full chat; "
-                         "cannot find the response tokens")
+        raise ValueError(
+            f"record {rid!r}: the chat template's prompt part is not a prefix of the full chat; "
+            "cannot find the response tokens"
+        )
     p_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
-    r_ids = tokenizer(full[len(head):].rstrip("\n"), add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(full[len(head) :].rstrip("\n"), add_special_tokens=False)["input_ids"]
     if len(r_ids) < 1:
         raise ValueError(f"record {rid!r}: empty response")
     max_prompt = max(max_length // 2, max_length - len(r_ids))
@@ -95,16 +99,22 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------- target
-def gold_logit_target(model: nn.Module, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
-                      target_mask: torch.Tensor, gold: torch.Tensor,
-                      inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+def gold_logit_target(
+    model: nn.Module,
+    input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor,
+    target_mask: torch.Tensor,
+    gold: torch.Tensor,
+    inputs_embeds: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-sample target (B,): sum over target positions of the gold next-token logit.
 
     Only the gold rows of the LM head are evaluated (same value as ``model(...).logits`` gathered)."""
     m = arch.unwrap(model)
     base = m.base_model
-    h = base(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-             use_cache=False).last_hidden_state
+    h = base(
+        input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False
+    ).last_hidden_state
     head = arch.lm_head(m)
     rows, cols = target_mask.nonzero(as_tuple=True)
     g = gold[rows, cols].to(h.device)
@@ -126,8 +136,13 @@ class NeuronRecorder:
     sum of squares / count of positive activation function outputs (L, W) over `stats_mask` (the response
     positions; default: the target positions)."""
 
-    def __init__(self, model: nn.Module, target_mask: torch.Tensor, want_relevance: bool = True,
-                 stats_mask: torch.Tensor | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        target_mask: torch.Tensor,
+        want_relevance: bool = True,
+        stats_mask: torch.Tensor | None = None,
+    ):
         self.model = arch.unwrap(model)
         self.L, self.W = arch.neuron_shape(self.model)
         self.mask = target_mask
@@ -154,13 +169,16 @@ class NeuronRecorder:
                 def grad_hook(g, ud=ud, layer=layer, mask=mask):
                     r = (ud.float() * g.float()) * mask.unsqueeze(-1)
                     self.relevance[:, layer] += r.sum(1).cpu()
+
                 u.register_hook(grad_hook)
+
         return hook
 
     def _act_hook(self, layer: int):
         def hook(module, args, out):
             smask = self.stats_mask.to(out.device)
             self.act_pos[layer] += (out.detach()[smask] > 0).sum(0).double().cpu()
+
         return hook
 
     def __enter__(self) -> "NeuronRecorder":
@@ -184,11 +202,14 @@ def normalise(rel: torch.Tensor) -> torch.Tensor:
     return rel / denom.view(-1, *([1] * (rel.dim() - 1)))
 
 
-def batch_relevance(model: nn.Module, batch: dict[str, torch.Tensor], method: str = "attnlrp",
-                    device: str | torch.device = "cpu") -> tuple[NeuronRecorder, torch.Tensor]:
+def batch_relevance(
+    model: nn.Module, batch: dict[str, torch.Tensor], method: str = "attnlrp", device: str | torch.device = "cpu"
+) -> tuple[NeuronRecorder, torch.Tensor]:
     """Run one batch: returns the recorder (raw relevance (B,L,W), activation sums) and the targets (B,)."""
     if method not in METHODS_WITH_BACKWARD and method != "forward":
-        raise ValueError(f"batch_relevance: method must be one of {METHODS_WITH_BACKWARD + ('forward',)}, got {method!r}")
+        raise ValueError(
+            f"batch_relevance: method must be one of {METHODS_WITH_BACKWARD + ('forward',)}, got {method!r}"
+        )
     ids = batch["input_ids"].to(device)
     att = batch["attention_mask"].to(device)
     tm = batch["target_mask"]
@@ -226,12 +247,23 @@ def _batches(encoded: list[Encoded], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def corpus_relevance(model: nn.Module, tokenizer, records: Sequence, *, method: str = "attnlrp",
-                     batch_size: int = 4, max_length: int = 256, work_dir: str | Path | None = None,
-                     device: str | torch.device = "cpu", progress: bool = True, desc: str = "") -> CorpusStats:
+def corpus_relevance(
+    model: nn.Module,
+    tokenizer,
+    records: Sequence,
+    *,
+    method: str = "attnlrp",
+    batch_size: int = 4,
+    max_length: int = 256,
+    work_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    desc: str = "",
+) -> CorpusStats:
     """Relevance (and activation statistics) of every neuron over `records` (objects with id, prompt,
     response). With `work_dir`, each finished batch is saved there and skipped on a rerun."""
-    from yfpo.utils import atomic_write_json, progress as pbar, stable_hash
+    from yfpo.utils import atomic_write_json, stable_hash
+    from yfpo.utils import progress as pbar
 
     model.eval()
     encoded = [encode_record(tokenizer, r.prompt, r.response, max_length, r.id) for r in records]
@@ -241,8 +273,15 @@ def corpus_relevance(model: nn.Module, tokenizer, records: Sequence, *, method: 
     wd = Path(work_dir) if work_dir is not None else None
     if wd is not None:
         wd.mkdir(parents=True, exist_ok=True)
-        key = {"ids": [e.id for e in encoded], "lens": [len(e.input_ids) for e in encoded], "batch_size": batch_size,
-               "method": method, "shape": [L, W], "max_length": max_length, "positions": POSITIONS}
+        key = {
+            "ids": [e.id for e in encoded],
+            "lens": [len(e.input_ids) for e in encoded],
+            "batch_size": batch_size,
+            "method": method,
+            "shape": [L, W],
+            "max_length": max_length,
+            "positions": POSITIONS,
+        }
         meta = wd / "plan.json"
         h = stable_hash(key)
         if meta.exists() and json.loads(meta.read_text()).get("hash") != h:
@@ -256,8 +295,13 @@ def corpus_relevance(model: nn.Module, tokenizer, records: Sequence, *, method: 
     act_sq = torch.zeros(L, W, dtype=torch.float64)
     act_pos = torch.zeros(L, W, dtype=torch.float64)
     n_tok = 0
-    it = pbar(range(len(plan)), total=len(plan), desc=desc or f"{method} relevance", unit="batch",
-              disable=None if progress else True)
+    it = pbar(
+        range(len(plan)),
+        total=len(plan),
+        desc=desc or f"{method} relevance",
+        unit="batch",
+        disable=None if progress else True,
+    )
     for bi in it:
         f = wd / f"batch_{bi:05d}.pt" if wd is not None else None
         if f is not None and f.exists():
@@ -288,19 +332,26 @@ def corpus_relevance(model: nn.Module, tokenizer, records: Sequence, *, method: 
     return CorpusStats(
         relevance_mean=(rel_sum / n).float() if has_rel else None,
         relevance_sq_mean=(rel_sq / n).float() if has_rel else None,
-        act_mean=mean.float(), act_std=var.sqrt().float(), act_prob=(act_pos / max(n_tok, 1)).float(),
-        n_samples=n, n_tokens=n_tok, method=method,
+        act_mean=mean.float(),
+        act_std=var.sqrt().float(),
+        act_prob=(act_pos / max(n_tok, 1)).float(),
+        n_samples=n,
+        n_tokens=n_tok,
+        method=method,
     )
 
 
-def input_relevance(model: nn.Module, batch: dict[str, torch.Tensor], method: str = "attnlrp") -> tuple[torch.Tensor, torch.Tensor]:
+def input_relevance(
+    model: nn.Module, batch: dict[str, torch.Tensor], method: str = "attnlrp"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-sample input-embedding relevance sum (B,), per-sample target (B,)): for conservation checks."""
     m = arch.unwrap(model)
     emb = arch.embed_tokens(m)(batch["input_ids"]).detach().requires_grad_(True)
     ctx = attnlrp(model) if method == "attnlrp" else contextlib.nullcontext()
     with ctx, torch.enable_grad():
-        target = gold_logit_target(model, None, batch["attention_mask"], batch["target_mask"], batch["gold"],
-                                   inputs_embeds=emb)
+        target = gold_logit_target(
+            model, None, batch["attention_mask"], batch["target_mask"], batch["gold"], inputs_embeds=emb
+        )
         target.sum().backward()
     rel = (emb * emb.grad).sum((1, 2))
     return rel.detach(), target.detach()

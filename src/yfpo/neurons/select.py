@@ -42,8 +42,9 @@ def select_top(score: torch.Tensor, k: float, mode: str = "global") -> tuple[tor
     raise ValueError(f"selection mode must be 'global' or 'per_layer', got {mode!r}")
 
 
-def select_random(counts: list[int], width: int, seed: int, exclude: tuple[torch.Tensor, torch.Tensor] | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def select_random(
+    counts: list[int], width: int, seed: int, exclude: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random neurons with `counts[l]` in layer l (seeded); `exclude` = (layers, indices) never drawn."""
     g = torch.Generator().manual_seed(int(seed))
     layers, indices = [], []
@@ -66,8 +67,14 @@ def select_random(counts: list[int], width: int, seed: int, exclude: tuple[torch
 CRITERIA = ("diff", "tstat", "ratio", "exclude_both")
 
 
-def welch_t(math_mean: torch.Tensor, math_sq_mean: torch.Tensor, n_math: int,
-            contrast_mean: torch.Tensor, contrast_sq_mean: torch.Tensor, n_contrast: int) -> torch.Tensor:
+def welch_t(
+    math_mean: torch.Tensor,
+    math_sq_mean: torch.Tensor,
+    n_math: int,
+    contrast_mean: torch.Tensor,
+    contrast_sq_mean: torch.Tensor,
+    n_contrast: int,
+) -> torch.Tensor:
     """Per-neuron Welch t-statistic of (math - contrast) normalised relevance, from per-corpus means and
     means of squares over samples (unbiased variances; a neuron with zero variance on both gets t = 0)."""
     if n_math < 2 or n_contrast < 2:
@@ -101,9 +108,17 @@ def strong_on_both(math_mean: torch.Tensor, contrast_mean: torch.Tensor, quantil
     return (am >= qm) & (ac >= qc)
 
 
-def criterion_score(criterion: str, math_mean: torch.Tensor, contrast_mean: torch.Tensor, *,
-                    math_sq_mean: torch.Tensor | None = None, contrast_sq_mean: torch.Tensor | None = None,
-                    n_math: int = 0, n_contrast: int = 0, exclude_quantile: float = 0.99) -> torch.Tensor:
+def criterion_score(
+    criterion: str,
+    math_mean: torch.Tensor,
+    contrast_mean: torch.Tensor,
+    *,
+    math_sq_mean: torch.Tensor | None = None,
+    contrast_sq_mean: torch.Tensor | None = None,
+    n_math: int = 0,
+    n_contrast: int = 0,
+    exclude_quantile: float = 0.99,
+) -> torch.Tensor:
     """Selection score grid (L, W) under `criterion`; top-k of it is the selected set.
 
     - ``diff``: mean math minus mean contrast (the SPEC's math score, unchanged default);

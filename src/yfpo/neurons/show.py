@@ -13,20 +13,26 @@ def summary_text(path: str | os.PathLike, top: int = 20) -> str:
     ns = NeuronSet.load(path)
     p = ns.provenance
     L, W = ns.shape
-    lines = [f"{path}: {len(ns)} neurons of {L} x {W} ({len(ns) / (L * W):.2%}); model {p.get('model')} "
-             f"({p.get('family')}, weights {p.get('weight_hash')}); method {p.get('method')}, "
-             f"selection {p.get('selection')}, k {p.get('k')}"]
+    lines = [
+        f"{path}: {len(ns)} neurons of {L} x {W} ({len(ns) / (L * W):.2%}); model {p.get('model')} "
+        f"({p.get('family')}, weights {p.get('weight_hash')}); method {p.get('method')}, "
+        f"selection {p.get('selection')}, k {p.get('k')}"
+    ]
     corp = p.get("corpora") or {}
     if corp:
-        lines.append("corpora: " + "; ".join(f"{k} = {v['name']} (n={v['n']}, tokens={v.get('tokens')})"
-                                             for k, v in corp.items() if v))
+        lines.append(
+            "corpora: "
+            + "; ".join(f"{k} = {v['name']} (n={v['n']}, tokens={v.get('tokens')})" for k, v in corp.items() if v)
+        )
     counts = ns.per_layer_counts()
     lines.append("per-layer counts: " + " ".join(f"L{i}:{c}" for i, c in enumerate(counts)))
     order = ns.scores.abs().argsort(descending=True)[:top]
     lines.append(f"{'rank':>4} {'layer':>5} {'index':>6} {'score':>11} {'act mean':>9} {'act std':>8}")
     for r, i in enumerate(order.tolist(), 1):
-        lines.append(f"{r:>4} {int(ns.layers[i]):>5} {int(ns.indices[i]):>6} {float(ns.scores[i]):>11.3e} "
-                     f"{float(ns.mean[i]):>9.4f} {float(ns.std[i]):>8.4f}")
+        lines.append(
+            f"{r:>4} {int(ns.layers[i]):>5} {int(ns.indices[i]):>6} {float(ns.scores[i]):>11.3e} "
+            f"{float(ns.mean[i]):>9.4f} {float(ns.std[i]):>8.4f}"
+        )
     return "\n".join(lines)
 
 

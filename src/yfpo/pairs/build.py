@@ -29,6 +29,7 @@ SAMPLES, PAIRS, STEP_PAIRS, SUMMARY = "samples.jsonl", "pairs.jsonl", "step_pair
 
 # ----------------------------------------------------------------------------- pure parts
 
+
 def gold_response(solution: str | None, answer: str) -> str | None:
     """Gold worked solution in the model's answer format: the solution (calculator annotations and any
     '#### N' line removed) followed by 'The answer is N.'. None when there is no worked solution."""
@@ -63,8 +64,16 @@ def clean_samples(samples: Sequence[dict]) -> tuple[list[dict], Counter]:
     return kept, drops
 
 
-def make_pairs(prompt: str, answer: str, samples: Sequence[dict], gold: str | None, *, max_pairs: int,
-               gold_fallback: bool = True, seed: int = 0) -> list[dict]:
+def make_pairs(
+    prompt: str,
+    answer: str,
+    samples: Sequence[dict],
+    gold: str | None,
+    *,
+    max_pairs: int,
+    gold_fallback: bool = True,
+    seed: int = 0,
+) -> list[dict]:
     """Pairs for one question from its graded samples (dicts with text, truncated, correct).
 
     Correct x incorrect combinations, in a seeded order that uses each distinct sample before reusing
@@ -119,7 +128,9 @@ def summarize(rows: Sequence[dict], pair_rows: Sequence[dict], step_rows: Sequen
         "pairs_by_source": dict(by_source),
         "step_pairs": len(step_rows),
         "truncated_samples": sum(s.get("truncated", False) for r in rows for s in r["samples"]),
-        "mean_sample_tokens": (sum(s.get("n_tokens", 0) for r in rows for s in r["samples"]) / n_samples) if n_samples else None,
+        "mean_sample_tokens": (sum(s.get("n_tokens", 0) for r in rows for s in r["samples"]) / n_samples)
+        if n_samples
+        else None,
     }
 
 
@@ -129,6 +140,7 @@ def _chunk_seed(seed: int, chunk: int) -> int:
 
 # ----------------------------------------------------------------------------- the stage
 
+
 def _chunks(n: int, per_chunk: int) -> list[list[int]]:
     """Generation batches over the whole question list: fixed by position alone, never by what is done."""
     return [list(range(i, min(i + per_chunk, n))) for i in range(0, n, per_chunk)]
@@ -137,8 +149,9 @@ def _chunks(n: int, per_chunk: int) -> list[list[int]]:
 def _resume(out: Path, ids: list[str], chunks: list[list[int]]) -> tuple[list[dict], list[dict], list[dict]]:
     """Rows of the chunks finished whole. A chunk cut by a kill is redone whole (its rows and pairs are
     dropped), because a sampled batch depends on all its prompts: so a resumed run equals an uninterrupted one."""
-    from yfpo.utils import atomic_write_text, read_jsonl_resume
     import json
+
+    from yfpo.utils import atomic_write_text, read_jsonl_resume
 
     def rewrite(name: str, rows: list[dict], keep) -> list[dict]:
         good = [r for r in rows if keep(r)]
@@ -150,15 +163,23 @@ def _resume(out: Path, ids: list[str], chunks: list[list[int]]) -> tuple[list[di
     have = {r["id"] for r in rows}
     whole = {ids[i] for c in chunks if all(ids[i] in have for i in c) for i in c}
     rows = rewrite(SAMPLES, rows, lambda r: r["id"] in whole)
-    kept = {name: rewrite(name, read_jsonl_resume(out / name), lambda p: p.get("question_id") in whole)
-            for name in (PAIRS, STEP_PAIRS)}
+    kept = {
+        name: rewrite(name, read_jsonl_resume(out / name), lambda p: p.get("question_id") in whole)
+        for name in (PAIRS, STEP_PAIRS)
+    }
     return rows, kept[PAIRS], kept[STEP_PAIRS]
 
 
-def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = None,
-                template_fn: Callable[[str], str] | None = None,  # question -> templated prompt
-                grade_fn: Callable[[str, str], bool] | None = None, message_fn: Callable[[str], str] | None = None,
-                problems: list | None = None, overwrite: bool = False) -> Path:
+def build_pairs(
+    cfg: PairsConfig,
+    *,
+    generate_fn: Callable[..., list] | None = None,
+    template_fn: Callable[[str], str] | None = None,  # question -> templated prompt
+    grade_fn: Callable[[str, str], bool] | None = None,
+    message_fn: Callable[[str], str] | None = None,
+    problems: list | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Run the pairs stage; returns out_dir/pairs.jsonl. Resumable: finished chunks are skipped, and a
     resumed run writes the same bytes as an uninterrupted one. A folder made by another config is refused
     (yfpo.resume) unless overwrite, which empties it.
@@ -183,16 +204,18 @@ def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = N
 
     if problems is None:
         problems = load_benchmark(cfg.bench, cfg.data_dir, None, path=cfg.bench_file)
-    problems = problems[cfg.offset:]
+    problems = problems[cfg.offset :]
     if cfg.limit is not None:
-        problems = problems[:cfg.limit]
+        problems = problems[: cfg.limit]
     if not problems:
         raise ValueError(f"pairs: no questions in {cfg.bench} after offset {cfg.offset} / limit {cfg.limit}")
 
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"pairs: question id {dup!r} occurs twice in {cfg.bench_file or cfg.bench}; ids must be unique")
+        raise ValueError(
+            f"pairs: question id {dup!r} occurs twice in {cfg.bench_file or cfg.bench}; ids must be unique"
+        )
     chunks = _chunks(len(problems), max(1, cfg.batch_size // max(cfg.k, 1)))
     rows, pair_rows, step_rows = _resume(out, ids, chunks)
     done = {r["id"] for r in rows}
@@ -209,12 +232,17 @@ def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = N
         if todo_idx:
             model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
             if generate_fn is None:
+
                 def generate_fn(prompts, **kw):
-                    return generate(model, tok, prompts, batch_size=cfg.batch_size, backend=cfg.backend,
-                                    progress=False, **kw)
+                    return generate(
+                        model, tok, prompts, batch_size=cfg.batch_size, backend=cfg.backend, progress=False, **kw
+                    )
+
             if template_fn is None:
+
                 def template_fn(q):
                     return build_prompt(tok, q)
+
     if grade_fn is None:
         from yfpo.engine.answers import is_correct
 
@@ -229,31 +257,61 @@ def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = N
         qs = [problems[i] for i in idx]
         prompts = [template_fn(p.question) for p in qs]
         seed = _chunk_seed(cfg.seed, c)
-        gens = generate_fn(prompts, max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
-                           top_p=cfg.top_p, num_return_sequences=cfg.k, seed=seed)
+        gens = generate_fn(
+            prompts,
+            max_new_tokens=cfg.max_new_tokens,
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            num_return_sequences=cfg.k,
+            seed=seed,
+        )
         if len(gens) != len(qs) * cfg.k:
             raise ValueError(f"pairs: generate returned {len(gens)} sequences for {len(qs)} prompts x k={cfg.k}")
         for qi, p in enumerate(qs):
             user = message_fn(p.question)
-            samples = [{"text": g.text, "n_tokens": int(g.n_tokens), "truncated": bool(g.truncated),
-                        "correct": bool(g.text.strip()) and bool(grade_fn(g.text, p.answer))}
-                       for g in gens[qi * cfg.k:(qi + 1) * cfg.k]]
+            samples = [
+                {
+                    "text": g.text,
+                    "n_tokens": int(g.n_tokens),
+                    "truncated": bool(g.truncated),
+                    "correct": bool(g.text.strip()) and bool(grade_fn(g.text, p.answer)),
+                }
+                for g in gens[qi * cfg.k : (qi + 1) * cfg.k]
+            ]
             _, drops = clean_samples(samples)
             gold = gold_response(p.solution, p.answer)
-            new = make_pairs(user, p.answer, samples, gold, max_pairs=cfg.max_pairs_per_question,
-                             gold_fallback=cfg.gold_fallback, seed=_chunk_seed(seed, qi))
+            new = make_pairs(
+                user,
+                p.answer,
+                samples,
+                gold,
+                max_pairs=cfg.max_pairs_per_question,
+                gold_fallback=cfg.gold_fallback,
+                seed=_chunk_seed(seed, qi),
+            )
             for n, pr in enumerate(new):
                 pr.update(id=f"{p.id}-p{n}", question_id=p.id)
             steps_new, step_info = [], []
             if cfg.step_pairs:
                 kept, _ = clean_samples(samples)
-                wrong = [s for s in kept if not s["correct"]][:cfg.step_samples_per_question]
+                wrong = [s for s in kept if not s["correct"]][: cfg.step_samples_per_question]
                 for si, s in enumerate(wrong):
-                    sp, info = step_pair(user, prompts[qi], s["text"], p.answer, generate_fn=generate_fn,
-                                         grade_fn=grade_fn, n_rollouts=cfg.step_rollouts, max_steps=cfg.step_max_steps,
-                                         max_new_tokens=cfg.step_max_new_tokens, threshold=cfg.step_threshold,
-                                         seed=_chunk_seed(seed + 7, qi * 31 + si), temperature=cfg.temperature,
-                                         top_p=cfg.top_p)
+                    sp, info = step_pair(
+                        user,
+                        prompts[qi],
+                        s["text"],
+                        p.answer,
+                        generate_fn=generate_fn,
+                        grade_fn=grade_fn,
+                        n_rollouts=cfg.step_rollouts,
+                        max_steps=cfg.step_max_steps,
+                        max_new_tokens=cfg.step_max_new_tokens,
+                        threshold=cfg.step_threshold,
+                        seed=_chunk_seed(seed + 7, qi * 31 + si),
+                        temperature=cfg.temperature,
+                        top_p=cfg.top_p,
+                    )
                     step_info.append(info)
                     if sp is not None:
                         sp.update(id=f"{p.id}-s{si}", question_id=p.id)
@@ -262,8 +320,16 @@ def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = N
                 append_jsonl(out / PAIRS, new)
             if steps_new:
                 append_jsonl(out / STEP_PAIRS, steps_new)
-            row = {"id": p.id, "question": p.question, "gold": p.answer, "prompt": user, "seed": seed,
-                   "samples": samples, "drops": dict(drops), "n_pairs": len(new)}
+            row = {
+                "id": p.id,
+                "question": p.question,
+                "gold": p.answer,
+                "prompt": user,
+                "seed": seed,
+                "samples": samples,
+                "drops": dict(drops),
+                "n_pairs": len(new),
+            }
             if cfg.step_pairs:
                 row["step_probe"] = step_info
             append_jsonl(out / SAMPLES, [row])  # the question is finished now
@@ -275,8 +341,15 @@ def build_pairs(cfg: PairsConfig, *, generate_fn: Callable[..., list] | None = N
     if not (out / PAIRS).exists():
         atomic_write_text(out / PAIRS, "")
     summary = summarize(rows, pair_rows, step_rows)
-    summary.update(bench=cfg.bench, model=cfg.model, config=to_dict(cfg), time_s=round(time.time() - t0, 2),
-                   date=now(), tool_version=__version__, versions=versions(),
-                   files={"samples": SAMPLES, "pairs": PAIRS, **({"step_pairs": STEP_PAIRS} if cfg.step_pairs else {})})
+    summary.update(
+        bench=cfg.bench,
+        model=cfg.model,
+        config=to_dict(cfg),
+        time_s=round(time.time() - t0, 2),
+        date=now(),
+        tool_version=__version__,
+        versions=versions(),
+        files={"samples": SAMPLES, "pairs": PAIRS, **({"step_pairs": STEP_PAIRS} if cfg.step_pairs else {})},
+    )
     atomic_write_json(out / SUMMARY, summary)
     return out / PAIRS

@@ -9,12 +9,14 @@ def register(sub) -> None:
     p = sub.add_parser("pairs", help="build preference pairs from the model's own graded samples")
     s = p.add_subparsers(dest="pairs_cmd", metavar="ACTION")
     b = s.add_parser(
-        "build", help="sample k solutions per training question, grade, pair correct with incorrect",
+        "build",
+        help="sample k solutions per training question, grade, pair correct with incorrect",
         description="Config keys (PairsConfig) as --key value: model, out_dir, bench, bench_file, limit, offset, k, "
-                    "temperature, top_p, seed, max_new_tokens, batch_size, max_pairs_per_question, gold_fallback, "
-                    "step_pairs, step_rollouts, step_max_steps, step_max_new_tokens, step_samples_per_question, "
-                    "step_threshold, data_dir, backend, dtype, device. Resumable: rerun the same command.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "temperature, top_p, seed, max_new_tokens, batch_size, max_pairs_per_question, gold_fallback, "
+        "step_pairs, step_rollouts, step_max_steps, step_max_new_tokens, step_samples_per_question, "
+        "step_threshold, data_dir, backend, dtype, device. Resumable: rerun the same command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     b.add_argument("--config", help="YAML file (section `pairs` or top level)")
     b.add_argument("--overwrite", action="store_true", help="empty out_dir first (it was made by another config)")
     b.set_defaults(func=_build, accepts_overrides=True)
@@ -39,9 +41,11 @@ def _build(args) -> int:
     path = build_pairs(cfg, overwrite=args.overwrite)
     s = json.loads((path.parent / SUMMARY).read_text())
     acc = s["sample_accuracy"]
-    print(f"{s['questions']} questions, {s['samples']} samples, sample accuracy "
-          f"{'n/a' if acc is None else f'{acc:.1%}'}, dropped {s['dropped']}; "
-          f"{s['pairs']} pairs by source {s['pairs_by_source']}" +
-          (f", {s['step_pairs']} step pairs" if cfg.step_pairs else ""))
+    print(
+        f"{s['questions']} questions, {s['samples']} samples, sample accuracy "
+        f"{'n/a' if acc is None else f'{acc:.1%}'}, dropped {s['dropped']}; "
+        f"{s['pairs']} pairs by source {s['pairs_by_source']}"
+        + (f", {s['step_pairs']} step pairs" if cfg.step_pairs else "")
+    )
     print(f"wrote {path}")
     return 0

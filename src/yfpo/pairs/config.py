@@ -52,4 +52,3 @@ class PairsConfig:
         if self.k < 2 and not self.gold_fallback:
             raise ValueError("pairs: k must be >= 2 to pair samples with each other (or enable gold_fallback)")
         return self
-

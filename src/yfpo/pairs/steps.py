@@ -45,10 +45,22 @@ def _norm(s: str) -> str:
     return " ".join(s.split()).lower()
 
 
-def step_pair(prompt: str, templated: str, sample_text: str, gold: str, *,
-              generate_fn: Callable[..., list], grade_fn: Callable[[str, str], bool],
-              n_rollouts: int = 4, max_steps: int = 8, max_new_tokens: int = 192, threshold: float = 0.0,
-              seed: int = 0, temperature: float = 0.8, top_p: float = 0.95) -> tuple[dict | None, dict]:
+def step_pair(
+    prompt: str,
+    templated: str,
+    sample_text: str,
+    gold: str,
+    *,
+    generate_fn: Callable[..., list],
+    grade_fn: Callable[[str, str], bool],
+    n_rollouts: int = 4,
+    max_steps: int = 8,
+    max_new_tokens: int = 192,
+    threshold: float = 0.0,
+    seed: int = 0,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+) -> tuple[dict | None, dict]:
     """One Step-DPO pair (or None) for an incorrect sample, plus what was measured.
 
     `prompt` is the user message stored in the pair, `templated` the chat-templated prompt the rollouts
@@ -62,14 +74,21 @@ def step_pair(prompt: str, templated: str, sample_text: str, gold: str, *,
         return None, info
     P = min(len(steps), max_steps)
     prefixes = [join_steps(steps[:i]) for i in range(P)]
-    gens = generate_fn([templated + p for p in prefixes], max_new_tokens=max_new_tokens, do_sample=True,
-                       temperature=temperature, top_p=top_p, num_return_sequences=n_rollouts, seed=seed)
+    gens = generate_fn(
+        [templated + p for p in prefixes],
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        num_return_sequences=n_rollouts,
+        seed=seed,
+    )
     if len(gens) != P * n_rollouts:
         raise ValueError(f"step rollouts: expected {P * n_rollouts} generations, got {len(gens)}")
     rates, successes = [], []
     for i in range(P):
         ok = []
-        for g in gens[i * n_rollouts:(i + 1) * n_rollouts]:
+        for g in gens[i * n_rollouts : (i + 1) * n_rollouts]:
             good = (not g.truncated) and bool(g.text.strip()) and grade_fn(prefixes[i] + g.text, gold)
             ok.append(good)
             if good:
@@ -87,8 +106,16 @@ def step_pair(prompt: str, templated: str, sample_text: str, gold: str, *,
             continue
         cand = split_steps(text)
         if cand and _norm(cand[0]) != _norm(rejected):
-            pair = {"prompt": prompt, "initial_reason_steps": prefixes[j], "chosen": cand[0], "rejected": rejected,
-                    "answer": gold, "source": "step", "step_index": j, "step_rates": rates}
+            pair = {
+                "prompt": prompt,
+                "initial_reason_steps": prefixes[j],
+                "chosen": cand[0],
+                "rejected": rejected,
+                "answer": gold,
+                "source": "step",
+                "step_index": j,
+                "step_rates": rates,
+            }
             return pair, info
     info["reason"] = "no successful rollout with a different next step"
     return None, info

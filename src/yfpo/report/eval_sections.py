@@ -56,9 +56,22 @@ def no_answer_table(summaries: dict[str, dict]) -> tuple[list[str], list[list[st
     for label, s in summaries.items():
         if "no_answer" in s:
             p = _prim(s)
-            rows.append([label, str(s["answerable"][p]["n"]), _ci(s["answerable"][p]),
-                         str(s["no_answer"][p]["n"]), _ci(s["no_answer"][p])])
-    header = ["run", "answerable n", "answerable acc %", "no-answer n", "no-answer graded correct % (says unanswerable)"]
+            rows.append(
+                [
+                    label,
+                    str(s["answerable"][p]["n"]),
+                    _ci(s["answerable"][p]),
+                    str(s["no_answer"][p]["n"]),
+                    _ci(s["no_answer"][p]),
+                ]
+            )
+    header = [
+        "run",
+        "answerable n",
+        "answerable acc %",
+        "no-answer n",
+        "no-answer graded correct % (says unanswerable)",
+    ]
     return (header, rows) if rows else None
 
 
@@ -70,8 +83,16 @@ def length_table(summaries: dict[str, dict]) -> tuple[list[str], list[list[str]]
             continue
         p = _prim(s)
         mc = al.get("mean_tokens_correct")
-        rows.append([label, (s.get("protocol") or {}).get("template", "-"), (s.get("protocol") or {}).get("decoding", "-"),
-                     _ci(s["accuracy"][p]), f"{al['mean_tokens']:.1f}", f"{mc:.1f}" if mc is not None else "-"])
+        rows.append(
+            [
+                label,
+                (s.get("protocol") or {}).get("template", "-"),
+                (s.get("protocol") or {}).get("decoding", "-"),
+                _ci(s["accuracy"][p]),
+                f"{al['mean_tokens']:.1f}",
+                f"{mc:.1f}" if mc is not None else "-",
+            ]
+        )
     header = ["run", "protocol", "decoding", "accuracy % (95% CI)", "mean answer tokens", "mean tokens (correct)"]
     return (header, rows) if rows else None
 
@@ -80,12 +101,28 @@ def robustness_table(summaries: dict[str, dict]) -> tuple[list[str], list[list[s
     rows = []
     for label, s in summaries.items():
         lc = s.get("length_change_success")
-        rows.append([label, str(s["pool"]), f"{100 * s['pool_accuracy']:.1f}", str(s["attacked"]),
-                     f"{100 * s['attack_success_rate']:.1f}",
-                     f"{100 * s['accuracy_before']:.1f} -> {100 * s['accuracy_after']:.1f}",
-                     f"{s['queries_mean']:.1f}", f"{lc:+.1f}" if lc is not None else "-"])
-    header = ["run", "pool", "pool acc %", "attacked", "attack success %", "acc % before -> after",
-              "queries / item", "answer-length change (tokens, successful)"]
+        rows.append(
+            [
+                label,
+                str(s["pool"]),
+                f"{100 * s['pool_accuracy']:.1f}",
+                str(s["attacked"]),
+                f"{100 * s['attack_success_rate']:.1f}",
+                f"{100 * s['accuracy_before']:.1f} -> {100 * s['accuracy_after']:.1f}",
+                f"{s['queries_mean']:.1f}",
+                f"{lc:+.1f}" if lc is not None else "-",
+            ]
+        )
+    header = [
+        "run",
+        "pool",
+        "pool acc %",
+        "attacked",
+        "attack success %",
+        "acc % before -> after",
+        "queries / item",
+        "answer-length change (tokens, successful)",
+    ]
     return (header, rows) if rows else None
 
 

@@ -8,15 +8,33 @@ from typing import Any
 NEURON_NORMS = ("raw", "ref_std")
 GAMMA_MODES = ("fixed", "grad_ratio")
 # DPOConfig options the trainer fills from TrainConfig keys (DPOConfig name -> TrainConfig key)
-DPO_MAPPED = {"output_dir": "output_dir", "per_device_train_batch_size": "batch_size",
-              "gradient_accumulation_steps": "grad_accum", "learning_rate": "lr", "num_train_epochs": "epochs",
-              "max_steps": "max_steps", "lr_scheduler_type": "lr_scheduler", "warmup_steps": "warmup_ratio",
-              "weight_decay": "weight_decay", "logging_steps": "logging_steps", "save_steps": "save_steps",
-              "save_total_limit": "save_total_limit", "seed": "seed", "data_seed": "seed", "beta": "beta",
-              "loss_type": "loss_type", "label_smoothing": "label_smoothing", "max_length": "max_length",
-              "gradient_checkpointing": "gradient_checkpointing", "precompute_ref_log_probs": "precompute_ref",
-              "use_cpu": "device", "bf16": "dtype", "dataloader_num_workers": "num_workers",
-              "eval_steps": "eval_steps", "eval_strategy": "eval_pairs"}
+DPO_MAPPED = {
+    "output_dir": "output_dir",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "max_steps": "max_steps",
+    "lr_scheduler_type": "lr_scheduler",
+    "warmup_steps": "warmup_ratio",
+    "weight_decay": "weight_decay",
+    "logging_steps": "logging_steps",
+    "save_steps": "save_steps",
+    "save_total_limit": "save_total_limit",
+    "seed": "seed",
+    "data_seed": "seed",
+    "beta": "beta",
+    "loss_type": "loss_type",
+    "label_smoothing": "label_smoothing",
+    "max_length": "max_length",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "precompute_ref_log_probs": "precompute_ref",
+    "use_cpu": "device",
+    "bf16": "dtype",
+    "dataloader_num_workers": "num_workers",
+    "eval_steps": "eval_steps",
+    "eval_strategy": "eval_pairs",
+}
 
 
 @dataclass
@@ -39,7 +57,9 @@ class TrainConfig:
     # measured once with the reference model over the training pairs before step 0 (calibration.json in the run dir)
     neuron_norm: str = "ref_std"  # raw | ref_std
     neuron_center: bool = False  # subtract mean(m_ref) too (variant yoked/aux): reward moving the margin, not its start
-    gamma_mode: str = "fixed"  # fixed: gamma as given | grad_ratio: gamma = rho * ||grad(beta*delta)|| / ||grad(m)|| at step 0
+    gamma_mode: str = (
+        "fixed"  # fixed: gamma as given | grad_ratio: gamma = rho * ||grad(beta*delta)|| / ||grad(m)|| at step 0
+    )
     grad_ratio_rho: float = 1.0
     grad_ratio_batches: int = 2  # batches averaged for the grad_ratio gamma
     grad_share: bool | None = None  # log neuron/grad_share on logging steps (None: on with LoRA, off for full FT)
@@ -57,7 +77,9 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     merge_final: bool = True  # final/ holds a merged full model (loadable anywhere) instead of an adapter
     dtype: str = "float32"
     device: str = "auto"
@@ -96,29 +118,39 @@ class TrainConfig:
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.neuron_norm not in NEURON_NORMS:
-            raise ValueError(f"neuron_norm {self.neuron_norm!r} is not supported; choose one of {', '.join(NEURON_NORMS)}")
+            raise ValueError(
+                f"neuron_norm {self.neuron_norm!r} is not supported; choose one of {', '.join(NEURON_NORMS)}"
+            )
         if self.gamma_mode not in GAMMA_MODES:
             raise ValueError(f"gamma_mode {self.gamma_mode!r} is not supported; choose one of {', '.join(GAMMA_MODES)}")
         if self.loss_type == "sft" and self.gamma != 0:
-            raise ValueError("loss_type sft ignores the preference logit, so gamma != 0 would have no effect: use gamma 0 "
-                             "or a pairwise loss type")
+            raise ValueError(
+                "loss_type sft ignores the preference logit, so gamma != 0 would have no effect: use gamma 0 "
+                "or a pairwise loss type"
+            )
         if self.gamma_mode == "grad_ratio" and not self.grad_ratio_rho > 0:
             raise ValueError(f"grad_ratio_rho must be > 0, got {self.grad_ratio_rho}")
         if self.gamma_mode == "grad_ratio" and self.gamma == 0:
-            raise ValueError("gamma_mode grad_ratio needs gamma != 0 (its sign, and a NeuronSet); the value found replaces |gamma|")
+            raise ValueError(
+                "gamma_mode grad_ratio needs gamma != 0 (its sign, and a NeuronSet); the value found replaces |gamma|"
+            )
         if self.grad_ratio_batches < 1:
             raise ValueError(f"grad_ratio_batches must be >= 1, got {self.grad_ratio_batches}")
         if self.eval_steps < 0:
             raise ValueError(f"eval_steps must be >= 0, got {self.eval_steps}")
         self._check_trl_options()
         if self.gamma != 0 and not self.neurons:
-            raise ValueError("gamma != 0 needs a NeuronSet: pass --neurons PATH (from `yfpo neurons find`), or --gamma 0")
+            raise ValueError(
+                "gamma != 0 needs a NeuronSet: pass --neurons PATH (from `yfpo neurons find`), or --gamma 0"
+            )
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.fdt and self.lora:
-            raise ValueError("fdt: true with lora: true would train exactly like fdt: false: FDT changes only the "
-                             "gradient of the output layer (SPEC section 4), and LoRA keeps the output layer frozen. "
-                             "Use fdt with full fine-tuning (lora: false; a lower lr, e.g. 5e-6).")
+            raise ValueError(
+                "fdt: true with lora: true would train exactly like fdt: false: FDT changes only the "
+                "gradient of the output layer (SPEC section 4), and LoRA keeps the output layer frozen. "
+                "Use fdt with full fine-tuning (lora: false; a lower lr, e.g. 5e-6)."
+            )
         if self.loss_type == "robust" and not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"loss_type robust needs 0 <= label_smoothing < 0.5, got {self.label_smoothing}")
         if self.loss_type == "exo_pair" and not 0 < self.label_smoothing < 1:

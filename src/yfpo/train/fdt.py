@@ -31,10 +31,10 @@ class FDTLogProbs(torch.autograd.Function):
         # hidden (N, D) with grad; weight (V, D); bias (V,) or None; labels (N,); partner (N, D) (no grad)
         out = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         for s in range(0, hidden.shape[0], chunk):
-            z = hidden[s:s + chunk].float() @ weight.float().t()
+            z = hidden[s : s + chunk].float() @ weight.float().t()
             if bias is not None:
                 z = z + bias.float()
-            out[s:s + chunk] = z.gather(-1, labels[s:s + chunk, None]).squeeze(-1) - torch.logsumexp(z, dim=-1)
+            out[s : s + chunk] = z.gather(-1, labels[s : s + chunk, None]).squeeze(-1) - torch.logsumexp(z, dim=-1)
         ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), labels, partner)
         ctx.has_bias = bias is not None
         ctx.chunk = chunk
@@ -50,21 +50,28 @@ class FDTLogProbs(torch.autograd.Function):
         gb = torch.zeros_like(bias, dtype=torch.float32) if bias is not None and ctx.needs_input_grad[2] else None
         wf = weight.float()
         for s in range(0, hidden.shape[0], chunk):
-            h = hidden[s:s + chunk].float()
+            h = hidden[s : s + chunk].float()
             z = h @ wf.t()
             if bias is not None:
                 z = z + bias.float()
             g = -torch.softmax(z, dim=-1)  # d logp / dz = onehot(y) - p
-            g.scatter_add_(-1, labels[s:s + chunk, None], torch.ones_like(labels[s:s + chunk, None], dtype=g.dtype))
-            g = g * grad_out[s:s + chunk, None].float()
+            g.scatter_add_(-1, labels[s : s + chunk, None], torch.ones_like(labels[s : s + chunk, None], dtype=g.dtype))
+            g = g * grad_out[s : s + chunk, None].float()
             if gh is not None:
-                gh[s:s + chunk] = (g @ wf).to(gh.dtype)
+                gh[s : s + chunk] = (g @ wf).to(gh.dtype)
             if gw is not None:
-                hc = h - partner[s:s + chunk].float()  # the FDT weight-gradient input
+                hc = h - partner[s : s + chunk].float()  # the FDT weight-gradient input
                 gw += g.t() @ hc
             if gb is not None:
                 gb += g.sum(0)
-        return gh, (gw.to(weight.dtype) if gw is not None else None), (gb.to(bias.dtype) if gb is not None else None), None, None, None
+        return (
+            gh,
+            (gw.to(weight.dtype) if gw is not None else None),
+            (gb.to(bias.dtype) if gb is not None else None),
+            None,
+            None,
+            None,
+        )
 
 
 def aligned_partner(hidden: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
@@ -89,8 +96,14 @@ def aligned_partner(hidden: torch.Tensor, completion_mask: torch.Tensor) -> torc
     return partner
 
 
-def fdt_token_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
-                    completion_mask_shifted: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, dict]:
+def fdt_token_logps(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    completion_mask_shifted: torch.Tensor,
+    chunk: int | None = None,
+) -> tuple[torch.Tensor, dict]:
     """Per-token log-probs (2B, T-1) with FDT gradients, from backbone hidden states (2B, T, D).
 
     labels (2B, T-1) are the next tokens (-100 off-response), completion_mask_shifted (2B, T-1) marks the
@@ -105,8 +118,10 @@ def fdt_token_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     out = lp.new_zeros(labels.shape).masked_scatter(valid, lp)
     with torch.no_grad():
         diff = (h - partner)[valid & (partner.abs().sum(-1) > 0)]
-        diag = {"fdt/aligned_tokens": float(diff.shape[0]),
-                "fdt/hidden_diff_norm": float(diff.norm(dim=-1).mean()) if diff.numel() else 0.0}
+        diag = {
+            "fdt/aligned_tokens": float(diff.shape[0]),
+            "fdt/hidden_diff_norm": float(diff.norm(dim=-1).mean()) if diff.numel() else 0.0,
+        }
     return out, diag
 
 
@@ -128,11 +143,15 @@ def check_fdt_supported(model: torch.nn.Module) -> None:
     for key in ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"):
         v = getattr(tc, key, None)
         if v is not None and v != 1.0:
-            raise NotImplementedError(f"FDT: the model's config sets {key}={v}; FDT supports plain LM heads (logits = W h + b)")
+            raise NotImplementedError(
+                f"FDT: the model's config sets {key}={v}; FDT supports plain LM heads (logits = W h + b)"
+            )
     head = causal.get_output_embeddings()
     if hasattr(head, "lora_A") or hasattr(head, "modules_to_save") or not isinstance(head, torch.nn.Linear):
-        raise NotImplementedError("FDT: the LM head is wrapped (LoRA / modules_to_save on lm_head); FDT needs a plain "
-                                  "nn.Linear head; leave lm_head out of lora_targets")
+        raise NotImplementedError(
+            "FDT: the LM head is wrapped (LoRA / modules_to_save on lm_head); FDT needs a plain "
+            "nn.Linear head; leave lm_head out of lora_targets"
+        )
 
 
 def add_fdt_head(causal: torch.nn.Module) -> None:
@@ -154,8 +173,11 @@ def add_fdt_head(causal: torch.nn.Module) -> None:
         head = causal.get_output_embeddings()
         labels = fdt_labels[:, 1:].to(head.weight.device)
         lp, diag = fdt_token_logps(hidden.to(head.weight.device), head.weight, head.bias, labels, labels != -100)
-        return FDTOutput(log_probs=lp, aligned_tokens=torch.tensor(diag["fdt/aligned_tokens"]),
-                         hidden_diff_norm=torch.tensor(diag["fdt/hidden_diff_norm"]))
+        return FDTOutput(
+            log_probs=lp,
+            aligned_tokens=torch.tensor(diag["fdt/aligned_tokens"]),
+            hidden_diff_norm=torch.tensor(diag["fdt/hidden_diff_norm"]),
+        )
 
     causal.forward = forward
     causal._yfpo_fdt_head = True

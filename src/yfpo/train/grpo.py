@@ -40,8 +40,10 @@ NEURON_SCALE_FILE = "neuron_scale.json"
 
 # ---------------------------------------------------------------- pure functions (tested directly)
 
-def group_standardize(values: torch.Tensor, group_size: int, valid: torch.Tensor | None = None,
-                      eps: float = 1e-4) -> torch.Tensor:
+
+def group_standardize(
+    values: torch.Tensor, group_size: int, valid: torch.Tensor | None = None, eps: float = 1e-4
+) -> torch.Tensor:
     """(v - mean_g) / (std_g + eps) within consecutive groups; invalid entries are left out and come back NaN."""
     if values.numel() % group_size:
         raise ValueError(f"{values.numel()} values do not split into groups of {group_size}")
@@ -55,8 +57,9 @@ def group_standardize(values: torch.Tensor, group_size: int, valid: torch.Tensor
     return out.view(-1)
 
 
-def pair_margins(phi: torch.Tensor, advantages: torch.Tensor, groups: torch.Tensor,
-                 valid: torch.Tensor | None = None) -> torch.Tensor:
+def pair_margins(
+    phi: torch.Tensor, advantages: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """phi_i - phi_j for every pair in the same group with advantage_i > 0 > advantage_j (both valid)."""
     ok = torch.ones_like(advantages, dtype=torch.bool) if valid is None else valid.bool()
     pos, neg = (advantages > 0) & ok, (advantages < 0) & ok
@@ -72,6 +75,7 @@ def neuron_pair_loss(margins: torch.Tensor, gamma: float, scale: float) -> torch
 
 
 # ---------------------------------------------------------------- rewards
+
 
 def accuracy_reward_fn(extractor: str = "math_verify"):
     """TRL reward function: 1.0 when the completion's answer (by `extractor`) equals the gold `answer` column."""
@@ -102,16 +106,16 @@ class NeuronReward:
         dev = next(model.parameters()).device
         out = []
         for s in range(0, len(completion_ids), self.chunk):
-            ps, cs = prompt_ids[s:s + self.chunk], completion_ids[s:s + self.chunk]
+            ps, cs = prompt_ids[s : s + self.chunk], completion_ids[s : s + self.chunk]
             seqs = [list(p) + list(c) for p, c in zip(ps, cs)]
             width = max(len(x) for x in seqs)
             ids = torch.full((len(seqs), width), pad, dtype=torch.long)
             att = torch.zeros_like(ids)
             resp = torch.zeros_like(ids)
             for i, (p, x) in enumerate(zip(ps, seqs)):
-                ids[i, :len(x)] = torch.tensor(x)
-                att[i, :len(x)] = 1
-                resp[i, len(p):len(x)] = 1
+                ids[i, : len(x)] = torch.tensor(x)
+                att[i, : len(x)] = 1
+                resp[i, len(p) : len(x)] = 1
             with cap.window("reward"):
                 model(input_ids=ids.to(dev), attention_mask=att.to(dev), use_cache=False)
             out.append(cap.phi("reward", resp.to(dev)).float().cpu())
@@ -135,6 +139,7 @@ class NeuronReward:
 
 
 # ---------------------------------------------------------------- trainer
+
 
 class NeuronGRPOTrainer(GRPOTrainer):
     """GRPOTrainer + neuron reward (a) and neuron loss term (b). Both weights 0: exactly TRL's GRPOTrainer."""
@@ -212,12 +217,16 @@ class NeuronGRPOTrainer(GRPOTrainer):
         self.neuron_scale = s
         if self.run_dir is not None and self.accelerator.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / NEURON_SCALE_FILE).write_text(json.dumps(
-                {"scale": s, "pairs": int(margins.numel()), "step": self.state.global_step, "norm": "ref_std"}))
+            (self.run_dir / NEURON_SCALE_FILE).write_text(
+                json.dumps(
+                    {"scale": s, "pairs": int(margins.numel()), "step": self.state.global_step, "norm": "ref_std"}
+                )
+            )
         return s
 
 
 # ---------------------------------------------------------------- run
+
 
 def build_question_dataset(cfg: GRPORunConfig, tokenizer):
     """Benchmark questions -> datasets.Dataset of (chat-templated prompt, gold answer, answer kind)."""
@@ -230,8 +239,14 @@ def build_question_dataset(cfg: GRPORunConfig, tokenizer):
     if not probs:
         raise ValueError(f"questions {cfg.questions!r}: no problems loaded")
     kind = benchmark_kind(cfg.questions)
-    rows = [{"prompt": build_prompt(tokenizer, p.question, shots=cfg.shots, data_dir=cfg.data_dir),
-             "answer": str(p.answer), "kind": kind} for p in probs]
+    rows = [
+        {
+            "prompt": build_prompt(tokenizer, p.question, shots=cfg.shots, data_dir=cfg.data_dir),
+            "answer": str(p.answer),
+            "kind": kind,
+        }
+        for p in probs
+    ]
     return Dataset.from_list(rows)
 
 
@@ -298,15 +313,28 @@ def make_grpo_trainer(cfg: GRPORunConfig, model=None, tokenizer=None, callbacks=
     if cfg.lora:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_targets),
+            task_type="CAUSAL_LM",
+        )
     rewards = [accuracy_reward_fn(cfg.extractor)]
     if cfg.neuron_reward_weight:
         rewards.append(NeuronReward(cfg.num_generations, mask_truncated=cfg.mask_truncated_completions))
-    trainer = NeuronGRPOTrainer(model=model, reward_funcs=rewards, args=make_grpo_args(cfg, out), train_dataset=dataset,
-                                processing_class=tokenizer, peft_config=peft_config,
-                                callbacks=[MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])],
-                                ycfg=cfg, neuron_set=neuron_set, run_dir=out)
+    trainer = NeuronGRPOTrainer(
+        model=model,
+        reward_funcs=rewards,
+        args=make_grpo_args(cfg, out),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])],
+        ycfg=cfg,
+        neuron_set=neuron_set,
+        run_dir=out,
+    )
     return trainer, out
 
 
@@ -354,8 +382,15 @@ def grpo(cfg: GRPORunConfig, resume: bool = True, callbacks=None, model=None, to
         trainer.save_model(str(final))
     if main:
         trainer.processing_class.save_pretrained(final)
-        atomic_write_json(out / "train_done.json", {"steps": trainer.state.global_step, "train_time_s": round(time.time() - t0, 1),
-                                              "final": str(final), "merged": merged_lora,
-                                              "neuron_scale": trainer.neuron_scale})
+        atomic_write_json(
+            out / "train_done.json",
+            {
+                "steps": trainer.state.global_step,
+                "train_time_s": round(time.time() - t0, 1),
+                "final": str(final),
+                "merged": merged_lora,
+                "neuron_scale": trainer.neuron_scale,
+            },
+        )
     acc.wait_for_everyone()
     return out

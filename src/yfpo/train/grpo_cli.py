@@ -16,13 +16,15 @@ def register(sub) -> None:
         "grpo",
         help="online RL: TRL GRPOTrainer + verifiable accuracy reward + neuron reward (a) or neuron loss term (b)",
         description="GRPO on benchmark questions (--questions gsm8k_train | mawps_singleop | ...). CONFIG is a YAML "
-                    "file (keys of GRPORunConfig, or a `grpo:` section); any key can be overridden: --num_generations 4 "
-                    "--max_new_tokens 96 --neurons N.json --neuron_reward_weight 0.5 --neuron_loss_weight 0.1. "
-                    "Both neuron weights 0 is plain TRL GRPO. A rerun resumes from the last checkpoint. "
-                    "`--keys` lists every key and its default.",
+        "file (keys of GRPORunConfig, or a `grpo:` section); any key can be overridden: --num_generations 4 "
+        "--max_new_tokens 96 --neurons N.json --neuron_reward_weight 0.5 --neuron_loss_weight 0.1. "
+        "Both neuron weights 0 is plain TRL GRPO. A rerun resumes from the last checkpoint. "
+        "`--keys` lists every key and its default.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", nargs="?", default=None, help="YAML config (optional; every key can be given as --key value)")
+    p.add_argument(
+        "config", nargs="?", default=None, help="YAML config (optional; every key can be given as --key value)"
+    )
     p.add_argument("--out", default=None, help="run directory (default: output_dir of the config)")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     p.add_argument("--keys", action="store_true", help="list the config keys with their defaults and exit")
@@ -30,8 +32,15 @@ def register(sub) -> None:
     for f in dataclasses.fields(GRPORunConfig):
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         is_bool = f.type in (bool, "bool")
-        g.add_argument(*flags, dest=_PREFIX + f.name, default=argparse.SUPPRESS, metavar="V",
-                       nargs="?" if is_bool else None, const="true" if is_bool else None, help=argparse.SUPPRESS)
+        g.add_argument(
+            *flags,
+            dest=_PREFIX + f.name,
+            default=argparse.SUPPRESS,
+            metavar="V",
+            nargs="?" if is_bool else None,
+            const="true" if is_bool else None,
+            help=argparse.SUPPRESS,
+        )
     p.set_defaults(func=_grpo, accepts_overrides=True)
 
 
@@ -54,7 +63,7 @@ def _grpo(args) -> int:
         with open(args.config) as fh:
             data = yaml.safe_load(fh) or {}
         section = "grpo" if isinstance(data, dict) and isinstance(data.get("grpo"), dict) else None
-    overrides = [f"--{k[len(_PREFIX):]}={v}" for k, v in vars(args).items() if k.startswith(_PREFIX)]
+    overrides = [f"--{k[len(_PREFIX) :]}={v}" for k, v in vars(args).items() if k.startswith(_PREFIX)]
     overrides += list(args.overrides or [])
     if args.out:
         overrides += ["--output_dir", args.out]

@@ -50,7 +50,9 @@ class GRPORunConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     merge_final: bool = True
     dtype: str = "float32"
     device: str = "auto"
@@ -77,12 +79,16 @@ class GRPORunConfig:
         if (self.neuron_reward_weight or self.neuron_loss_weight) and not self.neurons:
             raise ValueError("neuron_reward_weight / neuron_loss_weight != 0 needs a NeuronSet: pass --neurons PATH")
         if self.num_generations < 2:
-            raise ValueError(f"num_generations must be >= 2 (GRPO compares completions of a group), got {self.num_generations}")
+            raise ValueError(
+                f"num_generations must be >= 2 (GRPO compares completions of a group), got {self.num_generations}"
+            )
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_new_tokens < 1:
             raise ValueError("batch_size, grad_accum and max_new_tokens must be >= 1")
         if (self.batch_size * self.grad_accum) % self.num_generations:
-            raise ValueError(f"batch_size * grad_accum ({self.batch_size * self.grad_accum}) must be a multiple of "
-                             f"num_generations ({self.num_generations})")
+            raise ValueError(
+                f"batch_size * grad_accum ({self.batch_size * self.grad_accum}) must be a multiple of "
+                f"num_generations ({self.num_generations})"
+            )
         if self.max_steps <= 0:
             raise ValueError(f"max_steps must be > 0, got {self.max_steps}")
         if self.scale_rewards not in ("group", "batch", "none"):

@@ -15,15 +15,37 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
-              "apo_zero", "apo_down", "discopop", "sigmoid_norm", "sft")
+LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+    "sft",
+)
 VARIANTS = ("yoked", "yoked_ref", "aux")
 
 
-def pairwise_loss(loss_type: str, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float, *,
-                  label_smoothing: float = 0.0, chosen_len: torch.Tensor | None = None,
-                  rejected_len: torch.Tensor | None = None, discopop_tau: float = 0.05,
-                  sft_loss: torch.Tensor | None = None, neuron: torch.Tensor | None = None) -> torch.Tensor:
+def pairwise_loss(
+    loss_type: str,
+    chosen_logratios: torch.Tensor,
+    rejected_logratios: torch.Tensor,
+    beta: float,
+    *,
+    label_smoothing: float = 0.0,
+    chosen_len: torch.Tensor | None = None,
+    rejected_len: torch.Tensor | None = None,
+    discopop_tau: float = 0.05,
+    sft_loss: torch.Tensor | None = None,
+    neuron: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-pair loss (shape (B,)) of one TRL loss type from the policy-minus-reference log-ratios.
 
     `neuron` (B,) is the YFPO term gamma*m, added to each loss's logit AFTER any length normalisation, so every
@@ -81,8 +103,9 @@ def _pairwise(loss_type, chosen_logratios, rejected_logratios, beta, label_smoot
     raise ValueError(f"unknown loss_type {loss_type!r}; supported: {', '.join(LOSS_TYPES)}")
 
 
-def yoke(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, margin: torch.Tensor, gamma: float,
-         beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def yoke(
+    chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, margin: torch.Tensor, gamma: float, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Add the neuron reward gamma*m to the implicit-reward margin, split symmetrically over the pair."""
     shift = gamma * margin / (2 * beta)
     return chosen_logratios + shift, rejected_logratios - shift

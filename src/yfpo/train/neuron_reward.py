@@ -22,8 +22,9 @@ from yfpo.models import arch
 from yfpo.neurons.neuronset import NeuronSet
 
 
-def phi_from_acts(acts: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                  signs: torch.Tensor) -> torch.Tensor:
+def phi_from_acts(
+    acts: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, signs: torch.Tensor
+) -> torch.Tensor:
     """phi per sequence. acts (B, T, K) at the selected neurons; mask (B, T) response tokens; mean/std/signs (K,)."""
     z = (acts.float() - mean) / std  # (B, T, K)
     keep = mask.bool().unsqueeze(-1)

@@ -43,7 +43,7 @@ def plot_runs(runs: list, out=None, labels: list[str] | None = None) -> Path:
             if not pts:
                 continue
             xs, ys = zip(*pts)
-            line, = ax.plot(xs, ys, alpha=0.25)
+            (line,) = ax.plot(xs, ys, alpha=0.25)
             ax.plot(xs, smooth(list(ys), 5), color=line.get_color(), label=label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)

@@ -20,7 +20,6 @@ neurons_sha256 equals its NeuronSet's, and computes it itself when there is none
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -53,10 +52,17 @@ def tokens_digest(dataset) -> str:
 def key_inputs(cfg, model_sha256: str, dataset, args) -> dict:
     from yfpo.utils import sha256_file
 
-    return {"model": str(cfg.model), "model_sha256": model_sha256, "pairs": str(cfg.pairs),
-            "pairs_sha256": sha256_file(cfg.pairs), "limit_pairs": cfg.limit_pairs, "step_dpo": cfg.step_dpo,
-            "max_length": args.max_length, "truncation_mode": getattr(args, "truncation_mode", None),
-            "tokens_sha256": tokens_digest(dataset)}
+    return {
+        "model": str(cfg.model),
+        "model_sha256": model_sha256,
+        "pairs": str(cfg.pairs),
+        "pairs_sha256": sha256_file(cfg.pairs),
+        "limit_pairs": cfg.limit_pairs,
+        "step_dpo": cfg.step_dpo,
+        "max_length": args.max_length,
+        "truncation_mode": getattr(args, "truncation_mode", None),
+        "tokens_sha256": tokens_digest(dataset),
+    }
 
 
 def key_of(inputs: dict) -> str:
@@ -74,8 +80,10 @@ def load_reference(path: str | Path, expected_inputs: dict) -> dict:
     got = data.get("key_inputs", {})
     if data.get("key") != key_of(expected_inputs) or got != expected_inputs:
         diff = sorted(k for k in set(got) | set(expected_inputs) if got.get(k) != expected_inputs.get(k))
-        raise ValueError(f"ref_logps {path} was computed for other inputs (differ: {', '.join(diff) or 'key'}); "
-                         "recompute it with `yfpo precompute-ref` for this model, pairs file and tokenization")
+        raise ValueError(
+            f"ref_logps {path} was computed for other inputs (differ: {', '.join(diff) or 'key'}); "
+            "recompute it with `yfpo precompute-ref` for this model, pairs file and tokenization"
+        )
     return data
 
 
@@ -123,8 +131,9 @@ def reference_pass(trainer, dataset, captures: dict | None = None, batch_size: i
     return res
 
 
-def compute_reference(cfg, neuron_sets: dict | None = None, out: str | Path | None = None, *, model=None,
-                      tokenizer=None) -> Path:
+def compute_reference(
+    cfg, neuron_sets: dict | None = None, out: str | Path | None = None, *, model=None, tokenizer=None
+) -> Path:
     """Compute the reference file for `cfg` (model, pairs, tokenization) and each NeuronSet; returns its path.
 
     cfg: a TrainConfig (its model, pairs, limit_pairs, step_dpo, max_length and batch_size are used; gamma, lora
@@ -140,8 +149,17 @@ def compute_reference(cfg, neuron_sets: dict | None = None, out: str | Path | No
     from yfpo.train.trainer import make_trainer
     from yfpo.utils import atomic_write_json
 
-    base = dataclasses.replace(cfg, gamma=0.0, neurons=None, ref_logps=None, precompute_ref=False, lora=False,
-                               fdt=False, gamma_mode="fixed", eval_pairs=None)
+    base = dataclasses.replace(
+        cfg,
+        gamma=0.0,
+        neurons=None,
+        ref_logps=None,
+        precompute_ref=False,
+        lora=False,
+        fdt=False,
+        gamma_mode="fixed",
+        eval_pairs=None,
+    )
     base.validate()
     if model is None:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
@@ -157,9 +175,17 @@ def compute_reference(cfg, neuron_sets: dict | None = None, out: str | Path | No
         for cap in captures.values():
             cap.remove()
     inputs = key_inputs(cfg, model_sha, trainer.train_dataset, trainer.args)
-    data = {"format": FORMAT, "key": key_of(inputs), "key_inputs": inputs, "n_pairs": len(res["ref_chosen_logps"]),
-            "ref_chosen_logps": res["ref_chosen_logps"].tolist(), "ref_rejected_logps": res["ref_rejected_logps"].tolist(),
-            "m_ref": {name: {"neurons_sha256": neuronset_digest(neuron_sets[name]),
-                             **{k: v.tolist() for k, v in d.items()}} for name, d in res["m_ref"].items()}}
+    data = {
+        "format": FORMAT,
+        "key": key_of(inputs),
+        "key_inputs": inputs,
+        "n_pairs": len(res["ref_chosen_logps"]),
+        "ref_chosen_logps": res["ref_chosen_logps"].tolist(),
+        "ref_rejected_logps": res["ref_rejected_logps"].tolist(),
+        "m_ref": {
+            name: {"neurons_sha256": neuronset_digest(neuron_sets[name]), **{k: v.tolist() for k, v in d.items()}}
+            for name, d in res["m_ref"].items()
+        },
+    }
     atomic_write_json(out, data)
     return out

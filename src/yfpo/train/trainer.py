@@ -31,21 +31,29 @@ import time
 from pathlib import Path
 
 import torch
-from trl import DPOConfig, DPOTrainer
 from transformers import TrainerCallback
+from trl import DPOConfig, DPOTrainer
 
 from yfpo.models import arch
 from yfpo.train.config import TrainConfig
 from yfpo.train.fdt import add_fdt_head, check_fdt_supported
-from yfpo.train.losses import LOSS_TYPES, VARIANTS, aux_neuron_loss, pairwise_loss, yoke
+from yfpo.train.losses import LOSS_TYPES, VARIANTS, aux_neuron_loss, pairwise_loss
 from yfpo.train.neuron_reward import NeuronCapture, neuron_margin
 
 
 class YFPOTrainer(DPOTrainer):
     """DPOTrainer + neuron reward (gamma, variant, lam) + FDT. With gamma=0 and fdt=False it trains exactly as TRL."""
 
-    def __init__(self, *args, yfpo: TrainConfig, neuron_set=None, step_dpo: bool = False, run_dir=None,
-                 ref_identity: str | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        yfpo: TrainConfig,
+        neuron_set=None,
+        step_dpo: bool = False,
+        run_dir=None,
+        ref_identity: str | None = None,
+        **kwargs,
+    ):
         self.ycfg = yfpo
         self.step_dpo = step_dpo
         if yfpo.loss_type not in LOSS_TYPES:
@@ -63,8 +71,10 @@ class YFPOTrainer(DPOTrainer):
         super().__init__(*args, **kwargs)  # TRL's precompute (if on) is deferred to _precompute_ref_logps below
         gc_kwargs = self.args.gradient_checkpointing_kwargs or {}
         if yfpo.gamma != 0 and self.args.gradient_checkpointing and gc_kwargs.get("use_reentrant", False):
-            raise ValueError("the neuron reward needs non-reentrant gradient checkpointing (use_reentrant=False): "
-                             "reentrant checkpointing runs the forward without autograd and would cut the margin's gradient")
+            raise ValueError(
+                "the neuron reward needs non-reentrant gradient checkpointing (use_reentrant=False): "
+                "reentrant checkpointing runs the forward without autograd and would cut the margin's gradient"
+            )
         if yfpo.fdt:
             check_fdt_supported(self.model)
             add_fdt_head(arch.unwrap(self.model))  # TRL added its fused head first; this wraps it
@@ -93,11 +103,16 @@ class YFPOTrainer(DPOTrainer):
         if self.dropped_prompt_too_long:
             import warnings
 
-            warnings.warn(f"{self.dropped_prompt_too_long} of {n_in} {dataset_name} pairs dropped: prompt of >= "
-                          f"max_length={args.max_length} tokens leaves no completion token", stacklevel=2)
+            warnings.warn(
+                f"{self.dropped_prompt_too_long} of {n_in} {dataset_name} pairs dropped: prompt of >= "
+                f"max_length={args.max_length} tokens leaves no completion token",
+                stacklevel=2,
+            )
         if n_in and not len(ds):
-            raise ValueError(f"all {n_in} pairs have a prompt of >= max_length={args.max_length} tokens (nothing "
-                             "would be learned); raise max_length")
+            raise ValueError(
+                f"all {n_in} pairs have a prompt of >= max_length={args.max_length} tokens (nothing "
+                "would be learned); raise max_length"
+            )
         if getattr(self, "step_dpo", False):
             eos = processing_class.eos_token_id
 
@@ -111,7 +126,9 @@ class YFPOTrainer(DPOTrainer):
         return ds
 
     def _metric(self, mode: str, key: str, value: torch.Tensor) -> None:
-        self._metrics[mode][key].append(self.accelerator.gather_for_metrics(value.detach().float().reshape(-1)).mean().item())
+        self._metrics[mode][key].append(
+            self.accelerator.gather_for_metrics(value.detach().float().reshape(-1)).mean().item()
+        )
 
     # -- reference pass: TRL's precompute, replaced by one pass that also records m_ref, or read from a file
     def _set_signature_columns_if_needed(self):
@@ -138,13 +155,19 @@ class YFPOTrainer(DPOTrainer):
         cfg = self.ycfg
         if cfg.ref_logps and name == "train":
             data = load_reference(cfg.ref_logps, self._ref_key_inputs(dataset))
-            res = {"ref_chosen_logps": torch.tensor(data["ref_chosen_logps"]),
-                   "ref_rejected_logps": torch.tensor(data["ref_rejected_logps"]), "m_ref": {}, "source": cfg.ref_logps}
+            res = {
+                "ref_chosen_logps": torch.tensor(data["ref_chosen_logps"]),
+                "ref_rejected_logps": torch.tensor(data["ref_rejected_logps"]),
+                "m_ref": {},
+                "source": cfg.ref_logps,
+            }
             if self.neuron_set is not None:
                 want = neuronset_digest(self.neuron_set)
                 for entry in data.get("m_ref", {}).values():
                     if entry.get("neurons_sha256") == want:
-                        res["m_ref"]["run"] = {k: torch.tensor(entry[k]) for k in ("phi_chosen", "phi_rejected", "m_ref")}
+                        res["m_ref"]["run"] = {
+                            k: torch.tensor(entry[k]) for k in ("phi_chosen", "phi_rejected", "m_ref")
+                        }
                         break
             return res
         caps = {"run": self.ref_capture} if self.ref_capture is not None else None
@@ -158,11 +181,16 @@ class YFPOTrainer(DPOTrainer):
         res = self._reference_for(dataset, name, batch_size)
         if name == "train":
             self._train_reference = res
-        cols = {"ref_chosen_logps": res["ref_chosen_logps"].tolist(), "ref_rejected_logps": res["ref_rejected_logps"].tolist()}
+        cols = {
+            "ref_chosen_logps": res["ref_chosen_logps"].tolist(),
+            "ref_rejected_logps": res["ref_rejected_logps"].tolist(),
+        }
         if "run" in res["m_ref"]:
             cols["ref_neuron_margin"] = res["m_ref"]["run"]["m_ref"].tolist()
         if len(cols["ref_chosen_logps"]) != len(dataset):
-            raise ValueError(f"reference log-probs: {len(cols['ref_chosen_logps'])} pairs for a {name} dataset of {len(dataset)}")
+            raise ValueError(
+                f"reference log-probs: {len(cols['ref_chosen_logps'])} pairs for a {name} dataset of {len(dataset)}"
+            )
         for k, v in cols.items():
             if k in dataset.column_names:
                 dataset = dataset.remove_columns(k)
@@ -179,11 +207,21 @@ class YFPOTrainer(DPOTrainer):
         from yfpo.utils import sha256_file
 
         c = self.ycfg
-        return {"pairs_sha256": sha256_file(c.pairs) if c.pairs and Path(c.pairs).is_file() else None,
-                "n_pairs": len(self.train_dataset), "neurons_sha256": neuronset_digest(self.neuron_set),
-                "model": str(c.model), "neuron_norm": c.neuron_norm, "neuron_center": c.neuron_center,
-                "variant": c.variant, "gamma": c.gamma, "gamma_mode": c.gamma_mode, "grad_ratio_rho": c.grad_ratio_rho,
-                "grad_ratio_batches": c.grad_ratio_batches, "beta": c.beta, "max_length": self.args.max_length}
+        return {
+            "pairs_sha256": sha256_file(c.pairs) if c.pairs and Path(c.pairs).is_file() else None,
+            "n_pairs": len(self.train_dataset),
+            "neurons_sha256": neuronset_digest(self.neuron_set),
+            "model": str(c.model),
+            "neuron_norm": c.neuron_norm,
+            "neuron_center": c.neuron_center,
+            "variant": c.variant,
+            "gamma": c.gamma,
+            "gamma_mode": c.gamma_mode,
+            "grad_ratio_rho": c.grad_ratio_rho,
+            "grad_ratio_batches": c.grad_ratio_batches,
+            "beta": c.beta,
+            "max_length": self.args.max_length,
+        }
 
     def _calibrate(self) -> dict:
         """m_ref per training pair (reference, no grad) -> std, mean (-> calibration.json, reused on resume)."""
@@ -210,14 +248,28 @@ class YFPOTrainer(DPOTrainer):
         stats = self.accelerator.reduce(stats, reduction="mean").cpu()
         mean, std = float(stats[0]), float(stats[1])
         if not std > 0:
-            raise ValueError(f"std(m_ref) = {std} over {m_ref.numel()} pairs: the neuron margin does not vary; "
-                             "use neuron_norm raw or other pairs / neurons")
+            raise ValueError(
+                f"std(m_ref) = {std} over {m_ref.numel()} pairs: the neuron margin does not vary; "
+                "use neuron_norm raw or other pairs / neurons"
+            )
         c = self.ycfg
-        cal = {"key": key, "norm": c.neuron_norm, "center": c.neuron_center,
-               "constant": std if c.neuron_norm == "ref_std" else 1.0, "n_pairs": int(m_ref.numel()), "mean": mean,
-               "std": std, "mean_over_std": mean / std, "std_convention": "sample (n-1)",
-               "m_ref": m_ref.tolist(), "m_ref_source": ref.get("source", "pass"), "gamma": c.gamma,
-               "gamma_mode": c.gamma_mode, "gamma_eff": c.gamma, "processes": self.accelerator.num_processes}
+        cal = {
+            "key": key,
+            "norm": c.neuron_norm,
+            "center": c.neuron_center,
+            "constant": std if c.neuron_norm == "ref_std" else 1.0,
+            "n_pairs": int(m_ref.numel()),
+            "mean": mean,
+            "std": std,
+            "mean_over_std": mean / std,
+            "std_convention": "sample (n-1)",
+            "m_ref": m_ref.tolist(),
+            "m_ref_source": ref.get("source", "pass"),
+            "gamma": c.gamma,
+            "gamma_mode": c.gamma_mode,
+            "gamma_eff": c.gamma,
+            "processes": self.accelerator.num_processes,
+        }
         self.calibration = cal
         if c.gamma_mode == "grad_ratio":
             gr = self._grad_ratio()
@@ -237,8 +289,12 @@ class YFPOTrainer(DPOTrainer):
         c = self.ycfg
         ds = self.train_dataset
         cols = [k for k in ("prompt_ids", "chosen_ids", "rejected_ids", "ref_neuron_margin") if k in ds.column_names]
-        dl = DataLoader(ds.select_columns(cols), batch_size=self.args.per_device_train_batch_size,
-                        collate_fn=self.data_collator, shuffle=False)
+        dl = DataLoader(
+            ds.select_columns(cols),
+            batch_size=self.args.per_device_train_batch_size,
+            collate_fn=self.data_collator,
+            shuffle=False,
+        )
         params = [p for p in self.model.parameters() if p.requires_grad]
         nd, nm = [], []
         for i, batch in enumerate(dl):
@@ -263,8 +319,15 @@ class YFPOTrainer(DPOTrainer):
         if not mm > 0:
             raise ValueError("gamma_mode grad_ratio: the neuron margin has zero gradient at step 0")
         gamma = c.grad_ratio_rho * d / mm * (1.0 if c.gamma > 0 else -1.0)
-        return {"rho": c.grad_ratio_rho, "batches": len(nd), "grad_beta_delta_norms": nd, "grad_margin_norms": nm,
-                "mean_grad_beta_delta_norm": d, "mean_grad_margin_norm": mm, "gamma": gamma}
+        return {
+            "rho": c.grad_ratio_rho,
+            "batches": len(nd),
+            "grad_beta_delta_norms": nd,
+            "grad_margin_norms": nm,
+            "mean_grad_beta_delta_norm": d,
+            "mean_grad_margin_norm": mm,
+            "gamma": gamma,
+        }
 
     def _normalise_margin(self, m: torch.Tensor, m_ref: torch.Tensor | None) -> torch.Tensor:
         """The margin the loss uses: m (raw), m - m_ref (yoked_ref), m - mean(m_ref) (neuron_center), / std(m_ref)."""
@@ -299,11 +362,19 @@ class YFPOTrainer(DPOTrainer):
 
     def _compute_loss(self, model, inputs, return_outputs):
         cfg = self.ycfg
-        if return_outputs or self.ld_alpha is not None or self.f_divergence_type != "reverse_kl" or self.use_weighting \
-                or len(self.loss_types) != 1 or self.aux_loss_enabled:
+        if (
+            return_outputs
+            or self.ld_alpha is not None
+            or self.f_divergence_type != "reverse_kl"
+            or self.use_weighting
+            or len(self.loss_types) != 1
+            or self.aux_loss_enabled
+        ):
             if cfg.gamma or cfg.fdt:
-                raise NotImplementedError("the neuron reward / FDT support the standard reverse-KL reward with one loss "
-                                          "type (no ld_alpha, no WPO weighting, no MoE router loss)")
+                raise NotImplementedError(
+                    "the neuron reward / FDT support the standard reverse-KL reward with one loss "
+                    "type (no ld_alpha, no WPO weighting, no MoE router loss)"
+                )
             return super()._compute_loss(model, inputs, return_outputs)
         mode = "train" if self.model.training else "eval"
         completion_mask = inputs["completion_mask"]
@@ -337,13 +408,16 @@ class YFPOTrainer(DPOTrainer):
         if self.precompute_ref_logps:
             ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
             if live_mref:
-                raise RuntimeError("variant yoked_ref with precomputed reference log-probs: the batch carries no "
-                                   "ref_neuron_margin (the reference pass ran without the NeuronSet)")
+                raise RuntimeError(
+                    "variant yoked_ref with precomputed reference log-probs: the batch carries no "
+                    "ref_neuron_margin (the reference pass ran without the NeuronSet)"
+                )
         else:
             ref_window = self.ref_capture.window("ref") if live_mref else contextlib.nullcontext()
             with ref_window:
                 ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(
-                    self.ref_model if self.ref_model is not None else self.model, inputs)
+                    self.ref_model if self.ref_model is not None else self.model, inputs
+                )
         chosen_lr = chosen_logps - ref_chosen_logps
         rejected_lr = rejected_logps - ref_rejected_logps
 
@@ -378,8 +452,13 @@ class YFPOTrainer(DPOTrainer):
             c_tok, _ = per_token_logps.chunk(2, dim=0)
             c_m, _ = shift_mask.chunk(2, dim=0)
             sft = -c_tok[c_m.bool()].mean()
-        loss_kw = dict(label_smoothing=self.label_smoothing, chosen_len=chosen_mask.sum(1),
-                       rejected_len=rejected_mask.sum(1), discopop_tau=getattr(self.args, "discopop_tau", 0.05), sft_loss=sft)
+        loss_kw = dict(
+            label_smoothing=self.label_smoothing,
+            chosen_len=chosen_mask.sum(1),
+            rejected_len=rejected_mask.sum(1),
+            discopop_tau=getattr(self.args, "discopop_tau", 0.05),
+            sft_loss=sft,
+        )
         per_pair = pairwise_loss(self.loss_types[0], chosen_lr, rejected_lr, self.beta, neuron=neuron, **loss_kw)
         loss = per_pair.mean() * self.loss_weights[0]
         aux = None
@@ -390,7 +469,9 @@ class YFPOTrainer(DPOTrainer):
         self._yfpo_loss_path_calls = getattr(self, "_yfpo_loss_path_calls", 0) + 1  # tests: yfpo's own path ran
 
         if m_n is not None and gamma != 0:
-            logit = self.beta * _normalised_delta(self.loss_types[0], chosen_lr, rejected_lr, chosen_mask, rejected_mask)
+            logit = self.beta * _normalised_delta(
+                self.loss_types[0], chosen_lr, rejected_lr, chosen_mask, rejected_mask
+            )
             n_abs = (gamma * m_n).abs()
             self._metric(mode, "neuron/gamma_eff", torch.tensor(gamma))
             self._metric(mode, "neuron/logit_share", (n_abs / (logit.abs() + n_abs).clamp(min=1e-12)).detach())
@@ -415,7 +496,7 @@ class YFPOTrainer(DPOTrainer):
         model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
         model_kwargs["use_cache"] = False
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        return model(**model_kwargs, labels=labels, fused_lm_head=True).log_probs[:, -(completion_mask.size(1) - 1):]
+        return model(**model_kwargs, labels=labels, fused_lm_head=True).log_probs[:, -(completion_mask.size(1) - 1) :]
 
     def _grad_share_now(self, model) -> bool:
         c = self.ycfg
@@ -434,7 +515,9 @@ class YFPOTrainer(DPOTrainer):
             g_neur = self.ycfg.lam * aux
         else:
             g_pref = pairwise_loss(lt, chosen_lr, rejected_lr, self.beta, neuron=neuron.detach(), **loss_kw).mean()
-            g_neur = pairwise_loss(lt, chosen_lr.detach(), rejected_lr.detach(), self.beta, neuron=neuron, **loss_kw).mean()
+            g_neur = pairwise_loss(
+                lt, chosen_lr.detach(), rejected_lr.detach(), self.beta, neuron=neuron, **loss_kw
+            ).mean()
         gp = _norm(torch.autograd.grad(g_pref, params, retain_graph=True, allow_unused=True))
         gn = _norm(torch.autograd.grad(g_neur, params, retain_graph=True, allow_unused=True))
         self._metric("train", "neuron/grad_share", torch.tensor(gn / max(gp + gn, 1e-30)))
@@ -520,8 +603,9 @@ def build_dataset(cfg: TrainConfig, tokenizer, path: str | None = None, limit: i
     step = pairs[0].is_step if cfg.step_dpo is None else cfg.step_dpo
     rows = []
     for p in pairs:
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": p.prompt}], tokenize=False,
-                                               add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": p.prompt}], tokenize=False, add_generation_prompt=True
+        )
         if step:
             if p.initial_reason_steps is None:
                 raise ValueError(f"{cfg.pairs}: step_dpo is on but a pair has no 'initial_reason_steps'")
@@ -530,8 +614,14 @@ def build_dataset(cfg: TrainConfig, tokenizer, path: str | None = None, limit: i
     return Dataset.from_list(rows), step
 
 
-def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, out: Path | None = None,
-                 allow_other_weights: bool = False):
+def make_trainer(
+    cfg: TrainConfig,
+    model=None,
+    tokenizer=None,
+    callbacks=None,
+    out: Path | None = None,
+    allow_other_weights: bool = False,
+):
     """Everything `train` does before `.train()`: returns (trainer, run_dir)."""
     from yfpo.models import load_model
     from yfpo.neurons.neuronset import NeuronSet
@@ -543,7 +633,9 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
     dataset, step = build_dataset(cfg, tokenizer)
     eval_dataset = None
     if cfg.eval_pairs:
-        eval_dataset, _ = build_dataset(dataclasses.replace(cfg, step_dpo=step), tokenizer, path=cfg.eval_pairs, limit=None)
+        eval_dataset, _ = build_dataset(
+            dataclasses.replace(cfg, step_dpo=step), tokenizer, path=cfg.eval_pairs, limit=None
+        )
     ref_identity = None
     if cfg.ref_logps:
         from trl.trainer.utils import hash_module
@@ -555,8 +647,13 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
     if cfg.lora:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_targets),
+            task_type="CAUSAL_LM",
+        )
     elif not (cfg.precompute_ref or cfg.ref_logps):
         ref_model = copy.deepcopy(model).eval()  # TRL would otherwise reload the policy by name
         for p in ref_model.parameters():
@@ -597,10 +694,21 @@ def make_trainer(cfg: TrainConfig, model=None, tokenizer=None, callbacks=None, o
         save_only_model=False,
         **cfg.trl,  # every other DPOConfig option, unchanged (TrainConfig.validate refused unknown / mapped ones)
     )
-    trainer = YFPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
-                          processing_class=tokenizer, peft_config=peft_config,
-                          callbacks=[MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])],
-                          yfpo=cfg, neuron_set=neuron_set, step_dpo=step, run_dir=out, ref_identity=ref_identity)
+    trainer = YFPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])],
+        yfpo=cfg,
+        neuron_set=neuron_set,
+        step_dpo=step,
+        run_dir=out,
+        ref_identity=ref_identity,
+    )
     return trainer, out
 
 
@@ -609,27 +717,39 @@ DONE = "train_done.json"  # not done.json: that name is the pipeline's stage rec
 _NOT_RESULT = frozenset({"logging_steps", "save_steps", "save_total_limit"})
 
 
-def train(cfg: TrainConfig, resume: bool = True, callbacks=None, model=None, tokenizer=None,
-          overwrite: bool = False, allow_other_weights: bool = False) -> Path:
+def train(
+    cfg: TrainConfig,
+    resume: bool = True,
+    callbacks=None,
+    model=None,
+    tokenizer=None,
+    overwrite: bool = False,
+    allow_other_weights: bool = False,
+) -> Path:
     """Run (or resume) one training run; returns the run directory (its final/ loads with load_model).
     A run directory made by another config is refused (yfpo.resume) unless overwrite (which empties it)."""
     from yfpo import resume as strict
     from yfpo.config import save_config, to_dict
-    from yfpo.utils import atomic_write_json, append_jsonl, read_jsonl_resume, seed_everything, versions
+    from yfpo.utils import append_jsonl, atomic_write_json, read_jsonl_resume, seed_everything, versions
 
     cfg.validate()
     out = Path(cfg.output_dir)
     ignored = strict.IGNORED | _NOT_RESULT
-    record = {**to_dict(cfg), "model": strict.model_identity(cfg.model), "pairs": strict.file_identity(cfg.pairs),
-              "neurons": strict.file_identity(cfg.neurons)}  # by content: a moved run folder still resumes
+    record = {
+        **to_dict(cfg),
+        "model": strict.model_identity(cfg.model),
+        "pairs": strict.file_identity(cfg.pairs),
+        "neurons": strict.file_identity(cfg.neurons),
+    }  # by content: a moved run folder still resumes
     if not overwrite:
         strict.check(out, "train", record, ignored=ignored)
         if (out / DONE).exists():
             return out
     seed_everything(cfg.seed)
     # build first (model, data, NeuronSet): a bad model path or pairs file fails before anything is written
-    trainer, out = make_trainer(cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out,
-                                allow_other_weights=allow_other_weights)
+    trainer, out = make_trainer(
+        cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out, allow_other_weights=allow_other_weights
+    )
     acc = trainer.accelerator
     main = acc.is_main_process  # under accelerate/DDP only one process writes the run directory's own files
     if main:
@@ -642,8 +762,9 @@ def train(cfg: TrainConfig, resume: bool = True, callbacks=None, model=None, tok
         # append-only: a torn last line is cut; a marker says the steps after the checkpoint are replayed
         mpath = out / "metrics.jsonl"
         if read_jsonl_resume(mpath):
-            append_jsonl(mpath, [{"event": "resume", "step": int(last.name.split("-")[-1]) if last else 0,
-                                  "time": time.time()}])
+            append_jsonl(
+                mpath, [{"event": "resume", "step": int(last.name.split("-")[-1]) if last else 0, "time": time.time()}]
+            )
     acc.wait_for_everyone()
     t0 = time.time()
     trainer.train(resume_from_checkpoint=str(last) if last else None)
@@ -664,9 +785,14 @@ def train(cfg: TrainConfig, resume: bool = True, callbacks=None, model=None, tok
         trainer.save_model(str(final))  # collective where the model is sharded; writes on the main process
     if main:
         tok.save_pretrained(final)
-        summary = {"steps": trainer.state.global_step, "train_time_s": round(time.time() - t0, 1),
-                   "final": str(final), "merged": merged_lora, "pairs_used": len(trainer.train_dataset),
-                   "pairs_dropped_prompt_too_long": getattr(trainer, "dropped_prompt_too_long", 0)}
+        summary = {
+            "steps": trainer.state.global_step,
+            "train_time_s": round(time.time() - t0, 1),
+            "final": str(final),
+            "merged": merged_lora,
+            "pairs_used": len(trainer.train_dataset),
+            "pairs_dropped_prompt_too_long": getattr(trainer, "dropped_prompt_too_long", 0),
+        }
         atomic_write_json(out / DONE, summary)
     acc.wait_for_everyone()
     return out
