@@ -67,12 +67,28 @@ IGNORED_KEYS = frozenset(
         "samples_per_s",
         "tokens_generated",
         "new_items",
+        # run.json: whether this invocation reused a stage (status stays "done" either way)
+        "cached",
+        "time_s_this_invocation",
     }
 )
 # lists that are sets in the writing library (PEFT's adapter_config.json `target_modules` is a Python set, so
 # its order follows the process's string-hash seed): compared as sets
 SET_VALUED_KEYS = frozenset({"target_modules"})
 ISO_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?")
+# the report's stage table ends each row with the stage's wall time (differs between any two runs)
+STAGE_TIME = re.compile(
+    r"(\| (?:done|running|failed) \| )[0-9.]+( \|)"
+    r"|(<td>(?:done|running|failed)</td><td class='num'>)[0-9.]+(</td>)"
+)
+
+
+def _text(p: Path) -> str:
+    """A text output with its wall-clock content blanked: ISO timestamps, stage times in the report."""
+    t = ISO_TIME.sub("<time>", p.read_text())
+    return STAGE_TIME.sub(lambda m: (m.group(1) or m.group(3)) + "<s>" + (m.group(2) or m.group(4)), t)
+
+
 TEMP_SUFFIXES = (".tmp", ".part", ".partial")
 
 
@@ -343,7 +359,7 @@ def same_file(a: Path, b: Path) -> bool:
             ISO_TIME.sub("<time>", b.read_text()).splitlines()
         )
     if suf in (".md", ".html", ".yaml", ".txt", ".csv"):
-        return ISO_TIME.sub("<time>", a.read_text()) == ISO_TIME.sub("<time>", b.read_text())
+        return _text(a) == _text(b)
     return a.read_bytes() == b.read_bytes()
 
 
@@ -829,7 +845,7 @@ MALFORMED = [
     ),
     Case("run-seeds-string", "run YAML", "`seeds` is a word", _run_yaml("seeds: zero\n", ["seeds"])),
     Case(
-        "run-yaml-syntax", "run YAML", "a YAML syntax error on line 5", _run_yaml("eval: {benches: [gsm8k\n", ["line"])
+        "run-yaml-syntax", "run YAML", "an unclosed bracket on line 8", _run_yaml("eval: {benches: [gsm8k\n", [":8:"])
     ),
     Case(
         "run-method-unknown-key",

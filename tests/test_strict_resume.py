@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from test_train_common import cfg_for, one_thread, pair_rows, write_jsonl, write_neuronset  # noqa: F401
@@ -135,3 +136,32 @@ def test_identities_are_by_content_not_location(tmp_path):
         == strict.file_identity(str(p2))
         != strict.file_identity(str(write_jsonl(tmp_path / "z" / "pairs.jsonl", pair_rows(3))))
     )
+
+
+def test_stale_temp_files_of_dead_writers_are_removed_live_ones_kept(tmp_path):
+    import subprocess
+
+    from yfpo.utils import remove_stale_tmp
+
+    p = subprocess.Popen(["true"])  # its pid is one whose process has exited
+    p.wait()
+    (tmp_path / "sub").mkdir()
+    stale = [tmp_path / f".report.md.tmp{p.pid}", tmp_path / "sub" / f".x.tmp{p.pid}t12.png"]
+    live = tmp_path / f".run.json.tmp{os.getpid()}t5"  # this process: a writer in flight
+    other = tmp_path / "notes.tmp1"  # not an atomic-write temp name
+    for f in [*stale, live, other]:
+        f.write_text("partial")
+    gone = remove_stale_tmp(tmp_path)
+    assert sorted(gone) == sorted(stale) and live.exists() and other.exists()
+
+
+def test_yaml_syntax_error_names_the_line_where_the_bracket_opened(tmp_path):
+    from yfpo.config import ConfigError, read_yaml
+
+    f = tmp_path / "run.yaml"
+    f.write_text("name: x\nseeds: [0, 1\nmodel: default\n\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml:2: not valid YAML \(while parsing a flow sequence"):
+        read_yaml(f)
+    f.write_text("a: 1\n  b: 2\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml:\d: not valid YAML"):
+        read_yaml(f)

@@ -159,6 +159,24 @@ def _set_dotted(d: dict, key: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in `path` ({} when empty); bad YAML is a one-line ConfigError naming file:line."""
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        # an unclosed bracket or quote is noticed far below it (often at the end): name where it began
+        ctx, prob = getattr(e, "context_mark", None), getattr(e, "problem_mark", None)
+        mark = ctx or prob
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if ctx is not None and prob is not None and prob.line != ctx.line:
+            what = f"{getattr(e, 'context', '')} that starts here: {what} at line {prob.line + 1}"
+        raise ConfigError(f"{where}: not valid YAML ({what})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (expected UTF-8 YAML)") from None
+
+
 def load_config(
     cls: type[T], path: str | Path | None = None, overrides: list[str] | dict | None = None, section: str | None = None
 ) -> T:
@@ -168,10 +186,7 @@ def load_config(
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file {p} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        loaded = read_yaml(p)
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level")
         if section is not None:

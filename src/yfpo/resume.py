@@ -41,7 +41,28 @@ def file_identity(path: str | None) -> str | None:
 
     if not path or not Path(path).is_file():
         return path
+    if Path(path).suffix == ".json":  # a NeuronSet: its content, not when it was written
+        try:
+            obj = json.loads(Path(path).read_text())
+        except (ValueError, UnicodeDecodeError):
+            obj = None
+        if isinstance(obj, dict):
+            from yfpo.utils import stable_hash
+
+            return f"{Path(path).name} content:{stable_hash(_undated(obj), n=16)}"
     return f"{Path(path).name} sha256:{sha256_file(path)[:16]}"
+
+
+VOLATILE = frozenset({"date", "time_s", "started", "finished", "updated"})
+
+
+def _undated(obj: Any) -> Any:
+    """obj without its wall-clock keys (VOLATILE), at any depth."""
+    if isinstance(obj, dict):
+        return {k: _undated(v) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list):
+        return [_undated(v) for v in obj]
+    return obj
 
 
 def model_identity(name_or_path: str) -> str:
@@ -117,13 +138,14 @@ def check(folder: str | Path, stage: str, config: dict, *, ignored=IGNORED) -> s
 
 def claim(folder: str | Path, stage: str, config: dict, *, overwrite: bool = False, ignored=IGNORED) -> str:
     """check(), then record the config in the folder (emptied first when overwrite). Returns the hash."""
-    from yfpo.utils import atomic_write_json
+    from yfpo.utils import atomic_write_json, remove_stale_tmp
 
     folder = Path(folder)
     if overwrite and folder.exists():
         clear(folder)
     h = check(folder, stage, config, ignored=ignored)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(folder)  # a run killed mid-write left temp files
     if not (folder / RECORD).exists():
         atomic_write_json(folder / RECORD, {"stage": stage, "hash": h, "config": hashed_config(config, ignored)})
     return h

@@ -500,6 +500,22 @@ class Pipeline:
         self.index.update(config=to_dict(self.rc), updated=now())
         atomic_write_json(self.dir / "run.json", self.index)
 
+    def _lock(self, folder: Path, wait: bool):
+        """An exclusive lock on a stage folder (flock on a sibling file, so it dies with its process): two
+        `yfpo run` processes on one run dir never work on the same stage. Returns the open lock file, or None
+        when `wait` is False and another process holds it."""
+        import fcntl
+
+        lock = self.dir / ".locks" / (folder.relative_to(self.dir).as_posix().replace("/", "__") + ".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.close()
+            return None
+        return f
+
     def stage(
         self,
         name: str,
@@ -509,23 +525,43 @@ class Pipeline:
         inputs: dict,
         fn: Callable[[Path], dict],
         meta: dict | None = None,
-    ) -> dict:
+        defer: bool = False,
+    ) -> dict | None:
         """Run `fn(folder)` unless the folder's done.json exists; returns the done record. An error in `fn`
-        becomes a one-line StageFailed naming the stage, its folder and what to do."""
-        from yfpo.utils import atomic_write_json, now
+        becomes a one-line StageFailed naming the stage, its folder and what to do.
 
+        The stage runs under a lock on its folder: another `yfpo run` on the same run dir waits for it, or, with
+        `defer` (independent units: trainings, evaluations, the check), skips it and gets None back (the caller
+        comes back to it later, waiting then)."""
         h = stage_hash(kind, config, inputs)
         folder = self.dir / rel.format(hash=h)
+        lock = self._lock(folder, wait=False)
+        if lock is None and defer:
+            self.log(f"[yfpo run] {name}: another process is on it, coming back later")
+            return None
+        if lock is None:
+            self.log(f"[yfpo run] {name}: another process is on it, waiting for it")
+            lock = self._lock(folder, wait=True)
+        try:
+            return self._stage_locked(name, kind, h, folder, config, inputs, fn, meta)
+        finally:
+            lock.close()
+
+    def _stage_locked(self, name, kind, h, folder, config, inputs, fn, meta) -> dict:
+        from yfpo.utils import atomic_write_json, now, remove_stale_tmp
+
         entry = {"name": name, "kind": kind, "dir": str(folder.relative_to(self.dir)), "hash": h, **(meta or {})}
         self.index["stages"] = [s for s in self.index["stages"] if s["name"] != name] + [entry]
         done = folder / "done.json"
         rec = json.loads(done.read_text()) if done.exists() else None
         if rec is not None and rec.get("hash") == h and "outputs" in rec:  # (a stage's own done.json is not ours)
-            entry["status"] = "cached"
+            entry.update(status="done", cached=True, time_s=rec.get("time_s"))  # the time it took when it ran
             self.log(f"[yfpo run] {name}: done before, skipped ({entry['dir']})")
             self._write_index()
             return rec
         resumed = folder.exists()
+        if resumed:
+            remove_stale_tmp(folder)  # temp files of writes a kill interrupted
         entry["status"] = "running"
         self._write_index()
         self.log(f"[yfpo run] {name}: {'resuming' if resumed else 'running'} -> {entry['dir']}")
@@ -573,20 +609,24 @@ class Pipeline:
         self._start()
         t0 = time.time()
         neurons = self.neuron_sets(plan)
-        if plan.check is not None:
-            self.causal_check(plan, neurons["own"])
+        # independent units are deferred when another process on this run dir holds them, then waited for
+        check_later = plan.check is not None and self.causal_check(plan, neurons["own"], defer=True) is None
         pairs = self.pairs(plan)
         refs = self.references(plan, neurons, pairs) if plan.ref_logps else {}
         trained = self.train_all(plan, neurons, pairs, refs)
         self.evaluate(trained)
+        if check_later:
+            self.causal_check(plan, neurons["own"])
         self.index["time_s_this_invocation"] = round(time.time() - t0, 2)
         self._write_index()
         return self.report()
 
     def _start(self) -> None:
         from yfpo.config import save_config
+        from yfpo.utils import remove_stale_tmp
 
         self.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(self.dir, recursive=False)
         save_config(self.rc, self.dir / "config.yaml")
         self.mid = model_identity(self.rc.model)
 
@@ -627,7 +667,7 @@ class Pipeline:
             sets[key] = (self.dir / rec["outputs"]["neurons"], rec["hash"])
         return sets
 
-    def causal_check(self, plan: Plan, own: tuple[Path, str]) -> None:
+    def causal_check(self, plan: Plan, own: tuple[Path, str], defer: bool = False) -> dict | None:
         from yfpo.config import to_dict
 
         ccfg = plan.check
@@ -639,8 +679,14 @@ class Pipeline:
             paths = {k: self._rel(v) if Path(v).exists() else str(v) for k, v in (res.get("paths") or {}).items()}
             return {"paths": paths, "verdict_text": res.get("verdict_text")}
 
-        self.stage(
-            "check", "check", "stages/check-{hash}", to_dict(ccfg), {"model": self.mid, "neurons": own[1]}, run_check
+        return self.stage(
+            "check",
+            "check",
+            "stages/check-{hash}",
+            to_dict(ccfg),
+            {"model": self.mid, "neurons": own[1]},
+            run_check,
+            defer=defer,
         )
 
     def pairs(self, plan: Plan) -> tuple[Path, str]:
@@ -706,33 +752,43 @@ class Pipeline:
 
     def train_all(self, plan: Plan, neurons: dict, pairs: tuple[Path, str], refs: dict) -> dict[tuple[str, int], dict]:
         """Stage 3: every method x seed; {(method, seed): done record}."""
+        trained: dict[tuple[str, int], dict] = {}
+        later = []
+        for defer, units in ((True, list(plan.train.items())), (False, later)):
+            for (method, seed), probe in units:
+                rec = self._train_one(plan, neurons, pairs, refs, method, seed, probe, defer)
+                if rec is None:
+                    later.append(((method, seed), probe))
+                else:
+                    trained[(method, seed)] = rec
+        return {k: trained[k] for k in plan.train}  # plan order, whoever trained it
+
+    def _train_one(self, plan, neurons, pairs, refs, method, seed, probe, defer) -> dict | None:
         from yfpo.config import to_dict
 
-        trained = {}
-        for (method, seed), probe in plan.train.items():
-            keys = plan.methods[method]
-            npath, nhash = neurons[neuron_key(keys["neurons"], seed)]
-            ref = refs.get((method, seed))
+        keys = plan.methods[method]
+        npath, nhash = neurons[neuron_key(keys["neurons"], seed)]
+        ref = refs.get((method, seed))
 
-            def run_train(folder: Path, method=method, seed=seed, keys=keys, npath=npath, ref=ref) -> dict:
-                tcfg = train_config(self.rc, method, keys, seed, pairs[0], npath, folder, ref[0] if ref else None)
-                out = Path(self.runners["train"](tcfg))
-                final = out / "final"
-                if not final.exists():
-                    raise StageFailed(f"stage train/{method}-s{seed}: {final} was not written; see {out}")
-                return {"final": self._rel(final), "run_dir": self._rel(out)}
+        def run_train(folder: Path, method=method, seed=seed, keys=keys, npath=npath, ref=ref) -> dict:
+            tcfg = train_config(self.rc, method, keys, seed, pairs[0], npath, folder, ref[0] if ref else None)
+            out = Path(self.runners["train"](tcfg))
+            final = out / "final"
+            if not final.exists():
+                raise StageFailed(f"stage train/{method}-s{seed}: {final} was not written; see {out}")
+            return {"final": self._rel(final), "run_dir": self._rel(out)}
 
-            inputs = {"model": self.mid, "neurons": nhash, "pairs": pairs[1], **({"reference": ref[1]} if ref else {})}
-            trained[(method, seed)] = self.stage(
-                f"train/{method}-s{seed}",
-                "train",
-                f"train/{method}-s{seed}-{{hash}}",
-                to_dict(probe),
-                inputs,
-                run_train,
-                meta={"method": method, "seed": seed, "neurons": keys["neurons"], "gamma": keys["gamma"]},
-            )
-        return trained
+        inputs = {"model": self.mid, "neurons": nhash, "pairs": pairs[1], **({"reference": ref[1]} if ref else {})}
+        return self.stage(
+            f"train/{method}-s{seed}",
+            "train",
+            f"train/{method}-s{seed}-{{hash}}",
+            to_dict(probe),
+            inputs,
+            run_train,
+            meta={"method": method, "seed": seed, "neurons": keys["neurons"], "gamma": keys["gamma"]},
+            defer=defer,
+        )
 
     def evaluate(self, trained: dict[tuple[str, int], dict]) -> None:
         """Stage 4: every benchmark (and pair discrimination) for the base model and every trained model."""
@@ -741,10 +797,17 @@ class Pipeline:
             targets.append(("base", None, self.rc.model, {"model": self.mid}))
         for (method, seed), rec in trained.items():
             targets.append((method, seed, str(self.dir / rec["outputs"]["final"]), {"train": rec["hash"]}))
+        later: list[Callable[[], Any]] = []
         for method, seed, model_path, m_in in targets:
-            self.evaluate_model(method, seed, model_path, m_in)
+            later += self.evaluate_model(method, seed, model_path, m_in, defer=True)
+        for unit in later:
+            unit()
 
-    def evaluate_model(self, method: str, seed: int | None, model_path: str, m_in: dict) -> None:
+    def evaluate_model(
+        self, method: str, seed: int | None, model_path: str, m_in: dict, defer: bool = False
+    ) -> list[Callable[[], Any]]:
+        """Every benchmark (and discrimination) of one model; returns the units deferred (held by another
+        process), each a no-argument call that waits for it."""
         from yfpo.config import to_dict
         from yfpo.utils import stable_hash
 
@@ -753,6 +816,12 @@ class Pipeline:
         tag = "base" if seed is None else f"{method}-s{seed}"
         group = f"eval/{tag}-{stable_hash({'eval': hashable, 'in': m_in}, n=10)}"
         meta = {"method": method, "seed": seed}
+        later: list[Callable[[], Any]] = []
+
+        def unit(*args, **kw) -> None:
+            if self.stage(*args, **kw, defer=defer) is None:
+                later.append(lambda: self.stage(*args, **kw))
+
         for bench in ev.benches:
 
             def run_bench(folder: Path, bench=bench) -> dict:
@@ -772,7 +841,7 @@ class Pipeline:
                 prim = s.get("primary", "flexible")
                 return {"accuracy": s["accuracy"][prim]["acc"], "n": s["n"], "primary": prim}
 
-            self.stage(
+            unit(
                 f"eval/{tag}/{bench}",
                 "eval",
                 f"{group}/{bench}",
@@ -794,7 +863,7 @@ class Pipeline:
                 )
                 return {"accuracy": d["accuracy"], "n": d["n"]}
 
-            self.stage(
+            unit(
                 f"eval/{tag}/discrimination",
                 "discrimination",
                 f"{group}/discrimination",
@@ -803,6 +872,7 @@ class Pipeline:
                 run_disc,
                 meta={**meta, "bench": "discrimination"},
             )
+        return later
 
     def report(self) -> Path:
         """Stage 5 (when `report` is on); returns the report path, else run.json."""

@@ -16,12 +16,48 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write via a temp file + rename, so an interrupted write never leaves a half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{_writer()}")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+def _writer() -> str:
+    """The temp-file tag of this writer: process id, and thread (two threads may write the same file)."""
+    import threading
+
+    return f"{os.getpid()}t{threading.get_ident() % 1000003}"
+
+
+_TMP = __import__("re").compile(r"^\..+\.tmp(\d+)(?:t\d+)?(\.[A-Za-z0-9]+)?$")
+
+
+def remove_stale_tmp(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Delete the temp files of atomic writes whose writer is gone (a process killed mid-write leaves
+    `.NAME.tmpPID`): a resumed stage then leaves exactly what an uninterrupted one would. Returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone = []
+    for p in folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*"):
+        m = _TMP.match(p.name)
+        if not m or not p.is_file():
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # its writer is alive (another process on this folder)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        p.unlink(missing_ok=True)
+        gone.append(p)
+    return gone
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -142,6 +178,6 @@ def atomic_savefig(fig, path: str | os.PathLike, **kw) -> None:
     """fig.savefig through a temp file + rename, so a kill never leaves a half PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.tmp{_writer()}{path.suffix}")
     fig.savefig(tmp, **kw)
     tmp.replace(path)

@@ -25,7 +25,6 @@ def register(sub) -> None:
 
 def _build(args) -> int:
     import json
-    from pathlib import Path
 
     from yfpo.config import load_config
     from yfpo.pairs.build import SUMMARY, build_pairs
@@ -33,9 +32,9 @@ def _build(args) -> int:
 
     section = None
     if args.config:
-        import yaml
+        from yfpo.config import read_yaml
 
-        data = yaml.safe_load(Path(args.config).read_text()) or {}
+        data = read_yaml(args.config)
         section = "pairs" if isinstance(data, dict) and "pairs" in data else None
     cfg = load_config(PairsConfig, args.config, args.overrides, section=section)
     path = build_pairs(cfg, overwrite=args.overwrite)

@@ -18,7 +18,7 @@ from yfpo.report.compare import _primary, comparison, label
 from yfpo.report.read import RunData, read_run
 from yfpo.report.render import Doc, pct
 from yfpo.report.verdicts import verdicts
-from yfpo.utils import atomic_write_text, now
+from yfpo.utils import atomic_write_text, now, remove_stale_tmp
 
 
 def _cell(c: dict | None) -> str:
@@ -275,6 +275,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     rd = read_run(run_dir)
     out = Path(out_dir) if out_dir else rd.dir / "report"
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(out)  # a report killed mid-write left temp files
     comp = comparison(rd)
     doc = Doc()
     _header(doc, rd)

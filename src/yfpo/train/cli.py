@@ -122,7 +122,6 @@ def _precompute_ref(args) -> int:
 
 
 def _load_cfg(args):
-    import yaml
 
     from yfpo.config import load_config
     from yfpo.train.config import TrainConfig
@@ -133,8 +132,9 @@ def _load_cfg(args):
         hint = f"; unknown option(s) {', '.join(unknown)} (`yfpo train --keys` lists the keys)" if unknown else ""
         raise ValueError(f"CONFIG {args.config!r} is not a YAML file{hint}")
     if args.config:
-        with open(args.config) as fh:
-            data = yaml.safe_load(fh) or {}
+        from yfpo.config import read_yaml
+
+        data = read_yaml(args.config)
         section = "train" if isinstance(data, dict) and isinstance(data.get("train"), dict) else None
     overrides = [f"--{k[len(_PREFIX) :]}={v}" for k, v in vars(args).items() if k.startswith(_PREFIX)]
     overrides += list(args.overrides or [])  # unknown keys: load_config names them

@@ -45,7 +45,6 @@ def register(sub) -> None:
 
 
 def _grpo(args) -> int:
-    import yaml
 
     from yfpo.config import load_config
     from yfpo.train.grpo import grpo
@@ -60,8 +59,9 @@ def _grpo(args) -> int:
         raise ValueError(f"CONFIG {args.config!r} is not a YAML file (`yfpo grpo --keys` lists the keys)")
     section = None
     if args.config:
-        with open(args.config) as fh:
-            data = yaml.safe_load(fh) or {}
+        from yfpo.config import read_yaml
+
+        data = read_yaml(args.config)
         section = "grpo" if isinstance(data, dict) and isinstance(data.get("grpo"), dict) else None
     overrides = [f"--{k[len(_PREFIX) :]}={v}" for k, v in vars(args).items() if k.startswith(_PREFIX)]
     overrides += list(args.overrides or [])
