@@ -71,6 +71,16 @@ class EvalSection:
     discrimination_batch_size: int = 8
     base: bool = True  # also evaluate the untrained model (method "base")
     data_dir: str | None = None
+    # sampled metrics (avg@n, pass@k, maj@k with CIs in the report) when samples > 1 or temperature > 0
+    samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    protocol: str = "chat-zero-shot-cot-v1"  # prompt protocol (engine/prompts.py): boxed-v1, self-doubt-v1, ...
+    tasks: list[str] = field(default_factory=list)  # task spec YAMLs (any benchmark file), evaluated like benches
+
+
+# eval keys added after runs were made: left out of the stage hash at their defaults, so those runs stay cached
+_EVAL_KEY_DEFAULTS = {"samples": 1, "temperature": 0.0, "top_p": 1.0, "protocol": "chat-zero-shot-cot-v1", "tasks": []}
 
 
 @dataclass
@@ -283,6 +293,34 @@ def check_benches(benches: list[str], data_dir: str | None, where: str) -> None:
                 )
 
 
+def check_eval_sampling(ev: EvalSection) -> None:
+    """eval.samples / temperature / top_p / protocol / tasks, before anything runs."""
+    from yfpo.engine.prompts import get_protocol
+    from yfpo.eval.taskspec import load_spec
+
+    if not isinstance(ev.samples, int) or ev.samples < 1:
+        raise ValueError(f"eval.samples must be an integer >= 1, got {ev.samples!r}")
+    if ev.temperature < 0 or not 0 < ev.top_p <= 1:
+        raise ValueError(f"eval.temperature must be >= 0 and eval.top_p in (0, 1], got {ev.temperature}, {ev.top_p}")
+    if ev.samples > 1 and ev.temperature == 0:
+        raise ValueError(
+            f"eval.samples is {ev.samples} at temperature 0: greedy samples are identical; set eval.temperature"
+        )
+    try:
+        get_protocol(ev.protocol)
+    except ValueError as e:
+        raise ValueError(f"eval.protocol: {e}") from None
+    names = [*ev.benches]
+    for path in ev.tasks:
+        if not Path(path).is_file():
+            raise ValueError(f"eval.tasks: task spec {path} does not exist")
+        spec = load_spec(path)  # a bad spec names its file:line
+        names.append(spec.name or Path(path).stem)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"eval.benches/tasks: {', '.join(dup)} named twice (give each task spec its own name)")
+
+
 def check_neurons_inputs(ncfg) -> None:
     """The corpora stage 1 reads are known and its `match` file (if any) exists."""
     from yfpo.data.corpora import CONTRAST_SOURCES
@@ -433,6 +471,7 @@ def make_plan(rc: RunConfig) -> Plan:
         for seed in rc.seeds
     }
     check_benches(rc.eval.benches, rc.eval.data_dir, "eval.benches")
+    check_eval_sampling(rc.eval)
     return Plan(methods, ncfg, selections, controls, ccfg, pcfg, train, ref)
 
 
@@ -812,7 +851,12 @@ class Pipeline:
         from yfpo.utils import stable_hash
 
         ev, rc = self.rc.eval, self.rc
-        hashable = {k: v for k, v in to_dict(ev).items() if k not in ("benches", "base", "discrimination_batch_size")}
+        hashable = {
+            k: v
+            for k, v in to_dict(ev).items()
+            if k not in ("benches", "base", "discrimination_batch_size", "tasks")
+            and not (k in _EVAL_KEY_DEFAULTS and v == _EVAL_KEY_DEFAULTS[k])
+        }
         tag = "base" if seed is None else f"{method}-s{seed}"
         group = f"eval/{tag}-{stable_hash({'eval': hashable, 'in': m_in}, n=10)}"
         meta = {"method": method, "seed": seed}
@@ -822,12 +866,26 @@ class Pipeline:
             if self.stage(*args, **kw, defer=defer) is None:
                 later.append(lambda: self.stage(*args, **kw))
 
-        for bench in ev.benches:
+        from yfpo.resume import file_identity as _file_id
 
-            def run_bench(folder: Path, bench=bench) -> dict:
+        specs = {}
+        for path in ev.tasks:
+            from yfpo.eval.taskspec import load_spec
+
+            spec = load_spec(path)
+            specs[spec.name or Path(path).stem] = (spec, path)
+        sampling = {k: getattr(ev, k) for k in ("samples", "temperature", "top_p", "protocol")}
+        sampling = {k: v for k, v in sampling.items() if v != _EVAL_KEY_DEFAULTS[k]}
+        for bench in [*ev.benches, *specs]:
+            spec, spec_path = specs.get(bench, (None, None))
+            task_in = {"task": _file_id(spec_path), "task_file": _file_id(spec.file)} if spec else {}
+
+            def run_bench(folder: Path, bench=bench, spec=spec) -> dict:
                 s = self.runners["eval"](
                     model_path,
                     bench,
+                    **({"spec": spec} if spec is not None else {}),
+                    **sampling,
                     limit=ev.limit,
                     shots=ev.shots,
                     out_dir=str(folder),
@@ -846,7 +904,7 @@ class Pipeline:
                 "eval",
                 f"{group}/{bench}",
                 {**hashable, "bench": bench},
-                m_in,
+                {**m_in, **task_in},
                 run_bench,
                 meta={**meta, "bench": bench},
             )

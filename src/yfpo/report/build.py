@@ -254,6 +254,51 @@ def _check_section(doc: Doc, rd: RunData, out: Path) -> None:
         doc.img(local, "ablation of the selected neurons vs random neurons of the same per-layer counts")
 
 
+def _eval_details_section(doc: Doc, rd: RunData) -> None:
+    """Per-group accuracy (task specs with a group field), sampled metrics, no-answer items and answer length
+    beside the protocol: the tables of report/eval_sections.py, for every evaluated model x benchmark."""
+    from yfpo.report import eval_sections as es
+
+    summaries = {
+        (f"{m}-s{s} / {b}" if s is not None else f"{m} / {b}"): e["summary"]
+        for (m, s, b), e in sorted(
+            rd.evals.items(), key=lambda kv: (kv[0][0] != "base", str(kv[0][0]), str(kv[0][1]), kv[0][2])
+        )
+    }
+    tables = [
+        (
+            "Sampled metrics",
+            "avg@n is the mean accuracy over the n samples; pass@k (unbiased estimator) and maj@k "
+            "(majority vote over k samples, ties broken by the earliest first occurrence) with 95% CIs (bootstrap over "
+            "items; maj@k: Wilson).",
+            es.sampled_table(summaries),
+        ),
+        (
+            "Accuracy per group",
+            "Items grouped by the task spec's group field (e.g. GSM-Plus perturbation_type).",
+            es.group_table(summaries),
+        ),
+        (
+            "Items without an answer",
+            "Task specs that allow a 'no answer' gold: the model is right on those only when it says there is none.",
+            es.no_answer_table(summaries),
+        ),
+        (
+            "Answer length",
+            "Mean generated tokens per answer, beside the prompting protocol and decoding.",
+            es.length_table(summaries),
+        ),
+    ]
+    tables = [t for t in tables if t[2] is not None]
+    if not tables:
+        return
+    doc.h(2, "Evaluation details")
+    for title, text, table in tables:
+        doc.h(3, title)
+        doc.p(text)
+        doc.table(*table)
+
+
 def _config_section(doc: Doc, rd: RunData) -> None:
     import yaml
 
@@ -280,6 +325,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     doc = Doc()
     _header(doc, rd)
     _comparison_section(doc, rd, comp, out)
+    _eval_details_section(doc, rd)
     _training_section(doc, rd, out)
     _pairs_section(doc, rd)
     _neurons_section(doc, rd, out)
