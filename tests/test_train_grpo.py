@@ -355,6 +355,14 @@ def test_tiny_run_finishes_logs_and_resumes(files, tmp_path):
         "completions/clipped_ratio",
     ):
         assert k in keys, k
+    assert [r["step"] for r in rows if r.get("event") == "resume"] == [1]  # append-only, the replay marked
+    import dataclasses
+
+    from yfpo.resume import ResumeConflict
+
+    with pytest.raises(ResumeConflict, match="neuron_reward_weight"):  # same folder, another config: refused
+        grpo(dataclasses.replace(cfg, neuron_reward_weight=0.25))
+    assert json.loads((out / "train_done.json").read_text()) == done  # and nothing it had was touched
 
 
 def test_cli_grpo_keys_and_errors(capsys):

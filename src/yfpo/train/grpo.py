@@ -22,10 +22,8 @@ default) so every micro-batch holds whole groups; TRL shuffles the generation ba
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -338,59 +336,28 @@ def make_grpo_trainer(cfg: GRPORunConfig, model=None, tokenizer=None, callbacks=
     return trainer, out
 
 
-def grpo(cfg: GRPORunConfig, resume: bool = True, callbacks=None, model=None, tokenizer=None) -> Path:
-    """Run (or resume) one GRPO run; the run directory is laid out like `yfpo train`'s (final/ loads with load_model)."""
-    from yfpo.config import save_config
-    from yfpo.train.trainer import _last_checkpoint
-    from yfpo.utils import atomic_write_json, read_jsonl_resume, seed_everything, versions
+def grpo(
+    cfg: GRPORunConfig, resume: bool = True, callbacks=None, model=None, tokenizer=None, overwrite: bool = False
+) -> Path:
+    """Run (or resume) one GRPO run; the run directory is laid out like `yfpo train`'s (final/ loads with
+    load_model), with the same strict resume: a folder made by another config is refused unless overwrite."""
+    from yfpo import resume as strict
+    from yfpo.config import to_dict
+    from yfpo.train.trainer import run_training
 
     cfg.validate()
-    out = Path(cfg.output_dir)
-    if (out / "train_done.json").exists():
-        return out
-    seed_everything(cfg.seed)
-    trainer, out = make_grpo_trainer(cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out)
-    acc = trainer.accelerator
-    main = acc.is_main_process
-    last = _last_checkpoint(out / "checkpoints") if resume else None
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        atomic_write_json(out / "versions.json", versions())
-        mpath = out / "metrics.jsonl"
-        rows = read_jsonl_resume(mpath)
-        keep_until = int(last.name.split("-")[-1]) if last else 0
-        if rows:
-            kept = [r for r in rows if r.get("step", 0) <= keep_until and "train_runtime" not in r]
-            with open(mpath, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
-    acc.wait_for_everyone()
-    t0 = time.time()
-    trainer.train(resume_from_checkpoint=str(last) if last else None)
-    if trainer.state.global_step < trainer.state.max_steps:  # stopped early: keep a checkpoint to resume from
-        if not (out / "checkpoints" / f"checkpoint-{trainer.state.global_step}").exists():
-            trainer._save_checkpoint(trainer.model, None)
-        return out
-    if trainer.capture is not None:
-        trainer.capture.remove()
-    final = out / "final"
-    merged_lora = bool(cfg.lora and cfg.merge_final)
-    if merged_lora:
-        if main:
-            copy.deepcopy(acc.unwrap_model(trainer.model)).merge_and_unload().save_pretrained(final)
-    else:
-        trainer.save_model(str(final))
-    if main:
-        trainer.processing_class.save_pretrained(final)
-        atomic_write_json(
-            out / "train_done.json",
-            {
-                "steps": trainer.state.global_step,
-                "train_time_s": round(time.time() - t0, 1),
-                "final": str(final),
-                "merged": merged_lora,
-                "neuron_scale": trainer.neuron_scale,
-            },
-        )
-    acc.wait_for_everyone()
-    return out
+    record = {
+        **to_dict(cfg),
+        "model": strict.model_identity(cfg.model),
+        "neurons": strict.file_identity(cfg.neurons),
+        "questions_file": strict.file_identity(cfg.questions_file),
+    }  # inputs by content: a moved run folder still resumes
+    return run_training(
+        cfg,
+        "grpo",
+        record,
+        lambda out: make_grpo_trainer(cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out),
+        resume=resume,
+        overwrite=overwrite,
+        summary=lambda t: {"neuron_scale": t.neuron_scale},
+    )

@@ -27,6 +27,11 @@ def register(sub) -> None:
     )
     p.add_argument("--out", default=None, help="run directory (default: output_dir of the config)")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="empty an output folder made by another config (otherwise refused, naming the keys that differ)",
+    )
     p.add_argument("--keys", action="store_true", help="list the config keys with their defaults and exit")
     g = p.add_argument_group("config keys (any GRPORunConfig key; overrides CONFIG)")
     for f in dataclasses.fields(GRPORunConfig):
@@ -68,6 +73,6 @@ def _grpo(args) -> int:
     if args.out:
         overrides += ["--output_dir", args.out]
     cfg = load_config(GRPORunConfig, args.config, overrides, section=section)
-    out = grpo(cfg, resume=not args.no_resume)
+    out = grpo(cfg, resume=not args.no_resume, overwrite=args.overwrite)
     print(f"run directory: {out}  (final model: {out / 'final'})")
     return 0

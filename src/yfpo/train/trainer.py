@@ -29,6 +29,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from transformers import TrainerCallback
@@ -717,43 +718,39 @@ DONE = "train_done.json"  # not done.json: that name is the pipeline's stage rec
 _NOT_RESULT = frozenset({"logging_steps", "save_steps", "save_total_limit"})
 
 
-def train(
-    cfg: TrainConfig,
+def run_training(
+    cfg,
+    stage: str,
+    record: dict,
+    build: Callable[[Path], tuple[Any, Path]],
+    *,
     resume: bool = True,
-    callbacks=None,
-    model=None,
-    tokenizer=None,
     overwrite: bool = False,
-    allow_other_weights: bool = False,
+    ignored=None,
+    summary: Callable[[Any], dict] | None = None,
 ) -> Path:
-    """Run (or resume) one training run; returns the run directory (its final/ loads with load_model).
-    A run directory made by another config is refused (yfpo.resume) unless overwrite (which empties it)."""
+    """The run-directory lifecycle `yfpo train` and `yfpo grpo` share: strict resume (a folder made by another
+    config is refused, unless overwrite empties it), build the trainer (a bad input fails before anything is
+    written), claim the folder, config + versions, append-only metrics with a resume marker, train from the last
+    checkpoint, a checkpoint when stopped early, final/ (LoRA merged when cfg.merge_final) and DONE with the
+    summary. `record` is the config as identities (model/pairs/neurons by content); `build(out)` returns
+    (trainer, out)."""
     from yfpo import resume as strict
-    from yfpo.config import save_config, to_dict
+    from yfpo.config import save_config
     from yfpo.utils import append_jsonl, atomic_write_json, read_jsonl_resume, seed_everything, versions
 
-    cfg.validate()
     out = Path(cfg.output_dir)
-    ignored = strict.IGNORED | _NOT_RESULT
-    record = {
-        **to_dict(cfg),
-        "model": strict.model_identity(cfg.model),
-        "pairs": strict.file_identity(cfg.pairs),
-        "neurons": strict.file_identity(cfg.neurons),
-    }  # by content: a moved run folder still resumes
+    ignored = strict.IGNORED | _NOT_RESULT if ignored is None else ignored
     if not overwrite:
-        strict.check(out, "train", record, ignored=ignored)
+        strict.check(out, stage, record, ignored=ignored)
         if (out / DONE).exists():
             return out
     seed_everything(cfg.seed)
-    # build first (model, data, NeuronSet): a bad model path or pairs file fails before anything is written
-    trainer, out = make_trainer(
-        cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out, allow_other_weights=allow_other_weights
-    )
+    trainer, out = build(out)
     acc = trainer.accelerator
     main = acc.is_main_process  # under accelerate/DDP only one process writes the run directory's own files
     if main:
-        strict.claim(out, "train", record, overwrite=overwrite, ignored=ignored)
+        strict.claim(out, stage, record, overwrite=overwrite, ignored=ignored)
     acc.wait_for_everyone()
     last = _last_checkpoint(out / "checkpoints") if resume else None
     if main:
@@ -774,7 +771,7 @@ def train(
         return out
     final = out / "final"
     tok = trainer.processing_class
-    if trainer.capture is not None:
+    if getattr(trainer, "capture", None) is not None:
         trainer.capture.remove()
     merged_lora = bool(cfg.lora and cfg.merge_final)
     if merged_lora:
@@ -785,14 +782,55 @@ def train(
         trainer.save_model(str(final))  # collective where the model is sharded; writes on the main process
     if main:
         tok.save_pretrained(final)
-        summary = {
+        done = {
             "steps": trainer.state.global_step,
             "train_time_s": round(time.time() - t0, 1),
             "final": str(final),
             "merged": merged_lora,
-            "pairs_used": len(trainer.train_dataset),
-            "pairs_dropped_prompt_too_long": getattr(trainer, "dropped_prompt_too_long", 0),
+            **(summary(trainer) if summary else {}),
         }
-        atomic_write_json(out / DONE, summary)
+        atomic_write_json(out / DONE, done)
     acc.wait_for_everyone()
     return out
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = True,
+    callbacks=None,
+    model=None,
+    tokenizer=None,
+    overwrite: bool = False,
+    allow_other_weights: bool = False,
+) -> Path:
+    """Run (or resume) one training run; returns the run directory (its final/ loads with load_model).
+    A run directory made by another config is refused (yfpo.resume) unless overwrite (which empties it)."""
+    from yfpo import resume as strict
+    from yfpo.config import to_dict
+
+    cfg.validate()
+    record = {
+        **to_dict(cfg),
+        "model": strict.model_identity(cfg.model),
+        "pairs": strict.file_identity(cfg.pairs),
+        "neurons": strict.file_identity(cfg.neurons),
+    }  # by content: a moved run folder still resumes
+
+    def build(out: Path):
+        # model, data, NeuronSet: a bad model path or pairs file fails before anything is written
+        return make_trainer(
+            cfg, model=model, tokenizer=tokenizer, callbacks=callbacks, out=out, allow_other_weights=allow_other_weights
+        )
+
+    return run_training(
+        cfg,
+        "train",
+        record,
+        build,
+        resume=resume,
+        overwrite=overwrite,
+        summary=lambda t: {
+            "pairs_used": len(t.train_dataset),
+            "pairs_dropped_prompt_too_long": getattr(t, "dropped_prompt_too_long", 0),
+        },
+    )
