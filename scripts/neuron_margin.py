@@ -5,8 +5,7 @@
 N is a count of pairs from the start of the file, or a slice START:END (e.g. 64:105 for the pairs a
 `limit_pairs: 64` training did not see). With YFPO_MARGIN_JSON=path the per-model results are also written there.
 
-Teacher-forces prompt (chat template) + response + EOS for each pair, one sequence at a time, captures the
-NeuronSet's activations with the trainer's NeuronCapture and prints the mean margin per model, and the paired
+yfpo.eval.margin.neuron_margins does the measuring; this prints the mean margin per model, and the paired
 change of the last model against the first (Wilcoxon signed-rank). Used for issue 5's before/after check:
     python scripts/neuron_margin.py pairs.jsonl neurons.json 64 default runs/train64/final
 """
@@ -16,13 +15,11 @@ import os
 import statistics
 import sys
 
-import torch
 from scipy.stats import wilcoxon
 
 from yfpo.data.pairs import load_pairs
+from yfpo.eval.margin import neuron_margins, summarize
 from yfpo.models import load_model
-from yfpo.neurons.neuronset import NeuronSet
-from yfpo.train.neuron_reward import NeuronCapture
 
 pairs_path, neurons_path, n_arg = sys.argv[1], sys.argv[2], sys.argv[3]
 models = sys.argv[4:]
@@ -31,33 +28,11 @@ pairs = load_pairs(pairs_path)[int(start or 0) : int(end) if end else None]
 res = {}
 for name in models:
     model, tok = load_model(name)
-    model.eval()
-    cap = NeuronCapture(model, NeuronSet.load(neurons_path, model))
-    ms = []
-    with torch.no_grad():
-        for p in pairs:
-            prompt = tok.apply_chat_template(
-                [{"role": "user", "content": p.prompt}], tokenize=False, add_generation_prompt=True
-            )
-            pi = tok(prompt, add_special_tokens=False)["input_ids"]
-            phis = []
-            for resp in (p.chosen, p.rejected):
-                ri = tok(resp, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-                ids = torch.tensor([pi + ri])
-                mask = torch.tensor([[0] * len(pi) + [1] * len(ri)])
-                with cap.window("policy"):
-                    model(input_ids=ids)
-                phis.append(float(cap.phi("policy", mask)[0]))
-                cap.clear()
-            ms.append(phis[0] - phis[1])
-    res[name] = {
-        "mean_margin": statistics.mean(ms),
-        "sd": statistics.stdev(ms),
-        "frac_positive": sum(m > 0 for m in ms) / len(ms),
-        "per_pair": ms,
-    }
+    ms = neuron_margins(model, tok, neurons_path, pairs)
+    res[name] = {**summarize(ms), "mean_margin": statistics.mean(ms), "per_pair": ms}
     print(
-        f"{name}: neuron margin mean {statistics.mean(ms):+.5f} (sd {statistics.stdev(ms):.5f}), positive on {sum(m > 0 for m in ms)}/{len(ms)} pairs",
+        f"{name}: neuron margin mean {statistics.mean(ms):+.5f} (sd {statistics.stdev(ms):.5f}), "
+        f"positive on {sum(m > 0 for m in ms)}/{len(ms)} pairs",
         flush=True,
     )
 a, b = res[models[0]]["per_pair"], res[models[-1]]["per_pair"]

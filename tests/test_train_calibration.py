@@ -4,6 +4,7 @@ of gamma*m, and the reference file: each against a direct computation (test_trai
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 
 import pytest
@@ -313,3 +314,22 @@ def test_trl_options_pass_through(files, tmp_path):
         TrainConfig(pairs="p", trl={"truncaton_mode": "keep_end"}).validate()
     with pytest.raises(ValueError, match="use lr"):
         TrainConfig(pairs="p", trl={"learning_rate": 1e-3}).validate()
+
+
+def test_held_out_margin_measure_equals_the_trainers_m_ref(files, tmp_path):
+    """yfpo.eval.margin (held-out pairs, after training) measures what the trainer's reference pass measures."""
+    from yfpo.data.pairs import load_pairs
+    from yfpo.eval.margin import neuron_margins, summarize
+    from yfpo.train.reference import compute_reference
+
+    d, pairs, npath = files
+    model, tok = tiny_model("llama", seed=0)
+    ns = NeuronSet.load(npath)
+    base = cfg_for(tmp_path, pairs, lora=False, gamma=GAMMA, neurons=str(npath))
+    data = json.loads(compute_reference(base, {"s": ns}, tmp_path / "r.json", model=model, tokenizer=tok).read_text())
+    got = neuron_margins(model, tok, ns, load_pairs(pairs), max_length=base.max_length)
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(data["m_ref"]["s"]["m_ref"]), rtol=1e-4, atol=1e-5)
+    swapped = [dataclasses.replace(p, chosen=p.rejected, rejected=p.chosen) for p in load_pairs(pairs)]
+    assert neuron_margins(model, tok, ns, swapped) == pytest.approx([-m for m in got], abs=1e-6)
+    s = summarize(got)
+    assert s["n"] == len(got) and s["se"] == pytest.approx(s["sd"] / len(got) ** 0.5)
