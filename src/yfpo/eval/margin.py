@@ -13,12 +13,19 @@ import torch
 from yfpo.data.pairs import Pair
 
 
-def neuron_margins(model, tokenizer, neurons, pairs: list[Pair], max_length: int | None = None) -> list[float]:
-    """Per pair, phi(chosen) - phi(rejected) under `model` with NeuronSet `neurons` (a path or a NeuronSet)."""
+def neuron_margins(
+    model, tokenizer, neurons, pairs: list[Pair], max_length: int | None = None, allow_other_weights: bool = False
+) -> list[float]:
+    """Per pair, phi(chosen) - phi(rejected) under `model` with NeuronSet `neurons` (a path or a NeuronSet).
+    allow_other_weights: the set was found on other weights (a trained model measured with its base's set)."""
     from yfpo.neurons.neuronset import NeuronSet
     from yfpo.train.neuron_reward import NeuronCapture
 
-    ns = neurons if isinstance(neurons, NeuronSet) else NeuronSet.load(neurons, model)
+    ns = (
+        neurons
+        if isinstance(neurons, NeuronSet)
+        else NeuronSet.load(neurons, model, allow_other_weights=allow_other_weights)
+    )
     cap = NeuronCapture(model, ns)
     model.eval()
     out = []
