@@ -1,19 +1,14 @@
-"""scripts/power_plan.py: exact McNemar power against brute force, the fast sign-flip p against
+"""yfpo.eval.power (scripts/power_plan.py's model): exact McNemar power against brute force, the fast sign-flip p against
 yfpo.eval.stats, and the simulated power against the analytic one where they must agree."""
 
-import importlib.util
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from yfpo.eval import power as pp
 from yfpo.eval.stats import mcnemar_exact, sign_flip_exact
-
-_spec = importlib.util.spec_from_file_location("power_plan", Path(__file__).parents[1] / "scripts" / "power_plan.py")
-pp = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pp)
 
 
 def brute_force_power(n: int, p01: float, p10: float, alpha: float = 0.05) -> float:
