@@ -389,3 +389,21 @@ def test_random_neuron_control_verdict(tmp_path):
     md = (build_report(run).parent / "report.md").read_text()
     assert "the gain is attributable to the math neurons" in md
     assert "| YFPO (random neurons) | 2 |" in md
+
+
+def test_paired_test_gives_a_bootstrap_ci_of_the_item_difference():
+    from yfpo.report.compare import paired_test
+    from yfpo.report.read import RunData
+
+    def ev(correct):
+        return {
+            "summary": {"primary": "flexible", "n": len(correct), "accuracy": {"flexible": {"acc": 0}}},
+            "items": [{"id": f"i{i}", "correct": {"flexible": c}} for i, c in enumerate(correct)],
+        }
+
+    a = [True] * 6 + [False] * 14
+    b = [False] * 20
+    rd = RunData(dir=Path("."), index={}, config={})
+    rd.evals = {("yfpo", 0, "x"): ev(a), ("dpo", 0, "x"): ev(b)}
+    t = paired_test(rd, "yfpo", "dpo", "x")
+    assert t["diff"] == pytest.approx(0.3) and 0.05 < t["diff_lo"] < 0.3 < t["diff_hi"] <= 0.55

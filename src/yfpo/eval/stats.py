@@ -112,7 +112,8 @@ def mean_ci(values: Sequence[float], conf: float = 0.95) -> dict:
 
 
 def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -> dict:
-    """Mean of per-item values in [0, 1] (pass@k, success rates) with a 95% percentile bootstrap CI over items."""
+    """Mean of per-item values (pass@k, success rates, paired differences) with a 95% percentile bootstrap CI
+    over items."""
     v = np.asarray(values, dtype=float)
     if len(v) == 0:
         return {"mean": 0.0, "lo": 0.0, "hi": 0.0, "n": 0}

@@ -10,7 +10,7 @@ paired with every seed of the other method."""
 
 from __future__ import annotations
 
-from yfpo.eval.stats import mcnemar_exact, mean_ci, sign_flip_exact, wilson_ci
+from yfpo.eval.stats import bootstrap_mean_ci, mcnemar_exact, mean_ci, sign_flip_exact, wilson_ci
 from yfpo.report.read import RunData
 
 METHOD_LABELS = {
@@ -157,7 +157,9 @@ def paired_test(rd: RunData, a: str, b: str, bench: str) -> dict | None:
     r = mcnemar(xa, xb)
     common = sorted(set.intersection(*(set(d) for d in per_seed)))
     k = len(per_seed)
-    sf = sign_flip_exact([sum(d[i] for d in per_seed) / k for i in common], denominator=k)
+    item_diff = [sum(d[i] for d in per_seed) / k for i in common]  # a - b per item, mean over seeds
+    sf = sign_flip_exact(item_diff, denominator=k)
+    ci = bootstrap_mean_ci(item_diff)  # 95% percentile bootstrap over items (the unit of the test)
     test = "McNemar exact" if k == 1 else f"exact sign-flip over {len(common)} items (mean of {k} seeds)"
     r.update(
         acc_a=sum(xa) / len(xa),
@@ -167,5 +169,8 @@ def paired_test(rd: RunData, a: str, b: str, bench: str) -> dict | None:
         n_items=len(common),
         seeds=k,
         test=test,
+        diff=ci["mean"],
+        diff_lo=ci["lo"],
+        diff_hi=ci["hi"],
     )
     return r

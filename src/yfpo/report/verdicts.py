@@ -63,7 +63,9 @@ def _sentence(t: dict, a: str, b: str, bench: str, effect: str) -> str:
     else:
         what = f"not significant at {ALPHA}: no evidence here that {effect} {'helped' if diff >= 0 else 'hurt'}"
     return (
-        f"{la} vs {lb} on {bench}: {100 * t['acc_a']:.1f}% vs {100 * t['acc_b']:.1f}% ({diff:+.1f} points) "
+        f"{la} vs {lb} on {bench}: {100 * t['acc_a']:.1f}% vs {100 * t['acc_b']:.1f}% ({diff:+.1f} points"
+        + (f", 95% CI [{100 * t['diff_lo']:+.1f}, {100 * t['diff_hi']:+.1f}]" if "diff_lo" in t else "")
+        + ") "
         f"over {t['n']} paired items ({t['a_only']} only {la} right, {t['b_only']} only {lb} right); "
         f"{t['test']} p = {t['p']:.3g} — {what}."
     )
