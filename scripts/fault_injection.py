@@ -965,6 +965,7 @@ def main() -> int:
     ap.add_argument("--malformed", action="store_true", help="run only the malformed-input table")
     ap.add_argument("--no-malformed", action="store_true", help="skip the malformed-input table")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--markdown", help="write the results as Markdown tables here (for docs/reliability.md)")
     args = ap.parse_args()
     os.environ.update(OMP_NUM_THREADS="1", YFPO_NO_PROGRESS="1")
     sys.path.insert(0, str(ROOT / "src"))
@@ -978,13 +979,15 @@ def main() -> int:
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip(),
         "ignored_keys": sorted(IGNORED_KEYS),
+        "work": str(work),
     }
     if not args.malformed:
         rng = random.Random(args.seed)
-        t_start = startup_time()
-        results["startup_s"] = round(t_start, 2)
+        results["startup_s"] = {}
         results["targets"] = []
         for name in args.targets.split(","):
+            t_start = startup_time()  # per target: on a machine whose load changes, the kill window follows it
+            results["startup_s"][name] = round(t_start, 2)
             print(f"[fault injection] {name}: reference run, then {args.trials} trials", flush=True)
             r = fault_inject(TARGETS[name], fx, work, args.trials, rng, t_start)
             results["targets"].append(vars(r))
@@ -999,10 +1002,45 @@ def main() -> int:
         print(f"malformed inputs: {sum(r['passed'] for r in rows)}/{len(rows)} pass")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_tables(results))
     bad = any(t["mismatched_trials"] for t in results.get("targets", [])) or not all(
         r["passed"] for r in results.get("malformed", [])
     )
     return 1 if bad else 0
+
+
+def markdown_tables(results: dict) -> str:
+    """The trial table and the malformed-input table of one run, as docs/reliability.md shows them."""
+    out = [f"Commit {results.get('commit')}."]
+    if results.get("targets"):
+        out += [
+            "",
+            "| target | start-up (s) | reference wall (s) | trials | kills | finished first | resumes | resume failures "
+            "| mismatched trials | what differed |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for t in results["targets"]:
+            st = (results.get("startup_s") or {}).get(t["target"], "")
+            diff = "; ".join(t["mismatches"] or []) or "—"
+            out.append(
+                f"| {t['target']} | {st} | {t['ref_wall_s']} | {t['trials']} | {t['kills']} | "
+                f"{t['finished_before_kill']} | {t['resumes']} | {t['resume_failures']} | {t['mismatched_trials']} "
+                f"| {diff} |"
+            )
+    if results.get("malformed"):
+        rows = results["malformed"]
+        out += [
+            "",
+            f"Malformed inputs: {sum(r['passed'] for r in rows)} of {len(rows)} pass.",
+            "",
+            "| id | input | defect | result | error printed |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in rows:
+            msg = r["message"].replace(results.get("work", "\0"), "…").replace("|", "\\|")
+            out.append(f"| {r['id']} | {r['kind']} | {r['what']} | {'pass' if r['passed'] else 'FAIL'} | {msg} |")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
