@@ -585,3 +585,58 @@ def test_bad_eval_sampling_keys_fail_before_any_stage(tmp_path, key, value, msg)
     with pytest.raises(ValueError, match=msg):
         make_plan(rc)
     assert not (tmp_path / "runs").exists()
+
+
+def test_grpo_methods_run_in_the_pipeline_and_the_report_compares_them(tmp_path):
+    """`trainer: grpo` methods: GRPORunConfig from the grpo section + method keys, no pairs/reference stage
+    when no DPO-family method needs them, reward curves and the neuron-vs-plain verdict in the report."""
+    from yfpo.train.grpo_config import GRPORunConfig
+
+    class F(Fakes):
+        def runners(self):
+            return {**super().runners(), "grpo": self.grpo}
+
+        def grpo(self, cfg):
+            assert isinstance(cfg, GRPORunConfig) and cfg.questions == "mawps_singleop" and cfg.num_generations == 2
+            self.calls["grpo"] += 1
+            self.train_cfgs[Path(cfg.output_dir).name] = cfg
+            out = Path(cfg.output_dir)
+            rows = [{"step": s, "loss": 0.1, "rewards/accuracy/mean": 0.1 * s, "step_time": 90.0} for s in (1, 2)]
+            (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            (out / "final").mkdir(exist_ok=True)
+            return out
+
+    rc = _rc(tmp_path)
+    rc.grpo = {"questions": "mawps_singleop", "num_generations": 2, "batch_size": 2, "max_steps": 2}
+    rc.methods = {"grpo": {"trainer": "grpo"}, "grpo_nr": {"trainer": "grpo", "neuron_reward_weight": 0.5}}
+    f = F()
+    run_pipeline(rc, runners=f.runners(), log=lambda m: None)
+    assert f.calls["grpo"] == 2 and f.calls["train"] == 0 and f.calls["pairs"] == 0 and f.calls["reference"] == 0
+    cfgs = {k.split("-s")[0]: c for k, c in f.train_cfgs.items()}
+    assert cfgs["grpo_nr"].neuron_reward_weight == 0.5 and cfgs["grpo"].neuron_reward_weight == 0.0
+    assert cfgs["grpo_nr"].neurons.endswith("neurons.json") and cfgs["grpo"].seed == 0
+    md = (tmp_path / "runs" / "t" / "report" / "report.md").read_text()
+    assert "grpo_nr" in md and " vs " in md and "rewards/accuracy/mean" in md and "step_time" in md
+    from yfpo.report.verdicts import neuron_comparisons
+
+    assert ("grpo_nr", "grpo") in neuron_comparisons(
+        json.loads((tmp_path / "runs" / "t" / "run.json").read_text())["config"]["methods"]
+    )
+
+
+@pytest.mark.parametrize(
+    "methods,msg",
+    [
+        ({"g": {"trainer": "grpo", "gamma": 1.0}}, "takes neuron_reward_weight / neuron_loss_weight, not gamma"),
+        ({"g": {"trainer": "ppo"}}, "methods.g.trainer must be one of dpo, grpo"),
+        ({"g": {"trainer": "grpo", "num_generations": 1}}, "methods.g \\(with the grpo section\\): num_generations"),
+        ({"g": {"trainer": "grpo", "num_generatons": 4}}, "num_generatons"),
+    ],
+)
+def test_bad_grpo_methods_fail_at_planning(tmp_path, methods, msg):
+    from yfpo.run import make_plan
+
+    rc = _rc(tmp_path)
+    rc.methods = methods
+    with pytest.raises(ValueError, match=msg):
+        make_plan(rc)

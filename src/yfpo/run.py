@@ -47,7 +47,8 @@ DEFAULT_METHODS = {
 # method keys that `yfpo run` reads itself; every other method key is a TrainConfig field
 #   neurons: which NeuronSet the method's reward uses (neurons/controls.py KINDS; default: the run's own set)
 #   gammas: [g1, g2, ...] expands the method into one method per gamma, named <method>_g<g>
-METHOD_KEYS = ("neurons", "gammas")
+METHOD_KEYS = ("neurons", "gammas", "trainer")
+TRAINERS = ("dpo", "grpo")  # a method's `trainer:` (dpo: the DPO-family trainer of `yfpo train`; grpo: `yfpo grpo`)
 # per stage kind, the config fields that only say where a stage reads/writes or how visibly it works: they do
 # not enter its hash (what they point to enters through the stage's inputs: model identity, input stage hashes)
 _NO_HASH = {
@@ -98,7 +99,10 @@ class RunConfig:
     pairs: dict[str, Any] = field(default_factory=dict)  # PairsConfig keys
     pairs_file: str | None = None  # use this pairs JSONL instead of building pairs
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys shared by every method
-    # each method: TrainConfig keys on top of `train`, plus METHOD_KEYS (neurons, gammas)
+    # GRPORunConfig keys shared by the methods with `trainer: grpo` (online RL on benchmark questions)
+    grpo: dict[str, Any] = field(default_factory=dict)
+    # each method: TrainConfig keys on top of `train` (GRPORunConfig keys on top of `grpo` for `trainer: grpo`),
+    # plus METHOD_KEYS (neurons, gammas, trainer)
     methods: dict[str, dict[str, Any]] = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_METHODS)))
     eval: EvalSection = field(default_factory=EvalSection)
     # reference log-probs (and the neuron margin m_ref) computed once per model x pairs x tokenization and fed
@@ -174,6 +178,19 @@ def resolve_methods(rc: RunConfig) -> dict[str, dict[str, Any]]:
             raise ValueError(f"run config: methods.{name} must be a mapping of TrainConfig keys, got {keys!r}")
         keys = dict(keys or {})
         keys["neurons"] = normalise_kind(keys.get("neurons", default_kind), where=f"methods.{name}.neurons")
+        trainer = keys.get("trainer", "dpo")
+        if trainer not in TRAINERS:
+            raise ValueError(
+                f"run config: methods.{name}.trainer must be one of {', '.join(TRAINERS)}, got {trainer!r}"
+            )
+        if trainer == "grpo":
+            if "gamma" in keys or "gammas" in keys:
+                raise ValueError(
+                    f"run config: methods.{name} (trainer: grpo) takes neuron_reward_weight / neuron_loss_weight, "
+                    "not gamma/gammas"
+                )
+            out[name] = {**keys, "trainer": "grpo"}
+            continue
         gammas = keys.pop("gammas", None)
         if gammas is None:
             out[name] = {**keys, "gamma": _number(keys.get("gamma", default_gamma))}
@@ -225,6 +242,8 @@ def train_config(
         seed=seed,
         name=f"{rc.name}/{method}-s{seed}",
     )
+    if keys.get("trainer") == "grpo":
+        return grpo_config(rc, method, keys, seed, neurons_path, out_dir)
     if ref_logps is not None:
         data["ref_logps"] = str(ref_logps)
     cfg = from_dict(TrainConfig, data, prefix=f"methods.{method}/train.")
@@ -232,6 +251,29 @@ def train_config(
         return cfg.validate()
     except ValueError as e:
         raise ValueError(f"run config: methods.{method} (with the train section): {e}") from None
+
+
+def grpo_config(rc: RunConfig, method: str, keys: dict, seed: int, neurons_path: Path, out_dir: Path):
+    """GRPORunConfig for one `trainer: grpo` method x seed (validated): the `grpo` section, the method's keys,
+    then the run's model/neurons/output/seed (dtype and device unless the grpo section sets them)."""
+    from yfpo.config import from_dict
+    from yfpo.train.grpo_config import GRPORunConfig
+
+    data = {**rc.grpo, **{k: v for k, v in keys.items() if k not in METHOD_KEYS}}
+    data.setdefault("dtype", rc.dtype)
+    data.setdefault("device", rc.device)
+    data.update(
+        model=rc.model,
+        neurons=str(neurons_path),
+        output_dir=str(out_dir),
+        seed=seed,
+        name=f"{rc.name}/{method}-s{seed}",
+    )
+    cfg = from_dict(GRPORunConfig, data, prefix=f"methods.{method}/grpo.")
+    try:
+        return cfg.validate()
+    except ValueError as e:
+        raise ValueError(f"run config: methods.{method} (with the grpo section): {e}") from None
 
 
 # the TrainConfig fields that decide the reference log-probs of a pairs file (tokenization and precision)
@@ -372,6 +414,12 @@ def _run_reference(cfg, neurons: dict[str, str], out_dir: Path) -> Path:
     return compute_reference(cfg, neuron_sets=sets, out=Path(out_dir) / "reference.json")
 
 
+def _run_grpo(cfg) -> Path:
+    from yfpo.train.grpo import grpo
+
+    return grpo(cfg)
+
+
 def _run_train(cfg) -> Path:
     from yfpo.train.trainer import train
 
@@ -399,6 +447,7 @@ RUNNERS = {
     "pairs": _run_pairs,
     "reference": _run_reference,
     "train": _run_train,
+    "grpo": _run_grpo,
     "eval": _run_eval,
     "discrimination": _run_discrimination,
 }
@@ -650,8 +699,9 @@ class Pipeline:
         neurons = self.neuron_sets(plan)
         # independent units are deferred when another process on this run dir holds them, then waited for
         check_later = plan.check is not None and self.causal_check(plan, neurons["own"], defer=True) is None
-        pairs = self.pairs(plan)
-        refs = self.references(plan, neurons, pairs) if plan.ref_logps else {}
+        dpo_family = any(k.get("trainer", "dpo") == "dpo" for k in plan.methods.values())
+        pairs = self.pairs(plan) if dpo_family else (None, None)  # GRPO methods sample their own completions
+        refs = self.references(plan, neurons, pairs) if plan.ref_logps and dpo_family else {}
         trained = self.train_all(plan, neurons, pairs, refs)
         self.evaluate(trained)
         if check_later:
@@ -759,6 +809,8 @@ class Pipeline:
 
         groups: dict[str, list[tuple[str, int]]] = {}
         for (m, seed), tcfg in plan.train.items():
+            if plan.methods[m].get("trainer") == "grpo":
+                continue  # no reference file: GRPO's reference (if beta > 0) is TRL's
             key = stable_hash({k: getattr(tcfg, k) for k in REF_KEYS if hasattr(tcfg, k)}, n=10)
             groups.setdefault(key, []).append((m, seed))
         out = {}
@@ -809,15 +861,21 @@ class Pipeline:
         npath, nhash = neurons[neuron_key(keys["neurons"], seed)]
         ref = refs.get((method, seed))
 
+        grpo = keys.get("trainer") == "grpo"
+
         def run_train(folder: Path, method=method, seed=seed, keys=keys, npath=npath, ref=ref) -> dict:
             tcfg = train_config(self.rc, method, keys, seed, pairs[0], npath, folder, ref[0] if ref else None)
-            out = Path(self.runners["train"](tcfg))
+            out = Path(self.runners["grpo" if grpo else "train"](tcfg))
             final = out / "final"
             if not final.exists():
                 raise StageFailed(f"stage train/{method}-s{seed}: {final} was not written; see {out}")
             return {"final": self._rel(final), "run_dir": self._rel(out)}
 
         inputs = {"model": self.mid, "neurons": nhash, "pairs": pairs[1], **({"reference": ref[1]} if ref else {})}
+        if grpo:
+            from yfpo.resume import file_identity
+
+            inputs = {"model": self.mid, "neurons": nhash, "questions_file": file_identity(probe.questions_file)}
         return self.stage(
             f"train/{method}-s{seed}",
             "train",
@@ -825,7 +883,7 @@ class Pipeline:
             to_dict(probe),
             inputs,
             run_train,
-            meta={"method": method, "seed": seed, "neurons": keys["neurons"], "gamma": keys["gamma"]},
+            meta={"method": method, "seed": seed, "neurons": keys["neurons"], "gamma": keys.get("gamma")},
             defer=defer,
         )
 

@@ -35,7 +35,11 @@ def _run(args) -> int:
         if args.check_only:
             plan = make_plan(rc)
             for m, keys in plan.methods.items():
-                print(f"{m}: gamma {keys['gamma']}, neurons {keys['neurons']}")
+                if keys.get("trainer") == "grpo":
+                    w = {k: keys.get(k, 0) for k in ("neuron_reward_weight", "neuron_loss_weight")}
+                    print(f"{m}: grpo, {', '.join(f'{k} {v}' for k, v in w.items())}, neurons {keys['neurons']}")
+                else:
+                    print(f"{m}: gamma {keys['gamma']}, neurons {keys['neurons']}")
             print(
                 f"[yfpo run] {args.config}: every stage's config is valid "
                 f"({len(plan.train)} trainings, {len(rc.eval.benches)} benchmarks)"

@@ -136,6 +136,8 @@ def _training_section(doc: Doc, rd: RunData, out: Path) -> None:
     if png:
         doc.img(png, "training curves: loss, DPO reward margin, neuron margin, accuracies")
     keys = ["loss", "rewards/margins", "rewards/accuracies", "neuron/margin", "neuron/accuracy"]
+    grpo_keys = ["rewards/accuracy/mean", "rewards/neuron/mean", "step_time"]  # GRPO methods (trainer: grpo)
+    keys += [k for k in grpo_keys if any(k in r for rows_ in rd.metrics.values() for r in rows_)]
     rows = []
     for run, mrows in rd.metrics.items():
         tail = mrows[-max(1, len(mrows) // 10) :]

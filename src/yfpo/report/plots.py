@@ -11,6 +11,11 @@ CURVES = (
     ("neuron/margin", "neuron margin"),
     ("rewards/accuracies", "reward accuracy"),
     ("neuron/accuracy", "neuron accuracy"),
+    # GRPO methods (trainer: grpo): the verifiable and the neuron reward, completion length
+    ("rewards/accuracy/mean", "GRPO accuracy reward"),
+    ("rewards/neuron/mean", "GRPO neuron reward"),
+    ("neuron/loss_term", "GRPO neuron loss term"),
+    ("completions/mean_length", "GRPO completion length"),
 )
 
 

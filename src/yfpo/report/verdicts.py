@@ -13,12 +13,20 @@ NEURON_COMPARISONS = (("yfpo", "dpo"), ("yfpo_fdt", "dpo_fdt"))
 MATH_NEURONS = (None, "attnlrp")  # `neurons:` values meaning the run's own (math) NeuronSet
 
 
+GRPO_WEIGHTS = ("neuron_reward_weight", "neuron_loss_weight")  # a `trainer: grpo` method's neuron signal
+
+
 def _gamma(c: dict) -> float:
+    """The strength of a method's neuron signal: gamma, or for GRPO methods the sum of the neuron weights."""
+    if c.get("trainer") == "grpo":
+        return sum(abs(float(c.get(k, 0) or 0)) for k in GRPO_WEIGHTS)
     return float(c.get("gamma", 0) or 0)
 
 
 def _without(c: dict, *keys: str) -> dict:
-    return {k: v for k, v in c.items() if k not in keys}
+    """c without `keys` (for GRPO methods "gamma" stands for the neuron weights: both go)."""
+    drop = set(keys) | (set(GRPO_WEIGHTS) if "gamma" in keys and c.get("trainer") == "grpo" else set())
+    return {k: v for k, v in c.items() if k not in drop}
 
 
 def neuron_comparisons(methods: dict[str, dict]) -> list[tuple[str, str]]:
