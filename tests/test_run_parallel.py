@@ -80,3 +80,5 @@ def test_a_held_training_is_deferred_then_waited_for(tmp_path):
     i_other = next(i for i, m in enumerate(logs) if m.startswith("[yfpo run] train/") and "dpo-s0" not in m)
     i_reuse = next(i for i, m in enumerate(logs) if m.startswith("[yfpo run] train/dpo-s0: done before"))
     assert i_defer < i_other < i_reuse  # deferred, went on with other trainings, came back and reused it
+    i_eval = next(i for i, m in enumerate(logs) if m.startswith("[yfpo run] eval/"))
+    assert i_eval < i_reuse  # and evaluated the models it had before waiting for the held training

@@ -702,8 +702,13 @@ class Pipeline:
         dpo_family = any(k.get("trainer", "dpo") == "dpo" for k in plan.methods.values())
         pairs = self.pairs(plan) if dpo_family else (None, None)  # GRPO methods sample their own completions
         refs = self.references(plan, neurons, pairs) if plan.ref_logps and dpo_family else {}
-        trained = self.train_all(plan, neurons, pairs, refs)
+        # trainings another process holds are waited for only after evaluating what is trained already, so no
+        # process idles while there is work
+        trained, later = self.train_all(plan, neurons, pairs, refs, wait=False)
         self.evaluate(trained)
+        if later:
+            rest = self.train_all(plan, neurons, pairs, refs, only=later)[0]
+            self.evaluate(rest, base=False)
         if check_later:
             self.causal_check(plan, neurons["own"])
         self.index["time_s_this_invocation"] = round(time.time() - t0, 2)
@@ -841,18 +846,32 @@ class Pipeline:
                 out[member] = (self.dir / rec["outputs"]["ref_logps"], ref_id)
         return out
 
-    def train_all(self, plan: Plan, neurons: dict, pairs: tuple[Path, str], refs: dict) -> dict[tuple[str, int], dict]:
-        """Stage 3: every method x seed; {(method, seed): done record}."""
+    def train_all(
+        self,
+        plan: Plan,
+        neurons: dict,
+        pairs: tuple[Path, str],
+        refs: dict,
+        wait: bool = True,
+        only: list[tuple[str, int]] | None = None,
+    ) -> tuple[dict[tuple[str, int], dict], list[tuple[str, int]]]:
+        """Stage 3: every method x seed (or `only` these): ({(method, seed): done record}, the ones another
+        process holds). wait: come back to those and wait for them (the second list is then empty)."""
+        units = [(k, plan.train[k]) for k in (only if only is not None else plan.train)]
         trained: dict[tuple[str, int], dict] = {}
-        later = []
-        for defer, units in ((True, list(plan.train.items())), (False, later)):
-            for (method, seed), probe in units:
+        later: list = []
+        for defer, todo in ((not wait or only is None, units), (False, later if wait else [])):
+            for (method, seed), probe in list(todo):
                 rec = self._train_one(plan, neurons, pairs, refs, method, seed, probe, defer)
                 if rec is None:
                     later.append(((method, seed), probe))
                 else:
                     trained[(method, seed)] = rec
-        return {k: trained[k] for k in plan.train}  # plan order, whoever trained it
+            if not wait:
+                break
+        order = [k for k, _ in units]
+        held = [k for k, _ in later] if not wait else []
+        return {k: trained[k] for k in order if k in trained}, held
 
     def _train_one(self, plan, neurons, pairs, refs, method, seed, probe, defer) -> dict | None:
         from yfpo.config import to_dict
@@ -887,10 +906,10 @@ class Pipeline:
             defer=defer,
         )
 
-    def evaluate(self, trained: dict[tuple[str, int], dict]) -> None:
+    def evaluate(self, trained: dict[tuple[str, int], dict], base: bool = True) -> None:
         """Stage 4: every benchmark (and pair discrimination) for the base model and every trained model."""
         targets: list[tuple[str, int | None, str, dict]] = []
-        if self.rc.eval.base:
+        if self.rc.eval.base and base:
             targets.append(("base", None, self.rc.model, {"model": self.mid}))
         for (method, seed), rec in trained.items():
             targets.append((method, seed, str(self.dir / rec["outputs"]["final"]), {"train": rec["hash"]}))
