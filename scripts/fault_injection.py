@@ -341,6 +341,12 @@ def same_file(a: Path, b: Path) -> bool:
     suf = a.suffix
     if suf == ".json":
         return _strip(json.loads(a.read_text())) == _strip(json.loads(b.read_text()))
+    if a.name == "metrics.jsonl":  # append-only: a resume adds a marker and replays steps; compare the curve
+        from yfpo.utils import read_jsonl_resume, read_metrics
+
+        end = [_strip(r) for r in read_jsonl_resume(a) if "train_runtime" in r]
+        end_b = [_strip(r) for r in read_jsonl_resume(b) if "train_runtime" in r]
+        return [_strip(r) for r in read_metrics(a)] == [_strip(r) for r in read_metrics(b)] and end == end_b
     if suf == ".jsonl":
         la = [_strip(json.loads(x)) for x in a.read_text().splitlines() if x.strip()]
         lb = [_strip(json.loads(x)) for x in b.read_text().splitlines() if x.strip()]

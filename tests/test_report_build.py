@@ -407,3 +407,27 @@ def test_paired_test_gives_a_bootstrap_ci_of_the_item_difference():
     rd.evals = {("yfpo", 0, "x"): ev(a), ("dpo", 0, "x"): ev(b)}
     t = paired_test(rd, "yfpo", "dpo", "x")
     assert t["diff"] == pytest.approx(0.3) and 0.05 < t["diff_lo"] < 0.3 < t["diff_hi"] <= 0.55
+
+
+def test_report_reads_a_resumed_training_curve_once(tmp_path):
+    """metrics.jsonl of a resumed training (marker + replayed steps) reads as one curve in the report."""
+    from yfpo.report.read import read_run
+
+    run = tmp_path / "r"
+    folder = run / "train" / "yfpo-s0-x"
+    folder.mkdir(parents=True)
+    rows = [{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.8}, {"step": 3, "loss": 0.7}]  # killed after step 3
+    rows += [{"event": "resume", "step": 2}, {"step": 3, "loss": 0.71}, {"step": 4, "loss": 0.6}]
+    rows += [{"train_runtime": 12.0, "step": 4}]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "stages": [
+                    {"name": "train/yfpo-s0", "kind": "train", "dir": "train/yfpo-s0-x", "method": "yfpo", "seed": 0}
+                ]
+            }
+        )
+    )
+    rd = read_run(run)
+    assert [(r["step"], r["loss"]) for r in rd.metrics["yfpo-s0"]] == [(1, 0.9), (2, 0.8), (3, 0.71), (4, 0.6)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yfpo.utils import read_jsonl_resume
+from yfpo.utils import read_jsonl_resume, read_metrics
 
 
 @dataclass
@@ -56,7 +56,8 @@ def _read_stage(rd: RunData, s: dict) -> None:
     elif kind == "pairs" and (folder / "summary.json").exists():
         rd.pairs = _read_json(folder / "summary.json")
     elif kind == "train":
-        rows = [r for r in _jsonl(folder / "metrics.jsonl") if "train_runtime" not in r]  # drop the end summary
+        mpath = folder / "metrics.jsonl"
+        rows = read_metrics(mpath) if mpath.exists() else []  # one curve: replayed steps once, no end summary
         if rows:
             rd.metrics[f"{s['method']}-s{s['seed']}"] = rows
     elif kind == "eval" and finished and (folder / "summary.json").exists():
