@@ -145,6 +145,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--heldout-start", type=int, default=None, help="first held-out pair (default: train.limit_pairs)")
     ap.add_argument("--out", default=None, help="output folder (default RUN_DIR/summary)")
     ap.add_argument("--no-margins", action="store_true", help="skip the held-out margins (no model is loaded)")
+    ap.add_argument(
+        "--margins-from", default=None, help="a summary.json whose held-out margins to reuse (same run and pairs)"
+    )
     args = ap.parse_args(argv)
 
     from yfpo.report.read import read_run
@@ -187,7 +190,13 @@ def main(argv: list[str]) -> int:
             if s["kind"] == "train" and (rd.dir / s["dir"] / "done.json").exists():
                 rec = json.loads((rd.dir / s["dir"] / "done.json").read_text())
                 models[f"{s['method']}-s{s['seed']}"] = str(rd.dir / rec["outputs"]["final"])
-        res["heldout_margin"] = heldout_margins(rd, start, models)
+        if args.margins_from:
+            res["heldout_margin"] = json.loads(Path(args.margins_from).read_text())["heldout_margin"]
+            missing = sorted(set(models) - set(res["heldout_margin"]["models"]))
+            if missing or res["heldout_margin"]["start"] != start:
+                raise SystemExit(f"--margins-from {args.margins_from}: lacks {missing} or another held-out start")
+        else:
+            res["heldout_margin"] = heldout_margins(rd, start, models)
         res["margin_paired"] = {f"{b} - {a}": paired(res["heldout_margin"], a, b, seeds) for a, b in comps}
 
     (out / "summary.json").write_text(json.dumps(res, indent=1, default=str))
