@@ -190,11 +190,13 @@ def main(argv: list[str]) -> int:
             if s["kind"] == "train" and (rd.dir / s["dir"] / "done.json").exists():
                 rec = json.loads((rd.dir / s["dir"] / "done.json").read_text())
                 models[f"{s['method']}-s{s['seed']}"] = str(rd.dir / rec["outputs"]["final"])
-        if args.margins_from:
+        if args.margins_from:  # reuse those margins, measure only the models they lack
             res["heldout_margin"] = json.loads(Path(args.margins_from).read_text())["heldout_margin"]
-            missing = sorted(set(models) - set(res["heldout_margin"]["models"]))
-            if missing or res["heldout_margin"]["start"] != start:
-                raise SystemExit(f"--margins-from {args.margins_from}: lacks {missing} or another held-out start")
+            if res["heldout_margin"]["start"] != start:
+                raise SystemExit(f"--margins-from {args.margins_from}: held out from pair {start}, not this run's")
+            missing = {k: v for k, v in models.items() if k not in res["heldout_margin"]["models"]}
+            if missing:
+                res["heldout_margin"]["models"].update(heldout_margins(rd, start, missing)["models"])
         else:
             res["heldout_margin"] = heldout_margins(rd, start, models)
         res["margin_paired"] = {f"{b} - {a}": paired(res["heldout_margin"], a, b, seeds) for a, b in comps}

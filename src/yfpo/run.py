@@ -586,7 +586,20 @@ class Pipeline:
         from yfpo.utils import atomic_write_json, now
 
         self.index.update(config=to_dict(self.rc), updated=now())
-        atomic_write_json(self.dir / "run.json", self.index)
+        # another process on this run dir (same config) may have recorded stages this one has not visited yet:
+        # keep them; a run.json of another config (an earlier run) contributes nothing
+        path = self.dir / "run.json"
+        try:
+            doc = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            doc = {}
+        same = json.dumps(doc.get("config"), sort_keys=True, default=str) == json.dumps(
+            json.loads(json.dumps(self.index["config"], default=str)), sort_keys=True, default=str
+        )
+        theirs = doc.get("stages", []) if same else []
+        mine = {s["name"] for s in self.index["stages"]}
+        self.index["stages"] += [s for s in theirs if s.get("name") not in mine and (self.dir / s["dir"]).exists()]
+        atomic_write_json(path, self.index)
 
     def _lock(self, folder: Path, wait: bool):
         """An exclusive lock on a stage folder (flock on a sibling file, so it dies with its process): two
