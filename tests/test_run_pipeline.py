@@ -640,3 +640,34 @@ def test_bad_grpo_methods_fail_at_planning(tmp_path, methods, msg):
     rc.methods = methods
     with pytest.raises(ValueError, match=msg):
         make_plan(rc)
+
+
+@pytest.mark.slow
+def test_real_grpo_methods_in_a_run_tiny_model(tmp_path):
+    """`trainer: grpo` through the real stages (TRL GRPOTrainer, both neuron forms) on a saved tiny model: every
+    method trains 2 steps, is evaluated, and the report gives the neuron-vs-plain verdicts and reward columns."""
+    from yfpo.models.tiny import save_tiny
+
+    model_dir = save_tiny(tmp_path / "tiny")
+    p = tmp_path / "g.yaml"
+    p.write_text(f"""
+name: g
+model: {model_dir}
+out_root: {tmp_path / "runs"}
+neurons: {{n_math: 2, n_contrast: 2, k: 4, batch_size: 2, max_length: 32, progress: false}}
+grpo: {{questions: mawps_singleop, limit_questions: 4, num_generations: 2, batch_size: 2, max_new_tokens: 8,
+        max_steps: 2, save_steps: 1}}
+methods:
+  grpo: {{trainer: grpo}}
+  grpo_nr: {{trainer: grpo, neuron_reward_weight: 0.5}}
+  grpo_nl: {{trainer: grpo, neuron_loss_weight: 0.5}}
+eval: {{benches: [mawps_singleop], limit: 2, max_new_tokens: 8, discrimination: 0, base: true}}
+""")
+    report = run_pipeline(load_run_config(p), log=lambda m: None)
+    run = tmp_path / "runs" / "g"
+    done = {d.parent.name.split("-s0")[0]: json.loads(d.read_text()) for d in run.glob("train/*/train_done.json")}
+    assert set(done) == {"grpo", "grpo_nr", "grpo_nl"} and all(d["steps"] == 2 for d in done.values())
+    assert not list(run.glob("stages/pairs-*"))  # GRPO methods need no preference pairs
+    md = report.with_suffix(".md").read_text()
+    assert "grpo_nr vs grpo on mawps_singleop" in md and "grpo_nl vs grpo on mawps_singleop" in md
+    assert "rewards/accuracy/mean" in md
