@@ -227,53 +227,41 @@ def train_config(
     ref_logps: Path | None = None,
 ):
     """TrainConfig for one method x seed (validated): the shared `train` keys, then the method's own keys,
-    then the run's model/pairs/neurons/output/seed (dtype and device unless the train section sets them)."""
-    from yfpo.config import from_dict
+    then the run's model/pairs/neurons/output/seed (dtype and device unless the train section sets them).
+    A `trainer: grpo` method gets its GRPORunConfig (grpo_config)."""
     from yfpo.train.config import TrainConfig
 
-    data = {**rc.train, **{k: v for k, v in keys.items() if k not in METHOD_KEYS}}
-    data.setdefault("dtype", rc.dtype)
-    data.setdefault("device", rc.device)
-    data.update(
-        model=rc.model,
-        pairs=str(pairs_path),
-        neurons=str(neurons_path),
-        output_dir=str(out_dir),
-        seed=seed,
-        name=f"{rc.name}/{method}-s{seed}",
-    )
     if keys.get("trainer") == "grpo":
         return grpo_config(rc, method, keys, seed, neurons_path, out_dir)
+    paths = {"pairs": pairs_path, "neurons": neurons_path, "output_dir": out_dir}
     if ref_logps is not None:
-        data["ref_logps"] = str(ref_logps)
-    cfg = from_dict(TrainConfig, data, prefix=f"methods.{method}/train.")
-    try:
-        return cfg.validate()
-    except ValueError as e:
-        raise ValueError(f"run config: methods.{method} (with the train section): {e}") from None
+        paths["ref_logps"] = ref_logps
+    return _method_config(rc, TrainConfig, rc.train, "train", method, keys, seed, paths)
 
 
 def grpo_config(rc: RunConfig, method: str, keys: dict, seed: int, neurons_path: Path, out_dir: Path):
     """GRPORunConfig for one `trainer: grpo` method x seed (validated): the `grpo` section, the method's keys,
     then the run's model/neurons/output/seed (dtype and device unless the grpo section sets them)."""
-    from yfpo.config import from_dict
     from yfpo.train.grpo_config import GRPORunConfig
 
-    data = {**rc.grpo, **{k: v for k, v in keys.items() if k not in METHOD_KEYS}}
+    paths = {"neurons": neurons_path, "output_dir": out_dir}
+    return _method_config(rc, GRPORunConfig, rc.grpo, "grpo", method, keys, seed, paths)
+
+
+def _method_config(rc: RunConfig, cls, section: dict, where: str, method: str, keys: dict, seed: int, paths: dict):
+    """cls from the run's `where` section, the method's own keys (METHOD_KEYS aside), then the run's model,
+    seed, name and `paths`; validated, errors naming the method and section."""
+    from yfpo.config import from_dict
+
+    data = {**section, **{k: v for k, v in keys.items() if k not in METHOD_KEYS}}
     data.setdefault("dtype", rc.dtype)
     data.setdefault("device", rc.device)
-    data.update(
-        model=rc.model,
-        neurons=str(neurons_path),
-        output_dir=str(out_dir),
-        seed=seed,
-        name=f"{rc.name}/{method}-s{seed}",
-    )
-    cfg = from_dict(GRPORunConfig, data, prefix=f"methods.{method}/grpo.")
+    data.update(model=rc.model, seed=seed, name=f"{rc.name}/{method}-s{seed}", **{k: str(v) for k, v in paths.items()})
+    cfg = from_dict(cls, data, prefix=f"methods.{method}/{where}.")
     try:
         return cfg.validate()
     except ValueError as e:
-        raise ValueError(f"run config: methods.{method} (with the grpo section): {e}") from None
+        raise ValueError(f"run config: methods.{method} (with the {where} section): {e}") from None
 
 
 # the TrainConfig fields that decide the reference log-probs of a pairs file (tokenization and precision)
@@ -717,10 +705,10 @@ class Pipeline:
         refs = self.references(plan, neurons, pairs) if plan.ref_logps and dpo_family else {}
         # trainings another process holds are waited for only after evaluating what is trained already, so no
         # process idles while there is work
-        trained, later = self.train_all(plan, neurons, pairs, refs, wait=False)
+        trained, held = self.train_all(plan, neurons, pairs, refs)
         self.evaluate(trained)
-        if later:
-            rest = self.train_all(plan, neurons, pairs, refs, only=later)[0]
+        if held:
+            rest = self.train_all(plan, neurons, pairs, refs, only=held, defer=False)[0]
             self.evaluate(rest, base=False)
         if check_later:
             self.causal_check(plan, neurons["own"])
@@ -865,26 +853,20 @@ class Pipeline:
         neurons: dict,
         pairs: tuple[Path, str],
         refs: dict,
-        wait: bool = True,
         only: list[tuple[str, int]] | None = None,
+        defer: bool = True,
     ) -> tuple[dict[tuple[str, int], dict], list[tuple[str, int]]]:
-        """Stage 3: every method x seed (or `only` these): ({(method, seed): done record}, the ones another
-        process holds). wait: come back to those and wait for them (the second list is then empty)."""
-        units = [(k, plan.train[k]) for k in (only if only is not None else plan.train)]
+        """Stage 3: every method x seed (or `only` these), in plan order: ({(method, seed): done record}, the ones
+        another process holds). defer False: wait for those instead (the second list is then empty)."""
         trained: dict[tuple[str, int], dict] = {}
-        later: list = []
-        for defer, todo in ((not wait or only is None, units), (False, later if wait else [])):
-            for (method, seed), probe in list(todo):
-                rec = self._train_one(plan, neurons, pairs, refs, method, seed, probe, defer)
-                if rec is None:
-                    later.append(((method, seed), probe))
-                else:
-                    trained[(method, seed)] = rec
-            if not wait:
-                break
-        order = [k for k, _ in units]
-        held = [k for k, _ in later] if not wait else []
-        return {k: trained[k] for k in order if k in trained}, held
+        held: list[tuple[str, int]] = []
+        for key in only if only is not None else plan.train:
+            rec = self._train_one(plan, neurons, pairs, refs, *key, plan.train[key], defer)
+            if rec is None:
+                held.append(key)
+            else:
+                trained[key] = rec
+        return trained, held
 
     def _train_one(self, plan, neurons, pairs, refs, method, seed, probe, defer) -> dict | None:
         from yfpo.config import to_dict
