@@ -642,6 +642,23 @@ def test_bad_grpo_methods_fail_at_planning(tmp_path, methods, msg):
         make_plan(rc)
 
 
+@pytest.mark.parametrize("skip,ok", [(0, False), (5, False), (6, True)])
+def test_grpo_questions_must_not_overlap_the_eval_slice(tmp_path, skip, ok):
+    """GRPO on an eval benchmark's questions: the first skip_questions must cover the eval.limit items."""
+    from yfpo.run import make_plan
+
+    rc = _rc(tmp_path)  # eval: gsm8k and svamp, limit 6
+    rc.grpo = {"questions": "svamp", "skip_questions": skip, "num_generations": 2, "batch_size": 2}
+    rc.methods = {"g": {"trainer": "grpo"}}
+    if ok:
+        make_plan(rc)
+    else:
+        with pytest.raises(ValueError, match=r"methods.g \(trainer: grpo\) trains on svamp questions from #"):
+            make_plan(rc)
+    rc.grpo = {"questions": "mawps_singleop", "num_generations": 2, "batch_size": 2}  # not evaluated: fine
+    make_plan(rc)
+
+
 @pytest.mark.slow
 def test_real_grpo_methods_in_a_run_tiny_model(tmp_path):
     """`trainer: grpo` through the real stages (TRL GRPOTrainer, both neuron forms) on a saved tiny model: every
@@ -655,8 +672,8 @@ name: g
 model: {model_dir}
 out_root: {tmp_path / "runs"}
 neurons: {{n_math: 2, n_contrast: 2, k: 4, batch_size: 2, max_length: 32, progress: false}}
-grpo: {{questions: mawps_singleop, limit_questions: 4, num_generations: 2, batch_size: 2, max_new_tokens: 8,
-        max_steps: 2, save_steps: 1}}
+grpo: {{questions: mawps_singleop, skip_questions: 2, limit_questions: 4, num_generations: 2, batch_size: 2,
+        max_new_tokens: 8, max_steps: 2, save_steps: 1}}
 methods:
   grpo: {{trainer: grpo}}
   grpo_nr: {{trainer: grpo, neuron_reward_weight: 0.5}}

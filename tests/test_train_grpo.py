@@ -314,6 +314,20 @@ def test_config_validation():
         GRPORunConfig(num_generations=4, batch_size=6).validate()
     with pytest.raises(ValueError, match="extractor"):
         GRPORunConfig(extractor="regex").validate()
+    with pytest.raises(ValueError, match="skip_questions must be >= 0"):
+        GRPORunConfig(skip_questions=-1).validate()
+
+
+def test_skip_and_limit_questions_pick_the_slice(files, tmp_path):
+    from yfpo.models.tiny import tiny_tokenizer
+    from yfpo.train.grpo import build_question_dataset
+
+    _, q, _ = files
+    tok = tiny_tokenizer()
+    ds = build_question_dataset(cfg_for(tmp_path, q, skip_questions=1, limit_questions=2), tok)
+    assert ds["answer"] == ["6", "8"]  # questions #1 and #2 of 4 (answers 4, 6, 8, 10)
+    with pytest.raises(ValueError, match="no problems loaded \\(skip_questions 4\\)"):
+        build_question_dataset(cfg_for(tmp_path, q, skip_questions=4), tok)
 
 
 # ---------------------------------------------------------------- end to end: run, metrics, resume

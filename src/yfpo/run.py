@@ -323,6 +323,20 @@ def check_benches(benches: list[str], data_dir: str | None, where: str) -> None:
                 )
 
 
+def check_grpo_overlap(train: dict, ev: EvalSection) -> None:
+    """A GRPO method must not train on the questions its models are evaluated on: with questions from an eval
+    benchmark (no questions_file), its first skip_questions must cover the eval slice (eval.limit items)."""
+    for (method, _seed), cfg in train.items():
+        if not hasattr(cfg, "skip_questions") or cfg.questions_file or cfg.questions not in ev.benches:
+            continue
+        if ev.limit is None or cfg.skip_questions < ev.limit:
+            raise ValueError(
+                f"run config: methods.{method} (trainer: grpo) trains on {cfg.questions} questions from "
+                f"#{cfg.skip_questions}, which overlap the evaluation's first {ev.limit or 'all'} items; set "
+                f"grpo.skip_questions >= eval.limit ({ev.limit}) or train on another benchmark"
+            )
+
+
 def check_eval_sampling(ev: EvalSection) -> None:
     """eval.samples / temperature / top_p / protocol / tasks, before anything runs."""
     from yfpo.engine.prompts import get_protocol
@@ -509,6 +523,7 @@ def make_plan(rc: RunConfig) -> Plan:
     }
     check_benches(rc.eval.benches, rc.eval.data_dir, "eval.benches")
     check_eval_sampling(rc.eval)
+    check_grpo_overlap(train, rc.eval)
     return Plan(methods, ncfg, selections, controls, ccfg, pcfg, train, ref)
 
 

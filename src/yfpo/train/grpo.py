@@ -233,9 +233,11 @@ def build_question_dataset(cfg: GRPORunConfig, tokenizer):
     from yfpo.data.problems import benchmark_kind, load_benchmark
     from yfpo.engine.prompts import build_prompt
 
-    probs = load_benchmark(cfg.questions, data_dir=cfg.data_dir, limit=cfg.limit_questions, path=cfg.questions_file)
+    probs = load_benchmark(cfg.questions, data_dir=cfg.data_dir, path=cfg.questions_file)[cfg.skip_questions :]
+    if cfg.limit_questions:
+        probs = probs[: cfg.limit_questions]
     if not probs:
-        raise ValueError(f"questions {cfg.questions!r}: no problems loaded")
+        raise ValueError(f"questions {cfg.questions!r}: no problems loaded (skip_questions {cfg.skip_questions})")
     kind = benchmark_kind(cfg.questions)
     rows = [
         {

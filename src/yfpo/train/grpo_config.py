@@ -19,6 +19,7 @@ class GRPORunConfig:
     questions_file: str | None = None  # a file in that benchmark's format (or the generic JSONL) instead
     data_dir: str | None = None
     limit_questions: int | None = None
+    skip_questions: int = 0  # leave out the first N questions (e.g. the items an evaluation slice of the same benchmark uses)
     shots: int = 0
     neurons: str | None = None  # NeuronSet file (selected, random or flipped control); needed for a neuron weight
     output_dir: str = "runs/grpo/run"
@@ -84,6 +85,8 @@ class GRPORunConfig:
             )
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_new_tokens < 1:
             raise ValueError("batch_size, grad_accum and max_new_tokens must be >= 1")
+        if self.skip_questions < 0:
+            raise ValueError(f"skip_questions must be >= 0, got {self.skip_questions}")
         if (self.batch_size * self.grad_accum) % self.num_generations:
             raise ValueError(
                 f"batch_size * grad_accum ({self.batch_size * self.grad_accum}) must be a multiple of "
