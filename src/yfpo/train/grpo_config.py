@@ -19,7 +19,7 @@ class GRPORunConfig:
     questions_file: str | None = None  # a file in that benchmark's format (or the generic JSONL) instead
     data_dir: str | None = None
     limit_questions: int | None = None
-    skip_questions: int = 0  # leave out the first N questions (e.g. the items an evaluation slice of the same benchmark uses)
+    skip_questions: int = 0  # leave out the first N questions (e.g. an eval slice of the same benchmark)
     shots: int = 0
     neurons: str | None = None  # NeuronSet file (selected, random or flipped control); needed for a neuron weight
     output_dir: str = "runs/grpo/run"
