@@ -176,3 +176,12 @@ def test_robustness_resumes_controls_stability_and_refuses_other_settings(tmp_pa
 
     with pytest.raises(ValueError, match="holds a robustness run with other settings"):
         run_robustness(model, tok, probs, **{**kw, "budget": 4})
+    # a larger pool of the same benchmark continues a smaller one; another pool in the folder is refused
+    kw2 = {**kw, "out_dir": tmp_path / "rob2"}
+    run_robustness(model, tok, probs[:3], **kw2)
+    calls["prompts"] = 0
+    s3 = run_robustness(model, tok, probs, **kw2)
+    assert s3["pool_accuracy"] == s["pool_accuracy"] and s3["attacked"] == 2
+    assert calls["prompts"] == 3  # only the 3 new pool items: items #0 and #2 were attacked with the short pool
+    with pytest.raises(ValueError, match="are not this pool's first 6"):
+        run_robustness(model, tok, probs[::-1], **kw2)

@@ -107,7 +107,7 @@ def register(sub) -> None:
         "OUT/summary.json (attack success rate, accuracy before/after, queries, answer-length change), "
         "OUT/robustness.jsonl and OUT/perturbed.jsonl (a benchmark file: yfpo eval --task-file ... --id-field id). "
         "Resumable: the pool's answers and each attacked item are kept in OUT/work/ as they finish; a rerun with "
-        "the same model, pool and settings continues there, one with others is refused.",
+        "the same model and settings continues there (a larger --limit extends the pool), one with others is refused.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     r.add_argument("--model", default="default")

@@ -268,8 +268,9 @@ def run_robustness(
 
     With `out_dir`, the work resumes: the pool's answers (OUT/work/pool.jsonl, in chunks) and each attacked
     item (OUT/work/attacks.jsonl) are appended as they finish, under a key of the model (`model_id`, e.g.
-    yfpo.run.model_identity of its path), the problems and every setting; a folder holding another key is
-    refused, never mixed."""
+    yfpo.run.model_identity of its path) and every setting; a folder holding another key is refused, never
+    mixed. The kept pool answers must be the first items of `problems` (id, question and answer checked), so a
+    longer pool of the same benchmark continues a shorter one."""
     import json
 
     import torch
@@ -283,6 +284,7 @@ def run_robustness(
         atomic_write_text,
         now,
         read_jsonl_resume,
+        sha256_text,
         stable_hash,
         versions,
     )
@@ -313,7 +315,6 @@ def run_robustness(
     key = stable_hash(
         {
             "model": model_id if model_id is not None else model_name,
-            "problems": [[p.id, p.question, str(p.answer)] for p in problems],
             "settings": settings,
             "batch_size": batch_size,
             "backend": backend,
@@ -350,9 +351,16 @@ def run_robustness(
         return ask
 
     # the pool, greedily, in chunks appended to work/pool.jsonl (a rerun continues after the last whole chunk)
+    # (a longer pool of the same benchmark continues a shorter one: the kept answers are its first items)
+    def qkey(p):
+        return [p.id, sha256_text(f"{p.question}\x00{p.answer}")[:16]]
+
     pool = read_jsonl_resume(work / "pool.jsonl") if work else []
-    if [r["id"] for r in pool] != [p.id for p in problems[: len(pool)]]:
-        raise ValueError(f"{work / 'pool.jsonl'}: its items are not this pool's first {len(pool)}; delete {out_dir}")
+    if len(pool) > len(problems) or [r["q"] for r in pool] != [qkey(p) for p in problems[: len(pool)]]:
+        raise ValueError(
+            f"{work / 'pool.jsonl'}: its {len(pool)} items are not this pool's first {len(pool)} (another benchmark "
+            f"or a shorter pool); use another --out or delete {out_dir}"
+        )
     chunk = max(1, batch_size) * 4
     with bar(
         total=len(problems), desc="robustness pool", unit="item", disable=None if progress is None else not progress
@@ -372,6 +380,7 @@ def run_robustness(
             new = [
                 {
                     "id": p.id,
+                    "q": qkey(p),
                     "text": g.text,
                     "n_tokens": g.n_tokens,
                     "correct": grade(g.text, p.answer, kind)["correct"][PRIMARY],
