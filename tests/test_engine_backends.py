@@ -107,6 +107,29 @@ def test_auto_is_fast_and_falls_back_to_hf(tiny, monkeypatch):
         backends.resolve("fast", model)
 
 
+def test_auto_resolution_is_pinned_per_folder_and_recorded_by_eval(tiny, tmp_path, monkeypatch):
+    """Work started with one backend is never continued with another: `auto` resolving to another backend on a
+    resume (another machine or install) is refused for pairs (backends.pin) and eval (protocol.json)."""
+    from yfpo.eval.bench import run_eval
+
+    model, tok = tiny
+    assert backends.pin(tmp_path / "p", "auto", model) == "fast"
+    assert backends.pin(tmp_path / "p", "fast", model) == "fast"
+    monkeypatch.setattr(backends, "_fast_missing", lambda m: "not here")
+    with pytest.raises(
+        ValueError, match="was generated with backend 'fast' \\(requested 'auto'\\); here 'auto' runs 'hf'"
+    ):
+        backends.pin(tmp_path / "p", "auto", model)
+    monkeypatch.undo()
+
+    kw = dict(tokenizer=tok, max_new_tokens=4, out_dir=tmp_path / "e", progress=False, backend="auto")
+    s = run_eval(model, "gsm8k", limit=1, **kw)
+    assert s["protocol"]["backend"] == {"requested": "auto", "used": "fast", "exact": True, "quantized": False}
+    monkeypatch.setattr(backends, "_fast_missing", lambda m: "not here")
+    with pytest.raises(ValueError, match="holds items from another protocol \\(backend"):
+        run_eval(model, "gsm8k", limit=2, **kw)
+
+
 def test_missing_package_gives_a_clear_error(tiny, monkeypatch):
     model, tok = tiny
     real = importlib.util.find_spec

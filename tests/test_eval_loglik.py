@@ -57,6 +57,57 @@ def test_response_logprobs_matches_direct_computation(tiny):
         response_logprobs(model, tok, ["a"], [], progress=False)
 
 
+def test_head_only_scoring_is_used_and_a_custom_forward_falls_back(tiny):
+    """The LM head is applied only where log-probs are read (checked once against the model's own forward); a
+    model whose forward does more than decoder + head (here: logits scaled) is detected and scored in full."""
+    from yfpo.eval.loglik import _Scorer
+
+    model, tok = tiny
+    prompts = [build_prompt(tok, "What is 2+3?"), build_prompt(tok, "Betty has 5 apples. How many?")]
+    responses = ["2 + 3 = 5. The answer is 5.", "She has 5.\nThe answer is 5."]
+    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    sc = _Scorer(model)
+    rows, cols = torch.tensor([0, 0, 1]), torch.tensor([1, 3, 2])
+    got = sc(ids, mask, rows, cols)
+    assert sc.fast is True
+    full = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[rows, cols].float(), dim=-1)
+    assert torch.allclose(got, full, atol=1e-5)
+
+    class Scaled(torch.nn.Module):  # a forward that rescales the logits (like logit_scale / soft-capping)
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+            self.training = False
+
+        def get_output_embeddings(self):
+            return self.inner.get_output_embeddings()
+
+        def get_decoder(self):
+            return self.inner.get_decoder()
+
+        def forward(self, **kw):
+            out = self.inner(**kw)
+            out.logits = out.logits * 0.5
+            return out
+
+    scaled = Scaled(model)
+    sc2 = _Scorer(scaled)
+    got2 = sc2(ids, mask, rows, cols)
+    assert sc2.fast is False
+    assert torch.allclose(
+        got2,
+        torch.log_softmax(
+            full_logits := model(input_ids=ids, attention_mask=mask).logits[rows, cols].float() * 0.5, dim=-1
+        ),
+        atol=1e-5,
+    )
+    del full_logits
+    fast = response_logprobs(model, tok, prompts, responses, progress=False)
+    slow = response_logprobs(scaled, tok, prompts, responses, progress=False)
+    assert all(a[1] == b[1] for a, b in zip(fast, slow)) and fast != slow  # the scaled model is scored as itself
+
+
 def test_response_logprobs_truncates_prompt_from_left(tiny):
     model, tok = tiny
     prompt, resp = build_prompt(tok, "Betty has 5 apples and buys 7 more. How many?"), "The answer is 12."

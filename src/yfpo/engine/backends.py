@@ -158,3 +158,29 @@ def resolve(name: str, model) -> Backend:
     if why:
         raise RuntimeError(f"backend {name!r} cannot run here: {why}; use --backend hf (the reference) or auto")
     return b
+
+
+def pin(folder, requested: str, model) -> str:
+    """Resolve `requested` for `model` and pin the result in FOLDER/backend.json: work started with one backend
+    is never continued with another (`auto` can resolve differently on another machine or install). Returns the
+    backend that runs; a mismatch is a one-line error naming the folder."""
+    import json
+    from pathlib import Path
+
+    from yfpo.utils import atomic_write_json
+
+    b = resolve(requested, model)
+    f = Path(folder) / "backend.json"
+    rec = {"requested": requested, "used": b.name, "exact": b.exact, "quantized": b.quantized}
+    if f.exists():
+        had = json.loads(f.read_text())
+        if had.get("used") != b.name:
+            raise ValueError(
+                f"{folder}: was generated with backend {had.get('used')!r} (requested {had.get('requested')!r}); "
+                f"here {requested!r} runs {b.name!r}: pass --backend {had.get('used')} to continue it, or start "
+                "another folder"
+            )
+    else:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(f, rec)
+    return b.name

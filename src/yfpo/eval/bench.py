@@ -121,6 +121,7 @@ _RESUME_KEYS = (
     "top_p",
     "seed",
     "task",
+    "backend",
 )
 
 
@@ -323,6 +324,10 @@ def run_eval(
         seed=seed,
         spec=spec,
     )
+    from yfpo.engine.backends import resolve
+
+    used = resolve(backend, m)
+    prot["backend"] = {"requested": backend, "used": used.name, "exact": used.exact, "quantized": used.quantized}
     if out:
         _check_protocol(out, {**prot, "model": model_name, "bench": bench}, resuming=bool(done))
     rows = [done[p.id] for p in probs if p.id in done]

@@ -37,6 +37,48 @@ def _batches(model, seqs: list[list[int]], batch_size: int, pad: int, *, progres
             model.train()
 
 
+_HEAD_SCALERS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+class _Scorer:
+    """log-softmax of the LM head at chosen (row, position) pairs of a right-padded batch.
+
+    The fast path runs the decoder once and applies the LM head only where a log-prob is read (the response
+    tokens, or each prompt's last token), instead of materialising (batch x length x vocab) logits: for a
+    49k-vocabulary model the head is ~20% of a forward and the full log-softmax dominates memory. It is checked
+    once per call against the model's own forward on the first batch's first row; a model whose forward does more
+    than decoder + head (logit scaling or soft-capping, a custom head) falls back to the full path."""
+
+    def __init__(self, model):
+        self.model = model
+        self.fast = None  # decided on the first batch
+        self.head = model.get_output_embeddings()
+        try:
+            self.decoder = model.get_decoder()
+        except (AttributeError, NotImplementedError, ValueError):
+            self.decoder = None
+        if self.head is None or self.decoder is None or any(getattr(model.config, k, None) for k in _HEAD_SCALERS):
+            self.fast = False
+
+    def _full(self, ids, mask, rows, cols):
+        logits = self.model(input_ids=ids, attention_mask=mask).logits
+        return torch.log_softmax(logits[rows, cols].float(), dim=-1)
+
+    def _head(self, ids, mask, rows, cols):
+        h = self.decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        return torch.log_softmax(self.head(h[rows, cols]).float(), dim=-1)
+
+    def __call__(self, ids, mask, rows, cols):
+        """(len(rows), vocab) log-probs of the next token at ids[rows, cols]."""
+        if self.fast is None:
+            got = self._head(ids, mask, rows, cols)
+            first = rows == 0
+            ref = self._full(ids[:1], mask[:1], rows[first], cols[first])
+            self.fast = bool(torch.allclose(got[first], ref, atol=1e-4, rtol=1e-4))
+            return got if self.fast else self._full(ids, mask, rows, cols)
+        return (self._head if self.fast else self._full)(ids, mask, rows, cols)
+
+
 @torch.no_grad()
 def response_logprobs(
     model,
@@ -67,15 +109,25 @@ def response_logprobs(
         n_resp = min(len(ri), len(ids) - 1)
         seqs.append((ids, n_resp))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
+    score = _Scorer(model)
     for idx, ids, mask in _batches(model, [t for t, _ in seqs], batch_size, pad, progress=progress, desc=desc):
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        tok_lp = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        rows, cols = [], []
         for r, i in enumerate(idx):
             t, n_resp = seqs[i]
             end = len(t) - 1  # predictions for tokens 1..len-1 live at positions 0..len-2
-            lp = tok_lp[r, end - n_resp : end].sum().item() if n_resp > 0 else 0.0
-            out[i] = (lp, n_resp)
+            rows += [r] * n_resp
+            cols += range(end - n_resp, end)
+        if not rows:
+            for i in idx:
+                out[i] = (0.0, 0)
+            continue
+        rows_t, cols_t = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+        ids, mask = ids.to(device), mask.to(device)
+        logp = score(ids, mask, rows_t, cols_t)
+        tok_lp = logp.gather(-1, ids[rows_t, cols_t + 1].unsqueeze(-1)).squeeze(-1)
+        sums = torch.zeros(len(idx), dtype=tok_lp.dtype, device=device).index_add_(0, rows_t, tok_lp)
+        for r, i in enumerate(idx):
+            out[i] = (sums[r].item(), seqs[i][1])
     return out
 
 
@@ -101,10 +153,10 @@ def next_token_logprobs(
     seqs = [tokenizer(p, add_special_tokens=False).input_ids[-max_length:] for p in prompts]
     out: list[list[float]] = [[] for _ in seqs]
     cand = torch.tensor(token_ids, dtype=torch.long, device=device)
+    score = _Scorer(model)
     for idx, ids, mask in _batches(model, seqs, batch_size, pad, progress=progress, desc=desc):
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         last = torch.tensor([len(seqs[i]) - 1 for i in idx], device=device)
-        lp = torch.log_softmax(logits[torch.arange(len(idx), device=device), last].float(), dim=-1)[:, cand]
+        lp = score(ids.to(device), mask.to(device), torch.arange(len(idx), device=device), last)[:, cand]
         for r, i in enumerate(idx):
             out[i] = lp[r].tolist()
     return out

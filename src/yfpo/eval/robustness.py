@@ -276,6 +276,7 @@ def run_robustness(
     import torch
 
     from yfpo.engine.answers import PRIMARY, grade
+    from yfpo.engine.backends import resolve
     from yfpo.engine.generate import generate
     from yfpo.engine.prompts import TEMPLATE_NAME, build_prompt, get_protocol
     from yfpo.utils import (
@@ -310,6 +311,7 @@ def run_robustness(
         "kind": kind,
         "grader": PRIMARY,
         "one word changed per query": True,
+        "backend": {"requested": backend, "used": resolve(backend, model).name},
         "stability control": "each correct item is asked again alone; one answered wrongly is not attacked",
     }
     key = stable_hash(

@@ -16,6 +16,7 @@ written; the chunks and their seeds depend only on the question list, cfg.seed a
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
@@ -230,7 +231,10 @@ def build_pairs(
         from yfpo.models.loading import load_model
 
         if todo_idx:
+            from yfpo.engine.backends import pin
+
             model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+            pin(out, cfg.backend, model)  # the samples of one folder come from one backend
             if generate_fn is None:
 
                 def generate_fn(prompts, **kw):
@@ -350,6 +354,7 @@ def build_pairs(
         tool_version=__version__,
         versions=versions(),
         files={"samples": SAMPLES, "pairs": PAIRS, **({"step_pairs": STEP_PAIRS} if cfg.step_pairs else {})},
+        backend=json.loads((out / "backend.json").read_text()) if (out / "backend.json").exists() else None,
     )
     atomic_write_json(out / SUMMARY, summary)
     return out / PAIRS
