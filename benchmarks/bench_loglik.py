@@ -35,8 +35,11 @@ def _vm(key: str) -> int:
 
 
 def score(model, tok, pairs, path: str, batch: int):
+    """yfpo.eval.discrimination on `pairs` with the scoring path forced: [(chosen score, rejected score)]."""
+    import tempfile
+
     import yfpo.eval.loglik as ll
-    from yfpo.engine.prompts import build_prompt
+    from yfpo.eval.discrimination import run_discrimination
 
     orig = ll._Scorer.__init__
 
@@ -47,19 +50,12 @@ def score(model, tok, pairs, path: str, batch: int):
 
     ll._Scorer.__init__ = init
     try:
-        prompts = [build_prompt(tok, p["question"]) for p in pairs]
-        out = ll.response_logprobs(
-            model,
-            tok,
-            prompts + prompts,
-            [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs],
-            batch_size=batch,
-            progress=False,
-        )
+        with tempfile.TemporaryDirectory() as d:
+            run_discrimination(model, tok, pairs, batch_size=batch, progress=False, out_dir=d)
+            items = [json.loads(x) for x in open(f"{d}/items.jsonl")]
     finally:
         ll._Scorer.__init__ = orig
-    n = len(pairs)
-    return [(out[i][0] / max(out[i][1], 1), out[n + i][0] / max(out[n + i][1], 1)) for i in range(n)]
+    return [(r["chosen_score"], r["rejected_score"]) for r in items]
 
 
 def load(args):

@@ -82,3 +82,64 @@ def test_a_held_training_is_deferred_then_waited_for(tmp_path):
     assert i_defer < i_other < i_reuse  # deferred, went on with other trainings, came back and reused it
     i_eval = next(i for i, m in enumerate(logs) if m.startswith("[yfpo run] eval/"))
     assert i_eval < i_reuse  # and evaluated the models it had before waiting for the held training
+
+
+def test_workers_flag_starts_helpers_on_the_same_config_and_reports_their_failure(tmp_path, monkeypatch, capsys):
+    """`yfpo run CONFIG --workers 2`: one helper `yfpo run` with the same config and overrides (and --worker: it
+    writes no report), cores/2 torch threads each; a failing helper is named with its log; when the main process
+    fails, its helpers are stopped; a bad config stops before any helper starts."""
+    import subprocess
+
+    import torch
+    from test_run_pipeline import _write
+
+    import yfpo.run as run_mod
+    import yfpo.run_cli as run_cli
+    from yfpo.cli import main
+
+    started, calls = [], []
+
+    class P:
+        def __init__(self, cmd, env, stdout, stderr):
+            started.append((cmd, env))
+            self.code, self.terminated = 3, False
+
+        def poll(self):
+            return None
+
+        def terminate(self):
+            self.terminated = True
+
+        def wait(self):
+            return self.code
+
+    monkeypatch.setattr(subprocess, "Popen", P)
+    monkeypatch.setattr(run_cli, "_cores", lambda: 2)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("threads", n)))
+
+    def fake_pipeline(rc, write_report=True):
+        calls.append(("pipeline", write_report))
+        return tmp_path / "report.html"
+
+    monkeypatch.setattr(run_mod, "run_pipeline", fake_pipeline)
+    cfg = _write(tmp_path, "methods: {dpo: {gamma: 0}}")
+    assert main(["run", str(cfg), "--eval.limit", "3", "--workers", "2"]) == 0
+    ((cmd, env),) = started
+    assert cmd[-5:] == ["run", str(cfg), "--eval.limit", "3", "--worker"] and env["OMP_NUM_THREADS"] == "1"
+    assert calls == [("threads", 1), ("pipeline", True)]
+    assert "a helper process exited with 3; see" in capsys.readouterr().err
+    assert (tmp_path / "runs" / "t" / "workers" / "worker-1.log").exists()
+
+    calls.clear()
+    assert main(["run", str(cfg), "--worker"]) == 0 and calls == [("pipeline", False)]  # a helper: no report
+
+    def failing(rc, write_report=True):
+        raise ValueError("stage failed")
+
+    monkeypatch.setattr(run_mod, "run_pipeline", failing)
+    procs = []
+    monkeypatch.setattr(run_cli, "_start_workers", lambda *a: procs.append(P([], {}, None, None)) or [(procs[-1], "L")])
+    assert main(["run", str(cfg), "--workers", "2"]) == 1 and procs[0].terminated
+    started.clear()
+    assert main(["run", str(_write(tmp_path, "methods: {dpo: {gamam: 0}}")), "--workers", "2"]) == 1
+    assert not started and "gamam" in capsys.readouterr().err

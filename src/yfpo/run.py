@@ -570,8 +570,10 @@ class Pipeline:
         hook: Callable[[str], None] | None = None,
         log: Callable[[str], None] = print,
         runners: dict[str, Callable] | None = None,
+        write_report: bool = True,
     ):
         self.rc = rc
+        self.write_report = write_report  # False in `yfpo run --workers` helper processes: the main one writes it
         self.runners = {**RUNNERS, **(runners or {})}
         self.dir = Path(rc.out_root) / rc.name
         self.hook = hook
@@ -1021,7 +1023,7 @@ class Pipeline:
 
     def report(self) -> Path:
         """Stage 5 (when `report` is on); returns the report path, else run.json."""
-        if not self.rc.report:
+        if not self.rc.report or not self.write_report:
             return self.dir / "run.json"
         from yfpo.report.build import build_report
 
@@ -1037,10 +1039,11 @@ def run_pipeline(
     hook: Callable[[str], None] | None = None,
     log: Callable[[str], None] = print,
     runners: dict[str, Callable] | None = None,
+    write_report: bool = True,
 ) -> Path:
     """Run (or resume) the whole pipeline; returns the report path (run.json when report is off).
 
     `hook(stage_name)` is called before a stage starts working (tests use it to interrupt a run);
     `runners` replaces stage functions by kind (neurons, control, check, pairs, reference, train, eval,
     discrimination)."""
-    return Pipeline(rc, hook=hook, log=log, runners=runners).run()
+    return Pipeline(rc, hook=hook, log=log, runners=runners, write_report=write_report).run()

@@ -22,7 +22,44 @@ def register(sub) -> None:
         help="build and validate every stage's config (all methods), print the plan, run nothing",
     )
     p.add_argument("--debug", action="store_true", help="on failure, show the full traceback (not one line)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes that share the stages (stage locks: each stage runs once, in one of them), each with "
+        "cores/N torch threads; small models scale poorly over threads, so on a 2-core CPU --workers 2 runs "
+        "independent trainings and evaluations side by side. Helper logs: RUN/workers/worker-K.log (default 1)",
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a helper started by --workers
     p.set_defaults(func=_run, accepts_overrides=True)
+
+
+def _cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _start_workers(args, run_dir, n: int, threads: int) -> list:
+    """n helper `yfpo run` processes on the same config (same overrides), `threads` torch threads each."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    logs = Path(run_dir) / "workers"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "yfpo.cli", "run", str(args.config), *args.overrides, "--worker"]
+    procs = []
+    for k in range(1, n + 1):
+        log = open(logs / f"worker-{k}.log", "w")
+        procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), logs / f"worker-{k}.log"))
+        log.close()
+    return procs
 
 
 def _run(args) -> int:
@@ -45,7 +82,31 @@ def _run(args) -> int:
                 f"({len(plan.train)} trainings, {len(rc.eval.benches)} benchmarks)"
             )
             return 0
-        path = run_pipeline(rc)
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        procs = []
+        if args.workers > 1 and not args.worker:
+            import torch
+
+            make_plan(rc)  # a config error stops here, before any helper starts
+            threads = max(1, _cores() // args.workers)
+            torch.set_num_threads(threads)
+            procs = _start_workers(args, f"{rc.out_root}/{rc.name}", args.workers - 1, threads)
+            print(
+                f"[yfpo run] {args.workers} processes x {threads} torch thread(s); helper logs in "
+                f"{rc.out_root}/{rc.name}/workers/"
+            )
+        ok = False
+        try:
+            path = run_pipeline(rc, write_report=not args.worker)
+            ok = True
+        finally:
+            for proc, log in procs:
+                if not ok and proc.poll() is None:
+                    proc.terminate()  # the main process failed: its helpers stop too (finished stages are kept)
+                code = proc.wait()
+                if code != 0:
+                    print(f"[yfpo run] a helper process exited with {code}; see {log}", file=sys.stderr)
     except (StageFailed, ValueError, FileNotFoundError) as e:
         if args.debug:
             raise
