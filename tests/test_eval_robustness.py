@@ -185,3 +185,8 @@ def test_robustness_resumes_controls_stability_and_refuses_other_settings(tmp_pa
     assert calls["prompts"] == 3  # only the 3 new pool items: items #0 and #2 were attacked with the short pool
     with pytest.raises(ValueError, match="are not this pool's first 6"):
         run_robustness(model, tok, probs[::-1], **kw2)
+    # stop_when_found: the pool is evaluated chunk by chunk (4 x batch_size items) only until n_items are attacked
+    s4 = run_robustness(
+        model, tok, probs, **{**kw, "out_dir": tmp_path / "rob3", "n_items": 1, "stop_when_found": True}
+    )
+    assert s4["pool"] == 4 and s4["pool_size"] == 6 and s4["attacked"] == 1 and s4["pool_accuracy"] == 1.0

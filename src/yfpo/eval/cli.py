@@ -115,6 +115,12 @@ def register(sub) -> None:
     r.add_argument("--task", default=None)
     r.add_argument("--task-file", default=None)
     r.add_argument("--limit", type=int, default=200, help="pool size (first N problems)")
+    r.add_argument(
+        "--stop-when-found",
+        action="store_true",
+        help="evaluate the pool only until --n-items stable correct items are attacked (for a model that is rarely "
+        "right: a large --limit costs only what it needs; the pool accuracy is then over the items evaluated)",
+    )
     r.add_argument("--n-items", type=int, default=30, help="attack this many correctly answered items")
     r.add_argument("--budget", type=int, default=20, help="queries (perturbed generations) per item")
     r.add_argument("--sim", type=float, default=0.5, help="embedding cosine similarity threshold")
@@ -332,9 +338,10 @@ def _robustness(args) -> int:
         protocol=args.protocol,
         backend=args.backend,
         model_id=model_identity(args.model),
+        stop_when_found=args.stop_when_found,
     )
     print(
-        f"pool {s['pool']} (accuracy {s['pool_accuracy']:.3f}); attacked {s['attacked']}: attack success rate "
+        f"pool {s['pool']} of {s['pool_size']} evaluated (accuracy {s['pool_accuracy']:.3f}); attacked {s['attacked']}: attack success rate "
         f"{s['attack_success_rate']:.3f}, accuracy {s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f}, "
         f"queries/item {s['queries_mean']:.1f}, answer length change (successful) {s['length_change_success']}; "
         f"{s['unstable']} correct items answered wrongly when asked again unchanged (not attacked); "

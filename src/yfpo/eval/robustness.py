@@ -262,6 +262,7 @@ def run_robustness(
     backend: str = "auto",
     model_id=None,
     progress: bool | None = None,
+    stop_when_found: bool = False,
 ) -> dict:
     """Evaluate the pool greedily, attack the first `n_items` answered correctly (and still answered correctly
     when asked again alone: the stability control); write results; return the summary.
@@ -270,7 +271,9 @@ def run_robustness(
     item (OUT/work/attacks.jsonl) are appended as they finish, under a key of the model (`model_id`, e.g.
     yfpo.run.model_identity of its path) and every setting; a folder holding another key is refused, never
     mixed. The kept pool answers must be the first items of `problems` (id, question and answer checked), so a
-    longer pool of the same benchmark continues a shorter one."""
+    longer pool of the same benchmark continues a shorter one. With `stop_when_found` the pool is evaluated chunk
+    by chunk only until `n_items` stable correct items are attacked (pool_accuracy is then over the items
+    evaluated; `pool` says how many)."""
     import json
 
     import torch
@@ -364,11 +367,69 @@ def run_robustness(
             f"or a shorter pool); use another --out or delete {out_dir}"
         )
     chunk = max(1, batch_size) * 4
-    with bar(
-        total=len(problems), desc="robustness pool", unit="item", disable=None if progress is None else not progress
-    ) as pb:
-        pb.update(len(pool))
+    done = {r["id"]: r for r in (read_jsonl_resume(work / "attacks.jsonl") if work else [])}
+    rows, perturbed, unstable = [], [], []
+    show = None if progress is None else not progress
+    nxt = 0  # the next pool item to consider for an attack
+
+    def attack_upto(upto: int, pb) -> None:
+        """Attack the correct pool items before `upto` (in pool order) until n_items stable ones are attacked; an
+        item attacked before (work/attacks.jsonl) is read back, not redone."""
+        nonlocal nxt
+        while nxt < upto and len(rows) < n_items:
+            p, g = problems[nxt], pool[nxt]
+            nxt += 1
+            if not g["correct"]:
+                continue
+            row = done.get(p.id)
+            if row is None:
+                ask = ask_gold(p.answer)
+                again_text, _, again_ok = ask([p.question])[0]
+                row = {
+                    "id": p.id,
+                    "question": p.question,
+                    "gold": p.answer,
+                    "original_output": g["text"],
+                    "original_tokens": g["n_tokens"],
+                    "stable": bool(again_ok),
+                    "n_substitutable": len(substitutable(split_words(p.question))),
+                }
+                if again_ok:
+                    row.update(attack_item(p.question, p.answer, kind, ask, cands, budget))
+                else:
+                    row["asked_again_output"] = again_text
+                if work:
+                    append_jsonl(work / "attacks.jsonl", [row])
+            if not row["stable"]:
+                unstable.append(row)
+                continue
+            rows.append(row)
+            pb.update(1)
+            if row["success"]:
+                perturbed.append(
+                    {
+                        "id": f"{p.id}-mscr",
+                        "question": row["perturbed"],
+                        "answer": p.answer,
+                        "original_id": p.id,
+                        "original_question": p.question,
+                        "original_word": row["original_word"],
+                        "replacement": row["replacement"],
+                        "source": row["source"],
+                        "similarity": row["similarity"],
+                    }
+                )
+
+    with (
+        bar(total=len(problems), desc="robustness pool", unit="item", disable=show) as pool_bar,
+        bar(total=n_items, desc="attacks", unit="item", disable=show) as attack_bar,
+    ):
+        pool_bar.update(len(pool))
+        if stop_when_found:
+            attack_upto(len(pool), attack_bar)
         for start in range(len(pool), len(problems), chunk):
+            if stop_when_found and len(rows) >= n_items:
+                break
             part = problems[start : start + chunk]
             gens = generate(
                 model,
@@ -392,68 +453,21 @@ def run_robustness(
             if work:
                 append_jsonl(work / "pool.jsonl", new)
             pool.extend(new)
-            pb.update(len(part))
+            pool_bar.update(len(part))
+            if stop_when_found:
+                attack_upto(len(pool), attack_bar)
+        attack_upto(len(pool), attack_bar)
     base_ok = [bool(r["correct"]) for r in pool]
 
-    # the attacks, item by item (work/attacks.jsonl), until n_items stable correct items are attacked
-    done = {r["id"]: r for r in (read_jsonl_resume(work / "attacks.jsonl") if work else [])}
-    rows, perturbed, unstable = [], [], []
-    correct = [(p, g) for p, g in zip(problems, pool) if g["correct"]]
-    with bar(
-        total=min(n_items, len(correct)),
-        desc="attacks",
-        unit="item",
-        disable=None if progress is None else not progress,
-    ) as pb:
-        for p, g in correct:
-            if len(rows) >= n_items:
-                break
-            row = done.get(p.id)
-            if row is None:
-                ask = ask_gold(p.answer)
-                again_text, again_tokens, again_ok = ask([p.question])[0]
-                row = {
-                    "id": p.id,
-                    "question": p.question,
-                    "gold": p.answer,
-                    "original_output": g["text"],
-                    "original_tokens": g["n_tokens"],
-                    "stable": bool(again_ok),
-                    "n_substitutable": len(substitutable(split_words(p.question))),
-                }
-                if again_ok:
-                    row.update(attack_item(p.question, p.answer, kind, ask, cands, budget))
-                else:
-                    row["asked_again_output"] = again_text
-                if work:
-                    append_jsonl(work / "attacks.jsonl", [row])
-            if not row["stable"]:
-                unstable.append(row)
-                continue
-            rows.append(row)
-            pb.update(1)
-            r = row
-            if r["success"]:
-                perturbed.append(
-                    {
-                        "id": f"{p.id}-mscr",
-                        "question": r["perturbed"],
-                        "answer": p.answer,
-                        "original_id": p.id,
-                        "original_question": p.question,
-                        "original_word": r["original_word"],
-                        "replacement": r["replacement"],
-                        "source": r["source"],
-                        "similarity": r["similarity"],
-                    }
-                )
     n = len(rows)
     succ = [r for r in rows if r["success"]]
     tried_delta = [t - r["original_tokens"] for r in rows for t in r["tried_tokens"]]
     summary = {
         "model": model_name,
-        "pool": len(problems),
-        "pool_accuracy": sum(base_ok) / len(problems) if problems else 0.0,
+        "pool": len(pool),  # items evaluated (fewer than pool_size when stop_when_found ended it early)
+        "pool_size": len(problems),
+        "stop_when_found": stop_when_found,
+        "pool_accuracy": sum(base_ok) / len(pool) if pool else 0.0,
         "attacked": n,
         "attack_success_rate": len(succ) / n if n else 0.0,
         "accuracy_before": 1.0 if n else 0.0,
