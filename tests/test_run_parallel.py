@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from test_run_pipeline import Fakes, _rc
 from trl import DPOConfig  # noqa: F401  (TRL's lazy imports race in threads; real workers are processes)
 
@@ -143,3 +144,54 @@ def test_workers_flag_starts_helpers_on_the_same_config_and_reports_their_failur
     started.clear()
     assert main(["run", str(_write(tmp_path, "methods: {dpo: {gamam: 0}}")), "--workers", "2"]) == 1
     assert not started and "gamam" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_workers_two_real_processes_finish_a_tiny_run(tmp_path):
+    """`yfpo run CONFIG --workers 2` for real (two processes, a tiny model, the real stages): it finishes with the
+    report, the helper logged its share and wrote no report, and no stage ran twice."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from yfpo.data.pairs import load_solution_pairs, write_pairs
+    from yfpo.engine.prompts import format_user_message
+    from yfpo.models.tiny import save_tiny
+
+    model_dir = save_tiny(tmp_path / "tiny")
+    pairs = tmp_path / "pairs.jsonl"
+    write_pairs(
+        pairs,
+        [
+            {"prompt": format_user_message(o["question"]), "chosen": o["chosen"][:120], "rejected": o["rejected"][:120]}
+            for o in load_solution_pairs(limit=6)
+        ],
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""
+name: wk
+model: {model_dir}
+out_root: {tmp_path / "runs"}
+neurons: {{n_math: 2, n_contrast: 2, k: 4, batch_size: 2, max_length: 32, progress: false}}
+pairs_file: {pairs}
+train: {{max_length: 768, batch_size: 2, save_steps: 1}}
+methods: {{dpo: {{gamma: 0.0}}, yfpo: {{gamma: 1.0}}, yfpo_random: {{gamma: 1.0, neurons: random}}}}
+eval: {{benches: [mawps_singleop], limit: 2, max_new_tokens: 8, discrimination: 4, base: true}}
+""")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "yfpo.cli", "run", str(cfg), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2 processes x" in r.stdout and "finished. Report:" in r.stdout
+    run = tmp_path / "runs" / "wk"
+    helper = (run / "workers" / "worker-1.log").read_text()
+    assert "helper finished" in helper and "[yfpo run] neurons" in helper
+    assert (run / "report" / "report.html").exists()
+    ran = [line.split(":")[0] for line in (r.stdout + helper).splitlines() if ": running -> " in line]
+    assert len(ran) == len(set(ran)) and len(ran) == len(json.loads((run / "run.json").read_text())["stages"])

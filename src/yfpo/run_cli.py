@@ -52,7 +52,7 @@ def _start_workers(args, run_dir, n: int, threads: int) -> list:
 
     logs = Path(run_dir) / "workers"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "yfpo.cli", "run", str(args.config), *args.overrides, "--worker"]
     procs = []
     for k in range(1, n + 1):
@@ -102,10 +102,11 @@ def _run(args) -> int:
             ok = True
         finally:
             for proc, log in procs:
-                if not ok and proc.poll() is None:
+                stopped = not ok and proc.poll() is None
+                if stopped:
                     proc.terminate()  # the main process failed: its helpers stop too (finished stages are kept)
                 code = proc.wait()
-                if code != 0:
+                if code != 0 and not stopped:
                     print(f"[yfpo run] a helper process exited with {code}; see {log}", file=sys.stderr)
     except (StageFailed, ValueError, FileNotFoundError) as e:
         if args.debug:
@@ -115,6 +116,9 @@ def _run(args) -> int:
             msg = f"{args.config}: {msg}"  # name the file the bad value came from
         print(f"yfpo run: error: {msg}", file=sys.stderr)
         return 1
+    if args.worker:
+        print(f"[yfpo run] helper finished (the main process writes the report); run record: {path}")
+        return 0
     print(
         f"[yfpo run] finished. Report: {path}" + (f" (and {path.with_suffix('.md')})" if path.suffix == ".html" else "")
     )
