@@ -221,11 +221,11 @@ def test_comparison_numbers(tmp_path):
     c = comp["table"]["yfpo"]["gsm8k"]
     assert c["acc"] == pytest.approx(25 / 40) and c["n_items"] == 80 and c["seeds"] == 2
     assert (c["lo"], c["hi"]) == pytest.approx(wilson(25, 40))  # items count once, not once per seed
-    assert c["vs_dpo"]["n"] == 80 and c["vs_dpo"]["a_only"] == 30 and c["vs_dpo"]["n_items"] == 40
+    assert c["vs_ref"]["n"] == 80 and c["vs_ref"]["a_only"] == 30 and c["vs_ref"]["n_items"] == 40
     # the same 15 items in both seeds: 15 items count once (exact sign-flip p = 2 * 2^-15), not 30 rows
-    assert c["vs_dpo"]["p"] == pytest.approx(2 * 0.5**15) and c["vs_dpo"]["p_rows"] == pytest.approx(2 * 0.5**30)
-    assert comp["table"]["base"]["gsm8k"]["vs_dpo"]["n"] == 80  # base paired with each DPO seed
-    assert "vs_dpo" not in comp["table"]["dpo"]["gsm8k"]
+    assert c["vs_ref"]["p"] == pytest.approx(2 * 0.5**15) and c["vs_ref"]["p_rows"] == pytest.approx(2 * 0.5**30)
+    assert comp["table"]["base"]["gsm8k"]["vs_ref"]["n"] == 80  # base paired with each DPO seed
+    assert "vs_ref" not in comp["table"]["dpo"]["gsm8k"]
     assert comp["discrimination"]["yfpo"]["acc"] == pytest.approx(0.6)
     assert "extra" not in comp["methods"]  # unfinished stage ignored
 
@@ -431,3 +431,27 @@ def test_report_reads_a_resumed_training_curve_once(tmp_path):
     )
     rd = read_run(run)
     assert [(r["step"], r["loss"]) for r in rd.metrics["yfpo-s0"]] == [(1, 0.9), (2, 0.8), (3, 0.71), (4, 0.6)]
+
+
+def test_training_curves_keep_one_colour_per_run_in_every_panel(tmp_path, monkeypatch):
+    """A panel drawn only for the runs that log its metric (GRPO neuron terms) keeps each run's colour; the legend
+    names every run once."""
+    import yfpo.utils as utils
+    from yfpo.report.plots import training_curves
+
+    figs = []
+    monkeypatch.setattr(utils, "atomic_savefig", lambda fig, path, **kw: figs.append(fig))
+    runs = {
+        "grpo-s0": [{"step": s, "loss": 0.1, "rewards/accuracy/mean": 0.1} for s in (1, 2)],
+        "grpo_nl-s0": [{"step": s, "loss": 0.2, "neuron/loss_term": 0.5} for s in (1, 2)],
+    }
+    training_curves(runs, tmp_path / "c.png")
+    (fig,) = figs
+    colours = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            colours.setdefault(line.get_label(), set()).add(line.get_color())
+    assert colours["grpo-s0"] == {"C0"} and colours["grpo_nl-s0"] == {"C1"}
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    legend = [t.get_text() for lg in legends for t in lg.get_texts()]
+    assert legend == ["grpo-s0", "grpo_nl-s0"]

@@ -617,6 +617,8 @@ def test_grpo_methods_run_in_the_pipeline_and_the_report_compares_them(tmp_path)
     assert cfgs["grpo_nr"].neurons.endswith("neurons.json") and cfgs["grpo"].seed == 0
     md = (tmp_path / "runs" / "t" / "report" / "report.md").read_text()
     assert "grpo_nr" in md and " vs " in md and "rewards/accuracy/mean" in md and "step_time" in md
+    assert "| grpo-s0 | 2 | 90.0 | 90.0-90.0 | 3.0 | 0.150 |" in md  # GRPO table: all steps, s/step, reward
+    assert "No preference pairs: every method is GRPO" in md and "p = exact test against grpo on paired" in md
     from yfpo.report.verdicts import neuron_comparisons
 
     assert ("grpo_nr", "grpo") in neuron_comparisons(

@@ -27,8 +27,8 @@ def _cell(c: dict | None) -> str:
     s = f"{pct(c['acc'])} [{pct(c['lo'])}, {pct(c['hi'])}]"
     if c.get("seeds", 1) >= 2:
         s += f" seeds [{pct(c['seed_lo'])}, {pct(c['seed_hi'])}]"
-    if "vs_dpo" in c:
-        s += f" p={c['vs_dpo']['p']:.2g}"
+    if "vs_ref" in c:
+        s += f" p={c['vs_ref']['p']:.2g}"
     return s
 
 
@@ -55,19 +55,21 @@ def _header(doc: Doc, rd: RunData) -> None:
 
 
 def _detectable(comp: dict) -> list[str]:
-    """Per benchmark, the MDE of DPO-vs-method at the run's items per seed and seeds (needs a dpo row)."""
+    """Per benchmark, the MDE of reference-vs-method at the run's items per seed and seeds (needs a reference row:
+    DPO, or plain GRPO in a GRPO-only run)."""
     from yfpo.eval.power import mde
 
+    ref = comp.get("reference")
     out = []
     for b in comp["benches"]:
-        c = comp["table"].get("dpo", {}).get(b)
+        c = comp["table"].get(ref, {}).get(b) if ref else None
         if not c or c["n_per_seed"] < 2:
             continue
         n, seeds = c["n_per_seed"], c["seeds"]
         p_a = max(c["acc"], 1 / (2 * n))  # at 0 correct the rate is below 1/n, not 0
         d = mde(n, seeds, p_a, reps=200)
         what = "none at this size" if d is None else f"{100 * d:.1f} points"
-        out.append(f"{b}: {what} (n = {n}, {seeds} seed{'s' if seeds > 1 else ''}, DPO {100 * c['acc']:.1f}%)")
+        out.append(f"{b}: {what} (n = {n}, {seeds} seed{'s' if seeds > 1 else ''}, {label(ref)} {100 * c['acc']:.1f}%)")
     return out
 
 
@@ -78,9 +80,10 @@ def _comparison_section(doc: Doc, rd: RunData, comp: dict, out: Path) -> None:
     doc.ul(verdicts(rd, comp))
     detectable = _detectable(comp)
     if detectable:
+        ref = label(comp["reference"])
         doc.p(
-            "Smallest difference this design could detect (accuracy points over DPO, two-sided alpha 0.05, power "
-            "0.8; yfpo.eval.power: DPO's accuracy as the baseline, churn 0.21 measured on docs/results/cpu_result, "
+            f"Smallest difference this design could detect (accuracy points over {ref}, two-sided alpha 0.05, power "
+            f"0.8; yfpo.eval.power: {ref}'s accuracy as the baseline, churn 0.21 measured on docs/results/cpu_result, "
             "rho 0.5 assumed): " + "; ".join(detectable) + ". A non-significant difference smaller than this is "
             "not evidence of no effect."
         )
@@ -89,8 +92,13 @@ def _comparison_section(doc: Doc, rd: RunData, comp: dict, out: Path) -> None:
     prim = _primary(ex["summary"]) if ex else "flexible"
     doc.p(
         f"Accuracy (%) with the `{prim}` extractor: mean over seeds [Wilson 95% CI over the items, each item "
-        "counted once]; with 2+ seeds also the t 95% CI over seeds; p = exact test against DPO on paired items "
-        "(McNemar's with one seed; with several, an exact sign-flip test on each item's mean difference over "
+        "counted once]; with 2+ seeds also the t 95% CI over seeds; "
+        + (
+            f"p = exact test against {label(comp['reference'])} on paired items "
+            if comp.get("reference")
+            else "p: none (the run has no reference method: DPO or a plain GRPO method) "
+        )
+        + "(McNemar's with one seed; with several, an exact sign-flip test on each item's mean difference over "
         "seeds, so an item counts once). Discrimination: how often the model gives the correct solution of a "
         "held-out (correct, incorrect) pair the higher length-normalised log-likelihood."
     )
@@ -148,6 +156,63 @@ def _training_section(doc: Doc, rd: RunData, out: Path) -> None:
         rows.append([run, str(mrows[-1].get("step", len(mrows)))] + vals)
     doc.p("Last logged values (mean over the final tenth of the logged steps):")
     doc.table(["run", "steps"] + keys, rows)
+    _grpo_table(doc, rd)
+
+
+def _grpo_table(doc: Doc, rd: RunData) -> None:
+    """GRPO runs over all their steps: wall time per step, the accuracy reward, how often a group had a reward
+    spread (the only steps with a learning signal from accuracy), completion length and truncation."""
+    runs = {k: [r for r in v if "step_time" in r] for k, v in rd.metrics.items()}
+    runs = {k: v for k, v in runs.items() if v and any("rewards/accuracy/mean" in r for r in v)}
+    if not runs:
+        return
+
+    def mean(rows, key, f=lambda x: x):
+        xs = [f(r[key]) for r in rows if r.get(key) is not None]
+        return sum(xs) / len(xs) if xs else None
+
+    def fmt(x, spec=".3f"):
+        return "—" if x is None else format(x, spec)
+
+    table = []
+    for run, rows in runs.items():
+        times = [r["step_time"] for r in rows]
+        spread = mean(rows, "frac_reward_zero_std", lambda x: 1.0 - x)
+        table.append(
+            [
+                run,
+                str(len(rows)),
+                f"{sum(times) / len(times):.1f}",
+                f"{min(times):.1f}-{max(times):.1f}",
+                f"{sum(times) / 60:.1f}",
+                fmt(mean(rows, "rewards/accuracy/mean")),
+                fmt(None if spread is None else 100 * spread, ".0f"),
+                fmt(mean(rows, "completions/mean_length"), ".1f"),
+                fmt(None if (c := mean(rows, "completions/clipped_ratio")) is None else 100 * c, ".0f"),
+                fmt(mean(rows, "neuron/phi"), ".4f"),
+                fmt(mean(rows, "neuron/loss_term")),
+            ]
+        )
+    doc.p(
+        "GRPO runs, over all logged steps (TRL's `step_time`: the wall time of one optimizer step, generation "
+        "included):"
+    )
+    doc.table(
+        [
+            "run",
+            "steps",
+            "s / step (mean)",
+            "s / step (range)",
+            "train min (sum of steps)",
+            "accuracy reward (mean)",
+            "% steps with a reward spread",
+            "completion tokens (mean)",
+            "% truncated",
+            "neuron phi (mean)",
+            "neuron loss term (mean)",
+        ],
+        table,
+    )
 
 
 def _counts(d: dict | None, noun: str = "") -> str:
@@ -160,9 +225,13 @@ def _counts(d: dict | None, noun: str = "") -> str:
 def _pairs_section(doc: Doc, rd: RunData) -> None:
     doc.h(2, "Preference pairs")
     if not rd.pairs:
+        methods = (rd.config.get("methods") or {}).values()
+        grpo_only = bool(methods) and all((k or {}).get("trainer") == "grpo" for k in methods)
         doc.p(
             f"Pairs read from {rd.config['pairs_file']}."
             if rd.config.get("pairs_file")
+            else "No preference pairs: every method is GRPO (online sampling on its own questions)."
+            if grpo_only
             else "Pairs stage not finished."
         )
         return

@@ -110,9 +110,24 @@ def _ordered_benches(rd: RunData) -> list[str]:
     return [b for b in configured if b in found] + [b for b in found if b not in configured]
 
 
+def reference_method(rd: RunData, methods: list[str]) -> str | None:
+    """The method every other one is tested against: DPO when the run has it, else the plain GRPO method (a
+    `trainer: grpo` method with both neuron weights 0), else none."""
+    if "dpo" in methods:
+        return "dpo"
+    cfg = rd.config.get("methods") or {}
+    for m in methods:
+        k = cfg.get(m) or {}
+        if k.get("trainer") == "grpo" and not k.get("neuron_reward_weight") and not k.get("neuron_loss_weight"):
+            return m
+    return None
+
+
 def comparison(rd: RunData) -> dict:
-    """Per method x bench: seeds, mean accuracy, item and seed CIs, the paired test vs DPO; plus discrimination."""
+    """Per method x bench: seeds, mean accuracy, item and seed CIs, the paired test vs the reference method (DPO, or
+    plain GRPO in a GRPO-only run: `vs_ref`); plus discrimination."""
     methods, benches = _ordered_methods(rd), _ordered_benches(rd)
+    ref = reference_method(rd, methods)
     table: dict[str, dict[str, dict]] = {}
     for m in methods:
         table[m] = {}
@@ -121,12 +136,12 @@ def comparison(rd: RunData) -> dict:
             if not runs:
                 continue
             table[m][b] = _cell(runs)
-            if m != "dpo":
-                t = paired_test(rd, m, "dpo", b)
+            if ref is not None and m != ref:
+                t = paired_test(rd, m, ref, b)
                 if t is not None:
-                    table[m][b]["vs_dpo"] = t
+                    table[m][b]["vs_ref"] = t
     disc = {m: d for m in methods if (d := _discrimination(rd, m))}
-    return {"methods": methods, "benches": benches, "table": table, "discrimination": disc}
+    return {"methods": methods, "benches": benches, "table": table, "discrimination": disc, "reference": ref}
 
 
 def paired_test(rd: RunData, a: str, b: str, bench: str) -> dict | None:

@@ -12,9 +12,11 @@ CURVES = (
     ("rewards/accuracies", "reward accuracy"),
     ("neuron/accuracy", "neuron accuracy"),
     # GRPO methods (trainer: grpo): the verifiable and the neuron reward, completion length
+    # (rewards/neuron/mean is ~0 by construction: phi is standardised within each group, so its raw mean is drawn)
     ("rewards/accuracy/mean", "GRPO accuracy reward"),
-    ("rewards/neuron/mean", "GRPO neuron reward"),
+    ("neuron/phi", "GRPO phi (reward form)"),
     ("neuron/loss_term", "GRPO neuron loss term"),
+    ("neuron/pair_margin", "GRPO phi margin +adv - -adv (loss form)"),
     ("completions/mean_length", "GRPO completion length"),
 )
 
@@ -50,6 +52,8 @@ def training_curves(runs: dict[str, list[dict]], png: str | Path, keys=CURVES) -
     cols = min(3, n)
     rows_n = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.0 * rows_n), squeeze=False)
+    # one colour per run in every panel (a panel drawn only for the runs that log its metric keeps their colours)
+    colour = {label: f"C{i % 10}" for i, label in enumerate(runs)}
     for ax, (key, title) in zip(axes.flat, present):
         for label, rows in runs.items():
             pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if r.get(key) is not None]
@@ -57,14 +61,17 @@ def training_curves(runs: dict[str, list[dict]], png: str | Path, keys=CURVES) -
                 continue
             xs, ys = zip(*pts)
             w = max(1, len(ys) // 20)
-            ax.plot(xs, smooth(ys, w), label=label, lw=1.4)
+            ax.plot(xs, smooth(ys, w), label=label, lw=1.4, color=colour[label])
         ax.set_title(title + (" (smoothed)" if any(len(r) > 20 for r in runs.values()) else ""), fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     # the legend never sits on a curve: in the first empty panel, else beside the panels on the right
-    handles, names = axes.flat[0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    names = list(runs)
+    handles = [Line2D([], [], color=colour[n], lw=1.4) for n in names]
     if n < axes.size:
         axes.flat[n].legend(handles, names, fontsize=8, loc="upper left", frameon=False, ncol=1 + len(names) // 12)
         fig.tight_layout()
