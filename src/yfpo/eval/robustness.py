@@ -292,9 +292,7 @@ def run_robustness(
         stable_hash,
         versions,
     )
-    from yfpo.utils import (
-        progress as bar,
-    )
+    from yfpo.utils import progress as bar
 
     torch.manual_seed(0)
     protocol = protocol or TEMPLATE_NAME
