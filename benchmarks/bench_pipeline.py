@@ -90,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
 
     kinds = sorted({k for r in results for k in r["by_kind"]})
     print()
-    print("| variant | total wall (s) | " + " | ".join(f"{k} (s)" for k in kinds) + " | exit |")
-    print("| --- | ---: | " + " | ".join("---:" for _ in kinds) + " | ---: |")
+    print("stage columns: seconds summed over the stages of that kind (with --workers they overlap: > wall)")
+    print("| variant | total wall (s) | speed-up vs first | " + " | ".join(f"{k} (s)" for k in kinds) + " | exit |")
+    print("| --- | ---: | ---: | " + " | ".join("---:" for _ in kinds) + " | ---: |")
     for r in results:
         print(
-            f"| {r['name']} | {r['wall_s']:.0f} | "
+            f"| {r['name']} | {r['wall_s']:.0f} | {results[0]['wall_s'] / r['wall_s']:.2f}x | "
             + " | ".join(f"{r['by_kind'].get(k, 0):.0f}" for k in kinds)
             + f" | {r['rc']} |"
         )
