@@ -234,6 +234,10 @@ def test_every_shipped_config_validates():
     assert {"quick.yaml", "cpu_result.yaml", "paper.yaml"} <= set(names)
     for name in names:
         plan = make_plan(load_run_config(root / name))
+        if all(k.get("trainer") == "grpo" for k in plan.methods.values()):  # grpo_cpu.yaml: GRPO with both forms
+            assert {"grpo", "grpo_nreward", "grpo_nloss"} <= set(plan.methods), name
+            assert all(t.neurons for m, t in plan.train.items() if m[0] != "grpo"), name
+            continue
         assert {"dpo", "yfpo", "yfpo_random"} <= set(plan.methods), name
         assert plan.methods["yfpo_random"]["neurons"] == "random" and plan.methods["yfpo"]["neurons"] == "attnlrp"
         assert all(t.neuron_norm == "ref_std" for t in plan.train.values() if hasattr(t, "neuron_norm")), name
