@@ -190,3 +190,16 @@ def test_robustness_resumes_controls_stability_and_refuses_other_settings(tmp_pa
         model, tok, probs, **{**kw, "out_dir": tmp_path / "rob3", "n_items": 1, "stop_when_found": True}
     )
     assert s4["pool"] == 4 and s4["pool_size"] == 6 and s4["attacked"] == 1 and s4["pool_accuracy"] == 1.0
+
+
+def test_candidates_never_repeat_a_word_of_the_question_or_inflect_the_word():
+    """A replacement already in the question ("lunch" -> "dinner" when "dinner" is there) would merge two things
+    the question keeps apart; an inflection (washed -> washes) is a grammar change, not a substitution."""
+    from yfpo.models.tiny import tiny_model
+
+    model, tok = tiny_model()
+    wn = {"lunch": {"dinner", "supper"}, "washed": {"washes", "washing", "cleaned"}}
+    cands = Candidates(model, tok, sim_threshold=-1.0, top_k=5, wordnet=wn, sources=("wordnet",))
+    toks = split_words("A cook served 4 pies during lunch and 9 during dinner. Ned washed 3 shirts.")
+    got = {toks[i].strip(".,"): [w for w, _, _ in cands.for_position(toks, i)] for i in substitutable(toks)}
+    assert got["lunch"] == ["supper"] and got["washed"] == ["cleaned"]

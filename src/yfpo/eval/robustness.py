@@ -196,12 +196,15 @@ class Candidates:
             raw += [(w, "wordnet") for w in sorted(self.wordnet.get(word.lower(), ()))]
         if "lm" in self.sources:
             raw += [(w, "lm") for w in self._lm("".join(tokens[:i]))]
+        # words of the question already (a replacement by one of them merges two things the question keeps apart:
+        # "4 pies during lunch and 9 during dinner" -> "... during dinner and 9 during dinner")
+        present = {m.group(2).lower() for t in tokens if (m := _WORD.match(t))}
         seen, out = {word.lower()}, []
         for w, src in raw:
             lw = w.lower()
             if lw in seen or lw in NUMBER_WORDS or lw in CRITICAL_WORDS or lw in FUNCTION_WORDS or not w.isalpha():
                 continue
-            if lw.rstrip("s") == word.lower().rstrip("s"):  # plural/singular of itself: not a substitution
+            if lw in present or _same_stem(lw, word.lower()):  # an inflection of itself is not a substitution
                 continue
             seen.add(lw)
             s = self.similarity(word, w)
@@ -209,6 +212,23 @@ class Candidates:
                 out.append((w, src, s))
         out.sort(key=lambda x: -x[2])
         return out[: self.top_k]
+
+
+_INFLECTIONS = ("ing", "ed", "es", "er", "ly", "s", "d")
+# what the candidate filter does; part of a robustness run's key, so a folder made by another filter is not resumed
+CANDIDATE_FILTER = "v2: no number/operation/function words, no word already in the question, no inflection of itself"
+
+
+def _stem(w: str) -> str:
+    for suf in _INFLECTIONS:
+        if w.endswith(suf) and len(w) - len(suf) >= 3:
+            return w[: -len(suf)].rstrip("e")
+    return w.rstrip("e")
+
+
+def _same_stem(a: str, b: str) -> bool:
+    """washed / washes, deleted / deleting, pair / paired, waiter / wait, apple / apples: inflections of one word."""
+    return _stem(a) == _stem(b) or _stem(a) == b.rstrip("e") or _stem(b) == a.rstrip("e")
 
 
 def attack_item(question: str, gold: str, kind: str, ask, cands: Candidates, budget: int) -> dict:
@@ -312,6 +332,7 @@ def run_robustness(
         "kind": kind,
         "grader": PRIMARY,
         "one word changed per query": True,
+        "candidate filter": CANDIDATE_FILTER,
         "backend": {"requested": backend, "used": resolve(backend, model).name},
         "stability control": "each correct item is asked again alone; one answered wrongly is not attacked",
     }
