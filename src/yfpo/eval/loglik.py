@@ -46,7 +46,7 @@ class _Scorer:
     The fast path runs the decoder once and applies the LM head only where a log-prob is read (the response
     tokens, or each prompt's last token), instead of materialising (batch x length x vocab) logits: for a
     49k-vocabulary model the head is ~20% of a forward and the full log-softmax dominates memory. It is checked
-    once per call against the model's own forward on the first batch's first row; a model whose forward does more
+    once per call against the model's own forward on one row of the first batch; a model whose forward does more
     than decoder + head (logit scaling or soft-capping, a custom head) falls back to the full path."""
 
     def __init__(self, model):
@@ -72,8 +72,9 @@ class _Scorer:
         """(len(rows), vocab) log-probs of the next token at ids[rows, cols]."""
         if self.fast is None:
             got = self._head(ids, mask, rows, cols)
-            first = rows == 0
-            ref = self._full(ids[:1], mask[:1], rows[first], cols[first])
+            r0 = int(rows[0])
+            first = rows == r0
+            ref = self._full(ids[r0 : r0 + 1], mask[r0 : r0 + 1], rows[first] - r0, cols[first])
             self.fast = bool(torch.allclose(got[first], ref, atol=1e-4, rtol=1e-4))
             return got if self.fast else self._full(ids, mask, rows, cols)
         return (self._head if self.fast else self._full)(ids, mask, rows, cols)
