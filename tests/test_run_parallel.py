@@ -155,19 +155,9 @@ def test_workers_two_real_processes_finish_a_tiny_run(tmp_path):
     import subprocess
     import sys
 
-    from yfpo.data.pairs import load_solution_pairs, write_pairs
-    from yfpo.engine.prompts import format_user_message
-    from yfpo.models.tiny import save_tiny
+    from test_run_pipeline import tiny_model_and_pairs
 
-    model_dir = save_tiny(tmp_path / "tiny")
-    pairs = tmp_path / "pairs.jsonl"
-    write_pairs(
-        pairs,
-        [
-            {"prompt": format_user_message(o["question"]), "chosen": o["chosen"][:120], "rejected": o["rejected"][:120]}
-            for o in load_solution_pairs(limit=6)
-        ],
-    )
+    model_dir, pairs = tiny_model_and_pairs(tmp_path, n_pairs=6)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"""
 name: wk

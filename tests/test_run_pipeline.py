@@ -412,25 +412,31 @@ def test_no_hash_names_only_real_fields():
         assert not extra, (kind, extra)
 
 
-@pytest.mark.slow
-def test_real_pipeline_tiny_model_end_to_end_with_resume(tmp_path):
-    """The real stages on a saved tiny model with tiny budgets; a kill before the second training reruns
-    nothing finished."""
+def tiny_model_and_pairs(tmp_path, n_pairs: int = 4) -> tuple[Path, Path]:
+    """A saved tiny model and a pairs file for real-stage runs: a random tiny model never finishes a solution
+    within a few tokens, so self-sampled pairs would be empty (the pairs stage on a real model is tested in
+    test_pairs_build)."""
     from yfpo.data.pairs import load_solution_pairs, write_pairs
     from yfpo.engine.prompts import format_user_message
     from yfpo.models.tiny import save_tiny
 
     model_dir = save_tiny(tmp_path / "tiny")
-    # a random tiny model never finishes a solution within a few tokens, so self-sampled pairs would be
-    # empty: the run reads a pairs file (the pairs stage on a real model is tested in test_pairs_build)
     pairs_file = tmp_path / "pairs.jsonl"
     write_pairs(
         pairs_file,
         [
             {"prompt": format_user_message(o["question"]), "chosen": o["chosen"][:120], "rejected": o["rejected"][:120]}
-            for o in load_solution_pairs(limit=4)
+            for o in load_solution_pairs(limit=n_pairs)
         ],
     )
+    return model_dir, pairs_file
+
+
+@pytest.mark.slow
+def test_real_pipeline_tiny_model_end_to_end_with_resume(tmp_path):
+    """The real stages on a saved tiny model with tiny budgets; a kill before the second training reruns
+    nothing finished."""
+    model_dir, pairs_file = tiny_model_and_pairs(tmp_path)
     p = tmp_path / "c.yaml"
     p.write_text(f"""
 name: e2e
