@@ -174,8 +174,11 @@ def test_robustness_resumes_controls_stability_and_refuses_other_settings(tmp_pa
     run_robustness(model, tok, probs, **kw)
     assert calls["prompts"] == 0  # everything kept: nothing generated again
 
-    with pytest.raises(ValueError, match="holds a robustness run with other settings"):
+    with pytest.raises(ValueError, match="was made by another robustness config \\(settings.budget: 3 -> 4\\)"):
         run_robustness(model, tok, probs, **{**kw, "budget": 4})
+    calls["prompts"] = 0
+    s5 = run_robustness(model, tok, probs, **{**kw, "budget": 4, "overwrite": True})  # emptied, done again
+    assert calls["prompts"] >= first and s5["settings"]["budget"] == 4
     # a larger pool of the same benchmark continues a smaller one; another pool in the folder is refused
     kw2 = {**kw, "out_dir": tmp_path / "rob2"}
     run_robustness(model, tok, probs[:3], **kw2)

@@ -132,6 +132,9 @@ def register(sub) -> None:
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--data-dir", default=None)
     r.add_argument("--out", default=None, help="output folder (default: runs/robustness/<model>/)")
+    r.add_argument(
+        "--overwrite", action="store_true", help="empty OUT/work first (a folder made with another model or settings)"
+    )
     r.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
     r.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     r.add_argument("--device", default="auto")
@@ -311,7 +314,7 @@ def _robustness(args) -> int:
     from yfpo.eval.robustness import run_robustness
     from yfpo.eval.taskspec import load_spec, load_task, spec_from_flags
     from yfpo.models import load_model
-    from yfpo.run import model_identity
+    from yfpo.resume import model_identity
 
     spec = load_spec(args.task) if args.task else (spec_from_flags(args.task_file) if args.task_file else None)
     if spec is not None:
@@ -339,6 +342,7 @@ def _robustness(args) -> int:
         backend=args.backend,
         model_id=model_identity(args.model),
         stop_when_found=args.stop_when_found,
+        overwrite=args.overwrite,
     )
     print(
         f"pool {s['pool']} of {s['pool_size']} evaluated (accuracy {s['pool_accuracy']:.3f}); attacked {s['attacked']}: attack success rate "

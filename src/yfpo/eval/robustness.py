@@ -283,14 +283,15 @@ def run_robustness(
     model_id=None,
     progress: bool | None = None,
     stop_when_found: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Evaluate the pool greedily, attack the first `n_items` answered correctly (and still answered correctly
     when asked again alone: the stability control); write results; return the summary.
 
     With `out_dir`, the work resumes: the pool's answers (OUT/work/pool.jsonl, in chunks) and each attacked
-    item (OUT/work/attacks.jsonl) are appended as they finish, under a key of the model (`model_id`, e.g.
-    yfpo.run.model_identity of its path) and every setting; a folder holding another key is refused, never
-    mixed. The kept pool answers must be the first items of `problems` (id, question and answer checked), so a
+    item (OUT/work/attacks.jsonl) are appended as they finish, under the stage record of yfpo.resume.claim
+    (the model: `model_id`, e.g. yfpo.resume.model_identity of its path; every setting): a folder made with
+    others is refused, never mixed (`overwrite` empties it first). The kept pool answers must be the first items of `problems` (id, question and answer checked), so a
     longer pool of the same benchmark continues a shorter one. With `stop_when_found` the pool is evaluated chunk
     by chunk only until `n_items` stable correct items are attacked (pool_accuracy is then over the items
     evaluated; `pool` says how many)."""
@@ -309,7 +310,6 @@ def run_robustness(
         now,
         read_jsonl_resume,
         sha256_text,
-        stable_hash,
         versions,
     )
     from yfpo.utils import progress as bar
@@ -336,27 +336,17 @@ def run_robustness(
         "backend": {"requested": backend, "used": resolve(backend, model).name},
         "stability control": "each correct item is asked again alone; one answered wrongly is not attacked",
     }
-    key = stable_hash(
-        {
-            "model": model_id if model_id is not None else model_name,
-            "settings": settings,
-            "batch_size": batch_size,
-            "backend": backend,
-        }
-    )
+    key = None
     work = Path(out_dir) / "work" if out_dir else None
-    if work is not None:
-        work.mkdir(parents=True, exist_ok=True)
-        kf = work / "key.json"
-        if kf.exists():
-            had = json.loads(kf.read_text()).get("key")
-            if had != key:
-                raise ValueError(
-                    f"{out_dir}: holds a robustness run with other settings, model or pool (key {had}, this run "
-                    f"{key}); use another --out or delete that folder"
-                )
-        else:
-            atomic_write_json(kf, {"key": key, "model": model_name, "settings": settings})
+    if work is not None:  # the shared stage record: another model or setting in this folder is refused
+        from yfpo.resume import claim
+
+        key = claim(
+            work,
+            "robustness",
+            {"model": model_id if model_id is not None else model_name, "settings": settings, "batch_size": batch_size},
+            overwrite=overwrite,
+        )
 
     def ask_gold(gold):
         def ask(questions):
