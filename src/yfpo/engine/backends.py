@@ -160,6 +160,12 @@ def resolve(name: str, model) -> Backend:
     return b
 
 
+def record(requested: str, model) -> dict:
+    """What a result records of its generation backend: the one asked for and the one `resolve` runs."""
+    b = resolve(requested, model)
+    return {"requested": requested, "used": b.name, "exact": b.exact, "quantized": b.quantized}
+
+
 def pin(folder, requested: str, model) -> str:
     """Resolve `requested` for `model` and pin the result in FOLDER/backend.json: work started with one backend
     is never continued with another (`auto` can resolve differently on another machine or install). Returns the
@@ -169,18 +175,17 @@ def pin(folder, requested: str, model) -> str:
 
     from yfpo.utils import atomic_write_json
 
-    b = resolve(requested, model)
+    rec = record(requested, model)
     f = Path(folder) / "backend.json"
-    rec = {"requested": requested, "used": b.name, "exact": b.exact, "quantized": b.quantized}
     if f.exists():
         had = json.loads(f.read_text())
-        if had.get("used") != b.name:
+        if had.get("used") != rec["used"]:
             raise ValueError(
                 f"{folder}: was generated with backend {had.get('used')!r} (requested {had.get('requested')!r}); "
-                f"here {requested!r} runs {b.name!r}: pass --backend {had.get('used')} to continue it, or start "
+                f"here {requested!r} runs {rec['used']!r}: pass --backend {had.get('used')} to continue it, or start "
                 "another folder"
             )
     else:
         Path(folder).mkdir(parents=True, exist_ok=True)
         atomic_write_json(f, rec)
-    return b.name
+    return rec["used"]

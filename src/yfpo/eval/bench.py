@@ -324,10 +324,9 @@ def run_eval(
         seed=seed,
         spec=spec,
     )
-    from yfpo.engine.backends import resolve
+    from yfpo.engine.backends import record
 
-    used = resolve(backend, m)
-    prot["backend"] = {"requested": backend, "used": used.name, "exact": used.exact, "quantized": used.quantized}
+    prot["backend"] = record(backend, m)
     if out:
         _check_protocol(out, {**prot, "model": model_name, "bench": bench}, resuming=bool(done))
     rows = [done[p.id] for p in probs if p.id in done]

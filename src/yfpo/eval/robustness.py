@@ -300,7 +300,7 @@ def run_robustness(
     import torch
 
     from yfpo.engine.answers import PRIMARY, grade
-    from yfpo.engine.backends import resolve
+    from yfpo.engine.backends import record as backend_record
     from yfpo.engine.generate import generate
     from yfpo.engine.prompts import TEMPLATE_NAME, build_prompt, get_protocol
     from yfpo.utils import (
@@ -333,7 +333,7 @@ def run_robustness(
         "grader": PRIMARY,
         "one word changed per query": True,
         "candidate filter": CANDIDATE_FILTER,
-        "backend": {"requested": backend, "used": resolve(backend, model).name},
+        "backend": backend_record(backend, model),
         "stability control": "each correct item is asked again alone; one answered wrongly is not attacked",
     }
     key = None
