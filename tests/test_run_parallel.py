@@ -185,3 +185,61 @@ eval: {{benches: [mawps_singleop], limit: 2, max_new_tokens: 8, discrimination: 
     assert (run / "report" / "report.html").exists()
     ran = [line.split(":")[0] for line in (r.stdout + helper).splitlines() if ": running -> " in line]
     assert len(ran) == len(set(ran)) and len(ran) == len(json.loads((run / "run.json").read_text())["stages"])
+
+
+def test_while_another_process_finds_the_neurons_this_one_samples_pairs_and_evaluates_the_base_model(tmp_path):
+    """Neurons and pairs need only the model: a second process does not wait for the held neurons stage but
+    samples the pairs and evaluates the base model (needing neither) first, then waits for the neurons and
+    reuses them."""
+    started = threading.Event()
+
+    class SlowNeurons(Fakes):
+        def neurons(self, cfg):
+            started.set()
+            time.sleep(1.0)
+            return super().neurons(cfg)
+
+    holder = SlowNeurons()
+    t = threading.Thread(target=lambda: run_pipeline(_rc(tmp_path), runners=holder.runners(), log=lambda m: None))
+    t.start()
+    assert started.wait(20)
+    f = Fakes()
+    logs: list[str] = []
+    run_pipeline(_rc(tmp_path), runners=f.runners(), log=logs.append)
+    t.join(30)
+    assert f.calls["neurons"] == 0 and holder.calls["neurons"] == 1  # found once, by the holder
+    assert f.calls["pairs"] == 1 and holder.calls["pairs"] == 0  # sampled by this one meanwhile
+
+    def first(prefix: str) -> int:
+        return next(i for i, m in enumerate(logs) if m.startswith(prefix))
+
+    i_held = first("[yfpo run] neurons: another process is on it")
+    assert i_held < first("[yfpo run] pairs: running") < first("[yfpo run] eval/base/")
+    assert first("[yfpo run] eval/base/") < first("[yfpo run] neurons: done before")  # then came back for them
+    total = f.calls + holder.calls
+    assert total["eval"] == 6 * 2 and total["disc"] == 6 and total["train"] == 5  # nothing twice
+
+
+def test_a_process_waiting_for_the_held_reference_evaluates_the_base_model_first(tmp_path):
+    started = threading.Event()
+
+    class SlowReference(Fakes):
+        def reference(self, cfg, neurons, out_dir):
+            started.set()
+            time.sleep(1.0)
+            return super().reference(cfg, neurons, out_dir)
+
+    holder = SlowReference()
+    t = threading.Thread(target=lambda: run_pipeline(_rc(tmp_path), runners=holder.runners(), log=lambda m: None))
+    t.start()
+    assert started.wait(20)
+    f = Fakes()
+    logs: list[str] = []
+    run_pipeline(_rc(tmp_path), runners=f.runners(), log=logs.append)
+    t.join(30)
+    assert f.calls["reference"] == 0 and holder.calls["reference"] == 1
+    i_held = next(i for i, m in enumerate(logs) if m.startswith("[yfpo run] reference: another process is on it"))
+    i_base = next(i for i, m in enumerate(logs) if m.startswith("[yfpo run] eval/base/") and "running" in m)
+    i_reuse = next(i for i, m in enumerate(logs) if m.startswith("[yfpo run] reference: done before"))
+    assert i_held < i_base < i_reuse
+    assert f.calls["train"] + holder.calls["train"] == 5

@@ -714,12 +714,26 @@ class Pipeline:
         self.rc.methods = plan.methods  # the recorded config shows each method's neurons and gamma
         self._start()
         t0 = time.time()
-        neurons = self.neuron_sets(plan)
+        dpo_family = any(k.get("trainer", "dpo") == "dpo" for k in plan.methods.values())
+        # Neurons and pairs need only the model: when another process on this run dir holds one, this one does
+        # the other, and the base model's evaluation (it needs neither) while it waits; the same while another
+        # process computes the reference log-probs every training waits for.
+        neurons = self.neuron_sets(plan, defer=True)
+        pairs = self.pairs(plan, defer=True) if dpo_family else (None, None)  # GRPO samples its own completions
+        if neurons is None or pairs is None:
+            self.evaluate_base_meanwhile()
+        if neurons is None:
+            neurons = self.neuron_sets(plan)
+        if pairs is None:
+            pairs = self.pairs(plan)
         # independent units are deferred when another process on this run dir holds them, then waited for
         check_later = plan.check is not None and self.causal_check(plan, neurons["own"], defer=True) is None
-        dpo_family = any(k.get("trainer", "dpo") == "dpo" for k in plan.methods.values())
-        pairs = self.pairs(plan) if dpo_family else (None, None)  # GRPO methods sample their own completions
-        refs = self.references(plan, neurons, pairs) if plan.ref_logps and dpo_family else {}
+        refs = {}
+        if plan.ref_logps and dpo_family:
+            refs = self.references(plan, neurons, pairs, defer=True)
+            if refs is None:
+                self.evaluate_base_meanwhile()
+                refs = self.references(plan, neurons, pairs)
         # trainings another process holds are waited for only after evaluating what is trained already, so no
         # process idles while there is work
         trained, held = self.train_all(plan, neurons, pairs, refs)
@@ -742,21 +756,32 @@ class Pipeline:
         save_config(self.rc, self.dir / "config.yaml")
         self.mid = model_identity(self.rc.model)
 
-    def neuron_sets(self, plan: Plan) -> dict[str, tuple[Path, str]]:
+    def evaluate_base_meanwhile(self) -> None:
+        """The base model's evaluation units that no other process holds (the rest are left to the final
+        evaluation, which waits for them): work for a process that would otherwise wait for a held stage."""
+        if self.rc.eval.base:
+            self.log("[yfpo run] evaluating the base model while another process holds the next stage")
+            self.evaluate_model("base", None, self.rc.model, {"model": self.mid}, defer=True)
+
+    def neuron_sets(self, plan: Plan, defer: bool = False) -> dict[str, tuple[Path, str]] | None:
         """Stage 1 and the control sets the methods need: {key: (NeuronSet path, stage hash)}; key "own" and the
-        run's kind name the run's own set."""
+        run's kind name the run's own set. defer: None when another process is finding the run's own set."""
         from yfpo.config import to_dict
         from yfpo.neurons.controls import kind_of_method
 
-        def find(name: str, kind: str, cfg) -> tuple[Path, str]:
+        def find(name: str, kind: str, cfg, defer: bool = False) -> tuple[Path, str] | None:
             def run_find(folder: Path) -> dict:
                 cfg.out = str(folder / "neurons.json")
                 return {"neurons": self._rel(self.runners["neurons"](cfg))}
 
-            rec = self.stage(name, kind, "stages/neurons-{hash}", to_dict(cfg), {"model": self.mid}, run_find)
-            return self.dir / rec["outputs"]["neurons"], rec["hash"]
+            rec = self.stage(
+                name, kind, "stages/neurons-{hash}", to_dict(cfg), {"model": self.mid}, run_find, defer=defer
+            )
+            return None if rec is None else (self.dir / rec["outputs"]["neurons"], rec["hash"])
 
-        own = find("neurons", "neurons", plan.neurons)  # the run's own set: the one the report summarises
+        own = find("neurons", "neurons", plan.neurons, defer)  # the run's own set: the one the report summarises
+        if own is None:
+            return None
         sets = {"own": own, kind_of_method(plan.neurons.method): own}
         for kind, cfg in plan.selections.items():
             sets[kind] = find(f"neurons/{kind}", "neurons_selection", cfg)
@@ -801,8 +826,9 @@ class Pipeline:
             defer=defer,
         )
 
-    def pairs(self, plan: Plan) -> tuple[Path, str]:
-        """Stage 2 (or the run's pairs_file): (pairs path, hash of its contents or of the stage)."""
+    def pairs(self, plan: Plan, defer: bool = False) -> tuple[Path, str] | None:
+        """Stage 2 (or the run's pairs_file): (pairs path, hash of its contents or of the stage); defer: None
+        when another process is sampling them."""
         from yfpo.config import to_dict
         from yfpo.utils import sha256_file
 
@@ -822,12 +848,17 @@ class Pipeline:
                 )
             return {"pairs": self._rel(path), "n_pairs": summ["pairs"], "by_source": summ["pairs_by_source"]}
 
-        rec = self.stage("pairs", "pairs", "stages/pairs-{hash}", to_dict(pcfg), {"model": self.mid}, run_pairs)
-        return self.dir / rec["outputs"]["pairs"], rec["hash"]
+        rec = self.stage(
+            "pairs", "pairs", "stages/pairs-{hash}", to_dict(pcfg), {"model": self.mid}, run_pairs, defer=defer
+        )
+        return None if rec is None else (self.dir / rec["outputs"]["pairs"], rec["hash"])
 
-    def references(self, plan: Plan, neurons: dict, pairs: tuple[Path, str]) -> dict[tuple[str, int], tuple[Path, str]]:
+    def references(
+        self, plan: Plan, neurons: dict, pairs: tuple[Path, str], defer: bool = False
+    ) -> dict[tuple[str, int], tuple[Path, str]] | None:
         """Reference log-probs (+ m_ref of every NeuronSet the group's methods use), computed once per group of
-        (method, seed) with the same tokenization settings: {(method, seed): (file, stage hash)}."""
+        (method, seed) with the same tokenization settings: {(method, seed): (file, stage hash)}. defer: None
+        when another process holds a group (the groups this one could compute are done first)."""
         from yfpo.utils import stable_hash
 
         groups: dict[str, list[tuple[str, int]]] = {}
@@ -837,6 +868,7 @@ class Pipeline:
             key = stable_hash({k: getattr(tcfg, k) for k in REF_KEYS if hasattr(tcfg, k)}, n=10)
             groups.setdefault(key, []).append((m, seed))
         out = {}
+        held = False
         for key, members in groups.items():
             sets = sorted({neuron_key(plan.methods[m]["neurons"], seed) for m, seed in members})
             paths = {k: str(neurons[k][0]) for k in sets}
@@ -855,14 +887,18 @@ class Pipeline:
                 settings,
                 {"model": self.mid, "pairs": pairs[1], "neurons": {k: neurons[k][1] for k in sets}},
                 run_ref,
+                defer=defer,
             )
+            if rec is None:
+                held = True
+                continue
             # a training reads the log-probs and its own set's m_ref (its neurons hash is its own input), so its
             # hash depends on the reference's model, pairs and settings, not on which other sets the file holds:
             # adding a seed (a new random set) recomputes the file but retrains nothing
             ref_id = stable_hash({"model": self.mid, "pairs": pairs[1], "settings": settings}, n=10)
             for member in members:
                 out[member] = (self.dir / rec["outputs"]["ref_logps"], ref_id)
-        return out
+        return None if held else out
 
     def train_all(
         self,
