@@ -162,7 +162,15 @@ def main(argv: list[str]) -> int:
     res: dict = {"run_dir": str(rd.dir), "methods": methods, "seeds": seeds}
     res["training"] = training_table(rd)
     comps = [
-        (a, b) for a, b in (("dpo", "yfpo"), ("dpo", "yfpo_random"), ("yfpo_random", "yfpo")) if {a, b} <= set(methods)
+        (a, b)
+        for a, b in (
+            ("dpo", "yfpo"),
+            ("dpo", "yfpo_random"),
+            ("yfpo_random", "yfpo"),
+            ("dpo", "yfpo_flip"),
+            ("yfpo_flip", "yfpo"),
+        )
+        if {a, b} <= set(methods)
     ]
     res["output_diffs"] = output_diffs(rd, comps)
 

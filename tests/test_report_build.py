@@ -391,6 +391,21 @@ def test_random_neuron_control_verdict(tmp_path):
     assert "| YFPO (random neurons) | 2 |" in md
 
 
+def test_flipped_sign_control_verdict(tmp_path):
+    """A run with the flipped-sign twin (`neurons: flipped`) gets a sentence comparing YFPO with it, and a label."""
+    from yfpo.report.verdicts import controls
+
+    methods = {"dpo": {"gamma": 0}, "yfpo": {"gamma": 1}, "yfpo_flip": {"gamma": 1, "neurons": "flipped"}}
+    assert controls(methods, "flipped") == [("yfpo", "yfpo_flip")] and controls(methods, "random") == []
+    run = make_run(tmp_path / "a")
+    _with_gammas(run)
+    _add_method(run, "yfpo_flip", [i < 10 for i in range(40)], {"gamma": 1, "neurons": "flipped"})
+    md = (build_report(run).parent / "report.md").read_text()
+    assert "YFPO vs YFPO (flipped signs) on gsm8k: 62.5% vs 25.0%" in md
+    assert "pushing the math neurons up rather than down helped (significant at 0.05)" in md
+    assert "| YFPO (flipped signs) | 2 |" in md
+
+
 def test_paired_test_gives_a_bootstrap_ci_of_the_item_difference():
     from yfpo.report.compare import paired_test
     from yfpo.report.read import RunData

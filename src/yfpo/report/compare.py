@@ -20,6 +20,7 @@ METHOD_LABELS = {
     "dpo_fdt": "DPO+FDT",
     "yfpo_fdt": "YFPO+FDT",
     "yfpo_random": "YFPO (random neurons)",
+    "yfpo_flip": "YFPO (flipped signs)",
 }
 
 

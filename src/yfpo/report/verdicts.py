@@ -1,6 +1,7 @@
 """The verdict section in plain sentences: did the neuron reward help, and did it help *because* the neurons
 are math neurons? A method with the reward is compared with its twin without it (gamma 0) and, when one is
-configured, with its twin whose reward uses random neurons (`neurons: random`, same per-layer counts)."""
+configured, with its twin whose reward uses random neurons (`neurons: random`, same per-layer counts) and
+with its twin whose reward has the signs flipped (`neurons: flipped`: rewards pushing the math neurons down)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ def neuron_comparisons(methods: dict[str, dict]) -> list[tuple[str, str]]:
     return out
 
 
-def random_controls(methods: dict[str, dict]) -> list[tuple[str, str]]:
-    """(method rewarded on the math neurons, its twin with `neurons: random` and otherwise the same keys)."""
+def controls(methods: dict[str, dict], kind: str) -> list[tuple[str, str]]:
+    """(method rewarded on the math neurons, its twin with `neurons: <kind>` and otherwise the same keys);
+    kind "random" (same per-layer counts) or "flipped" (the same neurons, signs flipped)."""
     out = []
     for a, ca in methods.items():
         ca = ca or {}
@@ -57,10 +59,15 @@ def random_controls(methods: dict[str, dict]) -> list[tuple[str, str]]:
         rest = _without(ca, "neurons")
         for b, cb in methods.items():
             cb = cb or {}
-            if cb.get("neurons") == "random" and _without(cb, "neurons") == rest:
+            if cb.get("neurons") == kind and _without(cb, "neurons") == rest:
                 out.append((a, b))
                 break
     return out
+
+
+def random_controls(methods: dict[str, dict]) -> list[tuple[str, str]]:
+    """(method rewarded on the math neurons, its twin with `neurons: random` and otherwise the same keys)."""
+    return controls(methods, "random")
 
 
 def _sentence(t: dict, a: str, b: str, bench: str, effect: str) -> str:
@@ -129,6 +136,11 @@ def verdicts(rd: RunData, comp: dict) -> list[str]:
             out.append(_sentence(t_rnd, a, r, bench, "choosing math neurons over random ones"))
             if a in baselines:
                 out.append(_because_math(a, baselines[a], r, paired_test(rd, a, baselines[a], bench), t_rnd, bench))
+    for a, f in controls(methods, "flipped"):
+        for bench in comp["benches"]:
+            t_flip = paired_test(rd, a, f, bench)
+            if t_flip is not None:
+                out.append(_sentence(t_flip, a, f, bench, "pushing the math neurons up rather than down"))
     if not out:
         out.append(
             "No YFPO/DPO pair of methods was evaluated on the same items, so the neuron reward's effect "
