@@ -187,7 +187,12 @@ def test_mmlu_tiny(tiny, tmp_path):
         a = res[part]
         assert 0.0 <= a["lo"] <= a["acc"] <= a["hi"] <= 1.0
     assert res["protocol"]["per_subject"] == 1
-    assert json.loads((tmp_path / "mmlu.json").read_text())["non_math"] == res["non_math"]
+    saved = json.loads((tmp_path / "mmlu.json").read_text())
+    assert saved["non_math"] == res["non_math"]
+    for part in ("non_math", "redux_ok"):  # per question, for paired tests between models
+        items = saved["items"][part]
+        assert len(items) == res[part]["n"] and len({it["id"] for it in items}) == len(items)
+        assert sum(it["correct"] for it in items) == res[part]["n_correct"]
 
 
 def test_mmlu_prompt_and_scoring(tiny, monkeypatch):

@@ -35,7 +35,20 @@ class Fakes:
             "train": self.train,
             "eval": self.eval,
             "discrimination": self.disc,
+            "mmlu": self.mmlu,
         }
+
+    def mmlu(self, model_path, *, per_subject, out_dir, **kw):
+        """mmlu.json as yfpo.eval.mmlu writes it: 4 questions, the trained models right on one more."""
+        self.calls["mmlu"] += 1
+        k = 1 if model_path == "tiny-model" else 2
+        res = {"protocol": {"per_subject": per_subject}, "items": {}}
+        for part in ("non_math", "redux_ok"):
+            items = [{"id": f"{part}/{i}", "subject": "s", "correct": i < k} for i in range(4)]
+            res[part] = {"acc": k / 4, "n": 4, "n_correct": k, "lo": 0.0, "hi": 1.0}
+            res["items"][part] = items
+        (Path(out_dir) / "mmlu.json").write_text(json.dumps(res))
+        return res
 
     def reference(self, cfg, neurons, out_dir):
         self.calls["reference"] += 1
@@ -572,8 +585,10 @@ def test_eval_sampling_and_task_specs_flow_to_eval_and_report(tmp_path):
 
     ev = to_dict(_rc(tmp_path / "b").eval)
     old = {
-        k: v for k, v in ev.items() if k not in ("benches", "base", "discrimination_batch_size", *_EVAL_KEY_DEFAULTS)
-    }
+        k: v
+        for k, v in ev.items()
+        if k not in ("benches", "base", "discrimination_batch_size", "mmlu", "mmlu_batch_size", *_EVAL_KEY_DEFAULTS)
+    }  # (the mmlu keys came later still and are never in the group hash: MMLU is a unit of its own)
     group = stable_hash({"eval": old, "in": {"model": model_identity("tiny-model")}}, n=10)
     assert f"eval/base-{group}/gsm8k" in dirs
 
@@ -700,3 +715,22 @@ eval: {{benches: [mawps_singleop], limit: 2, max_new_tokens: 8, discrimination: 
     md = report.with_suffix(".md").read_text()
     assert "grpo_nr vs grpo on mawps_singleop" in md and "grpo_nl vs grpo on mawps_singleop" in md
     assert "rewards/accuracy/mean" in md
+
+
+def test_mmlu_retention_is_an_eval_unit_of_every_model_and_a_bench_in_the_report(tmp_path):
+    """eval.mmlu: N runs MMLU retention once per model (cached like any unit), and the report shows its two parts
+    as benches with paired tests; a bad value fails before any stage."""
+    rc = _rc(tmp_path, methods={"dpo": {"gamma": 0}, "yfpo": {"gamma": 1}})
+    rc.eval.mmlu = 2
+    f = Fakes()
+    report = run_pipeline(rc, runners=f.runners(), log=lambda m: None)
+    assert f.calls["mmlu"] == 3  # base, dpo-s0, yfpo-s0
+    md = report.with_suffix(".md").read_text()
+    assert "mmlu_non_math (n=4)" in md and "mmlu_redux_ok (n=4)" in md
+    assert "YFPO vs DPO on mmlu_non_math: 50.0% vs 50.0%" in md
+    f2 = Fakes()
+    run_pipeline(rc, runners=f2.runners(), log=lambda m: None)
+    assert f2.calls["mmlu"] == 0  # cached
+    rc.eval.mmlu = -1
+    with pytest.raises(ValueError, match="eval.mmlu: expected questions per subject"):
+        run_pipeline(rc, runners=Fakes().runners(), log=lambda m: None)

@@ -78,6 +78,10 @@ class EvalSection:
     top_p: float = 1.0
     protocol: str = "chat-zero-shot-cot-v1"  # prompt protocol (engine/prompts.py): boxed-v1, self-doubt-v1, ...
     tasks: list[str] = field(default_factory=list)  # task spec YAMLs (any benchmark file), evaluated like benches
+    # MMLU retention (yfpo.eval.mmlu, no generation): this many questions per subject of the non-math MMLU test
+    # subjects and of MMLU-Redux "ok"; the report shows them as benches mmlu_non_math / mmlu_redux_ok (0 = skip)
+    mmlu: int = 0
+    mmlu_batch_size: int = 8
 
 
 # eval keys added after runs were made: left out of the stage hash at their defaults, so those runs stay cached
@@ -323,6 +327,19 @@ def check_benches(benches: list[str], data_dir: str | None, where: str) -> None:
                 )
 
 
+def check_mmlu(ev: EvalSection) -> None:
+    """eval.mmlu is a count per subject, and the MMLU files are on disk when it is on."""
+    from yfpo.data.problems import candidate_data_dirs, find_data_file
+    from yfpo.eval.mmlu import DATA_FILES
+
+    if not isinstance(ev.mmlu, int) or isinstance(ev.mmlu, bool) or ev.mmlu < 0:
+        raise ValueError(f"run config: eval.mmlu: expected questions per subject (an integer >= 0), got {ev.mmlu!r}")
+    for rel in DATA_FILES if ev.mmlu else ():
+        if find_data_file(rel, ev.data_dir) is None:
+            looked = ", ".join(str(d / rel) for d in candidate_data_dirs(ev.data_dir))
+            raise FileNotFoundError(f"run config: eval.mmlu: no {rel} (looked in {looked}); set eval.data_dir")
+
+
 def check_grpo_overlap(train: dict, ev: EvalSection) -> None:
     """A GRPO method must not train on the questions its models are evaluated on: with questions from an eval
     benchmark (no questions_file), its first skip_questions must cover the eval slice (eval.limit items)."""
@@ -442,6 +459,16 @@ def _run_discrimination(model_path: str, *, limit: int, out_dir: str, batch_size
     return run_discrimination(model, tok, limit=limit, out_dir=out_dir, batch_size=batch_size)
 
 
+def _run_mmlu(
+    model_path: str, *, per_subject: int, out_dir: str, data_dir, batch_size: int, dtype: str, device: str
+) -> dict:
+    from yfpo.eval.mmlu import run_mmlu
+    from yfpo.models.loading import load_model
+
+    model, tok = load_model(model_path, dtype=dtype, device=device)
+    return run_mmlu(model, tok, per_subject=per_subject, out_dir=out_dir, data_dir=data_dir, batch_size=batch_size)
+
+
 RUNNERS = {
     "neurons": _run_neurons,
     "control": _run_control,
@@ -452,6 +479,7 @@ RUNNERS = {
     "grpo": _run_grpo,
     "eval": _run_eval,
     "discrimination": _run_discrimination,
+    "mmlu": _run_mmlu,
 }
 
 
@@ -523,6 +551,7 @@ def make_plan(rc: RunConfig) -> Plan:
     }
     check_benches(rc.eval.benches, rc.eval.data_dir, "eval.benches")
     check_eval_sampling(rc.eval)
+    check_mmlu(rc.eval)
     check_grpo_overlap(train, rc.eval)
     return Plan(methods, ncfg, selections, controls, ccfg, pcfg, train, ref)
 
@@ -979,7 +1008,7 @@ class Pipeline:
         hashable = {
             k: v
             for k, v in to_dict(ev).items()
-            if k not in ("benches", "base", "discrimination_batch_size", "tasks")
+            if k not in ("benches", "base", "discrimination_batch_size", "tasks", "mmlu", "mmlu_batch_size")
             and not (k in _EVAL_KEY_DEFAULTS and v == _EVAL_KEY_DEFAULTS[k])
         }
         tag = "base" if seed is None else f"{method}-s{seed}"
@@ -1054,6 +1083,29 @@ class Pipeline:
                 m_in,
                 run_disc,
                 meta={**meta, "bench": "discrimination"},
+            )
+        if ev.mmlu:
+
+            def run_mmlu(folder: Path) -> dict:
+                m = self.runners["mmlu"](
+                    model_path,
+                    per_subject=ev.mmlu,
+                    out_dir=str(folder),
+                    data_dir=ev.data_dir,
+                    batch_size=ev.mmlu_batch_size,
+                    dtype=rc.dtype,
+                    device=rc.device,
+                )
+                return {part: {"accuracy": m[part]["acc"], "n": m[part]["n"]} for part in ("non_math", "redux_ok")}
+
+            unit(
+                f"eval/{tag}/mmlu",
+                "mmlu",
+                f"{group}/mmlu",
+                {"per_subject": ev.mmlu},
+                m_in,
+                run_mmlu,
+                meta={**meta, "bench": "mmlu"},
             )
         return later
 

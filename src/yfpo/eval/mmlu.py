@@ -29,6 +29,9 @@ def _rows(rel: str, data_dir=None) -> list[dict]:
     return [o for _, o in read_jsonl(p)]
 
 
+DATA_FILES = ("mmlu/test.jsonl", "mmlu_redux/mmlu_redux.jsonl")  # the two parts: non-math test, Redux "ok"
+
+
 def _take(rows: list[dict], per_subject: int | None) -> list[dict]:
     if not per_subject:
         return rows
@@ -96,17 +99,23 @@ def run_mmlu(
         from yfpo.models import load_model
 
         model, tokenizer = load_model(model)
-    test = [r for r in _rows("mmlu/test.jsonl", data_dir) if r.get("subcategory") != "math"]
-    redux = [r for r in _rows("mmlu_redux/mmlu_redux.jsonl", data_dir) if r.get("error_type") == "ok"]
+    test = [r for r in _rows(DATA_FILES[0], data_dir) if r.get("subcategory") != "math"]
+    redux = [r for r in _rows(DATA_FILES[1], data_dir) if r.get("error_type") == "ok"]
     res = {
         "bench": "mmlu",
         "protocol": {"shots": 0, "scoring": "log-prob of the answer letter", "per_subject": per_subject},
         "model": getattr(model.config, "name_or_path", ""),
         "date": now(),
     }
+    res["items"] = {}
     for name, rows in (("non_math", _take(test, per_subject)), ("redux_ok", _take(redux, per_subject))):
         flags = score_rows(model, tokenizer, rows, batch_size=batch_size, progress=progress)
         res[name] = accuracy(flags)
+        # per question (for paired tests between models): id, subject, whether the gold letter scored highest
+        res["items"][name] = [
+            {"id": str(r.get("id", f"{name}/{i}")), "subject": r["subject"], "correct": f}
+            for i, (r, f) in enumerate(zip(rows, flags))
+        ]
     if out_dir:
         atomic_write_json(Path(out_dir) / "mmlu.json", res)
     return res

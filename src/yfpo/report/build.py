@@ -88,7 +88,8 @@ def _comparison_section(doc: Doc, rd: RunData, comp: dict, out: Path) -> None:
             "not evidence of no effect."
         )
     doc.h(2, "Comparison")
-    ex = next(iter(rd.evals.values()), None)
+    gen = [e for e in rd.evals.values() if _primary(e["summary"]) != "letter"]  # not MMLU's letter scoring
+    ex = next(iter(gen or rd.evals.values()), None)
     prim = _primary(ex["summary"]) if ex else "flexible"
     doc.p(
         f"Accuracy (%) with the `{prim}` extractor: mean over seeds [Wilson 95% CI over the items, each item "
@@ -99,7 +100,8 @@ def _comparison_section(doc: Doc, rd: RunData, comp: dict, out: Path) -> None:
             else "p: none (the run has no reference method: DPO or a plain GRPO method) "
         )
         + "(McNemar's with one seed; with several, an exact sign-flip test on each item's mean difference over "
-        "seeds, so an item counts once). Discrimination: how often the model gives the correct solution of a "
+        "seeds, so an item counts once). mmlu_* (retention, when run): MMLU multiple choice scored by the "
+        "answer letter's log-probability, no generation. Discrimination: how often the model gives the correct solution of a "
         "held-out (correct, incorrect) pair the higher length-normalised log-likelihood."
     )
     header = ["method", "seeds"]

@@ -67,6 +67,32 @@ def _read_stage(rd: RunData, s: dict) -> None:
         }
     elif kind == "discrimination" and finished and (folder / "discrimination.json").exists():
         rd.disc[(s["method"], s["seed"])] = _read_json(folder / "discrimination.json")
+    elif kind == "mmlu" and finished and (folder / "mmlu.json").exists():
+        _read_mmlu(rd, s, _read_json(folder / "mmlu.json"))
+
+
+MMLU_PARTS = ("non_math", "redux_ok")
+
+
+def _read_mmlu(rd: RunData, s: dict, m: dict) -> None:
+    """MMLU retention as two benches (mmlu_non_math, mmlu_redux_ok) in the evals' shape, extractor "letter", so
+    the comparison table, the paired tests and the verdicts treat them like any benchmark."""
+    for part in MMLU_PARTS:
+        if part not in m:
+            continue
+        items = [
+            {"id": it["id"], "correct": {"letter": bool(it["correct"])}} for it in (m.get("items") or {}).get(part, [])
+        ]
+        rd.evals[(s["method"], s["seed"], f"mmlu_{part}")] = {
+            "summary": {
+                "bench": f"mmlu_{part}",
+                "primary": "letter",
+                "n": m[part]["n"],
+                "accuracy": {"letter": m[part]},
+                "protocol": m.get("protocol", {}),
+            },
+            "items": items,
+        }
 
 
 def read_run(run_dir: str | Path) -> RunData:
