@@ -69,6 +69,8 @@ def output_diffs(rd, pairs_of_methods: list[tuple[str, str]]) -> dict:
                     continue
                 ia = {r["id"]: r.get("output") for r in ea["items"]}
                 ib = {r["id"]: r.get("output") for r in eb["items"]}
+                if all(v is None for v in ia.values()):
+                    continue  # no generated text (MMLU is scored by letter log-probs)
                 common = sorted(set(ia) & set(ib))
                 per_seed[s] = {"n": len(common), "differ": sum(ia[i] != ib[i] for i in common)}
             if per_seed:
