@@ -171,6 +171,9 @@ def main(argv: list[str]) -> int:
             ("yfpo_random", "yfpo"),
             ("dpo", "yfpo_flip"),
             ("yfpo_flip", "yfpo"),
+            ("dpo_half", "yfpo_half"),
+            ("dpo", "yfpo_half"),
+            ("dpo", "dpo_half"),
         )
         if {a, b} <= set(methods)
     ]

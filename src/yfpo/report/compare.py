@@ -21,6 +21,8 @@ METHOD_LABELS = {
     "yfpo_fdt": "YFPO+FDT",
     "yfpo_random": "YFPO (random neurons)",
     "yfpo_flip": "YFPO (flipped signs)",
+    "dpo_half": "DPO (50% of pairs)",
+    "yfpo_half": "YFPO (50% of pairs)",
 }
 
 
