@@ -15,19 +15,9 @@ import json
 import sys
 from pathlib import Path
 
+from yfpo.utils import atomic_write_text, read_jsonl_resume
+
 KEEP = ("id", "gold", "correct", "extracted", "n_tokens", "truncated", "finish")
-
-
-def _rows(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn last line of a stage still being written: finished stages have none
-    return out
 
 
 def _slim(row: dict) -> dict:
@@ -38,9 +28,7 @@ def _slim(row: dict) -> dict:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def collect(run: Path, out: Path) -> dict:
@@ -57,13 +45,16 @@ def collect(run: Path, out: Path) -> dict:
         times.append({"name": name, "kind": kind, "dir": str(folder.relative_to(run)), "time_s": rec.get("time_s")})
         parts = name.split("/")  # eval/<tag>/<bench>, train/<method>-s<seed>, pairs, ...
         if kind == "eval" and (folder / "items.jsonl").exists():
-            _write_jsonl(out / f"{parts[1]}.{parts[2]}.items.jsonl", [_slim(r) for r in _rows(folder / "items.jsonl")])
+            _write_jsonl(
+                out / f"{parts[1]}.{parts[2]}.items.jsonl",
+                [_slim(r) for r in read_jsonl_resume(folder / "items.jsonl")],
+            )
             (out / f"{parts[1]}.{parts[2]}.summary.json").write_text((folder / "summary.json").read_text())
             n += 1
         elif kind == "discrimination" and (folder / "discrimination.json").exists():
             (out / f"{parts[1]}.discrimination.json").write_text((folder / "discrimination.json").read_text())
             if (folder / "items.jsonl").exists():  # per pair: scores and the decision (small)
-                _write_jsonl(out / f"{parts[1]}.discrimination.items.jsonl", _rows(folder / "items.jsonl"))
+                _write_jsonl(out / f"{parts[1]}.discrimination.items.jsonl", read_jsonl_resume(folder / "items.jsonl"))
             n += 1
         elif kind == "mmlu" and (folder / "mmlu.json").exists():
             (out / f"{parts[1]}.mmlu.json").write_text((folder / "mmlu.json").read_text())

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
+from conftest import load_script
 from test_run_pipeline import Fakes, _rc
 
 from yfpo.run import run_pipeline
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "collect_run_data.py"
-
 
 def _mod():
-    spec = importlib.util.spec_from_file_location("collect_run_data", SCRIPT)
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m
+    return load_script("collect_run_data")
 
 
 def test_collects_slim_items_metrics_and_stage_times(tmp_path):

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
+from conftest import load_script
 from test_run_pipeline import Fakes, _rc
 
 from yfpo.run import run_pipeline
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "experiment_summary.py"
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location("experiment_summary", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiment_summary")
 
 
 class WithOutputs(Fakes):

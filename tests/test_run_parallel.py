@@ -23,6 +23,19 @@ class SlowFakes(Fakes):
         return super().eval(model_path, bench, **kw)
 
 
+def _beside_a_holder(tmp_path, holder: Fakes, started: threading.Event) -> tuple[Fakes, list[str]]:
+    """Run the pipeline in a thread with `holder`'s runners until it sets `started` (it then holds a stage), run
+    a second pipeline on the same run dir meanwhile, wait for both: (the second's fakes, its log lines)."""
+    t = threading.Thread(target=lambda: run_pipeline(_rc(tmp_path), runners=holder.runners(), log=lambda m: None))
+    t.start()
+    assert started.wait(20)
+    f = Fakes()
+    logs: list[str] = []
+    run_pipeline(_rc(tmp_path), runners=f.runners(), log=logs.append)
+    t.join(30)
+    return f, logs
+
+
 def test_two_processes_split_trainings_and_evals_without_repeating_any(tmp_path):
     fakes = [SlowFakes(), SlowFakes()]
     logs: list[list[str]] = [[], []]
@@ -56,7 +69,6 @@ def test_two_processes_split_trainings_and_evals_without_repeating_any(tmp_path)
 def test_a_held_training_is_deferred_then_waited_for(tmp_path):
     """While another process trains dpo-s0, this one does the other trainings first, then waits for dpo-s0
     and reuses it instead of training it again."""
-    rc = _rc(tmp_path)
     started = threading.Event()
 
     class Holder(Fakes):
@@ -69,13 +81,7 @@ def test_a_held_training_is_deferred_then_waited_for(tmp_path):
             return super().train(cfg)
 
     holder = Holder()
-    t = threading.Thread(target=lambda: run_pipeline(_rc(tmp_path), runners=holder.runners(), log=lambda m: None))
-    t.start()
-    assert started.wait(20)
-    f = Fakes()
-    logs: list[str] = []
-    run_pipeline(rc, runners=f.runners(), log=logs.append)
-    t.join(30)
+    f, logs = _beside_a_holder(tmp_path, holder, started)
     assert f.calls["train:dpo-s0"] == 0 and holder.calls["train:dpo-s0"] == 1
     i_defer = next(i for i, m in enumerate(logs) if m.startswith("[yfpo run] train/dpo-s0: another process"))
     i_other = next(i for i, m in enumerate(logs) if m.startswith("[yfpo run] train/") and "dpo-s0" not in m)
@@ -200,13 +206,7 @@ def test_while_another_process_finds_the_neurons_this_one_samples_pairs_and_eval
             return super().neurons(cfg)
 
     holder = SlowNeurons()
-    t = threading.Thread(target=lambda: run_pipeline(_rc(tmp_path), runners=holder.runners(), log=lambda m: None))
-    t.start()
-    assert started.wait(20)
-    f = Fakes()
-    logs: list[str] = []
-    run_pipeline(_rc(tmp_path), runners=f.runners(), log=logs.append)
-    t.join(30)
+    f, logs = _beside_a_holder(tmp_path, holder, started)
     assert f.calls["neurons"] == 0 and holder.calls["neurons"] == 1  # found once, by the holder
     assert f.calls["pairs"] == 1 and holder.calls["pairs"] == 0  # sampled by this one meanwhile
 
@@ -230,13 +230,7 @@ def test_a_process_waiting_for_the_held_reference_evaluates_the_base_model_first
             return super().reference(cfg, neurons, out_dir)
 
     holder = SlowReference()
-    t = threading.Thread(target=lambda: run_pipeline(_rc(tmp_path), runners=holder.runners(), log=lambda m: None))
-    t.start()
-    assert started.wait(20)
-    f = Fakes()
-    logs: list[str] = []
-    run_pipeline(_rc(tmp_path), runners=f.runners(), log=logs.append)
-    t.join(30)
+    f, logs = _beside_a_holder(tmp_path, holder, started)
     assert f.calls["reference"] == 0 and holder.calls["reference"] == 1
     i_held = next(i for i, m in enumerate(logs) if m.startswith("[yfpo run] reference: another process is on it"))
     i_base = next(i for i, m in enumerate(logs) if m.startswith("[yfpo run] eval/base/") and "running" in m)
