@@ -23,15 +23,18 @@ class SlowFakes(Fakes):
         return super().eval(model_path, bench, **kw)
 
 
-def _beside_a_holder(tmp_path, holder: Fakes, started: threading.Event) -> tuple[Fakes, list[str]]:
+def _beside_a_holder(tmp_path, holder: Fakes, started: threading.Event, **rc) -> tuple[Fakes, list[str]]:
     """Run the pipeline in a thread with `holder`'s runners until it sets `started` (it then holds a stage), run
-    a second pipeline on the same run dir meanwhile, wait for both: (the second's fakes, its log lines)."""
-    t = threading.Thread(target=lambda: run_pipeline(_rc(tmp_path), runners=holder.runners(), log=lambda m: None))
+    a second pipeline on the same run dir meanwhile, wait for both: (the second's fakes, its log lines). `rc`:
+    RunConfig fields for both."""
+    t = threading.Thread(
+        target=lambda: run_pipeline(_rc(tmp_path, **rc), runners=holder.runners(), log=lambda m: None)
+    )
     t.start()
     assert started.wait(20)
     f = Fakes()
     logs: list[str] = []
-    run_pipeline(_rc(tmp_path), runners=f.runners(), log=logs.append)
+    run_pipeline(_rc(tmp_path, **rc), runners=f.runners(), log=logs.append)
     t.join(30)
     return f, logs
 
@@ -237,3 +240,34 @@ def test_a_process_waiting_for_the_held_reference_evaluates_the_base_model_first
     i_reuse = next(i for i, m in enumerate(logs) if m.startswith("[yfpo run] reference: done before"))
     assert i_held < i_base < i_reuse
     assert f.calls["train"] + holder.calls["train"] == 5
+
+
+def test_trainings_of_a_finished_reference_group_start_while_another_group_is_held(tmp_path):
+    """Two reference groups (two max lengths): while another process computes one group's log-probs, this one
+    trains (and evaluates) the members of the other group instead of waiting, then waits for the held group
+    and trains its member; nothing runs twice."""
+    started = threading.Event()
+
+    class SlowLongReference(Fakes):
+        def reference(self, cfg, neurons, out_dir):
+            if cfg.max_length == 512:
+                started.set()
+                time.sleep(1.0)
+            return super().reference(cfg, neurons, out_dir)
+
+    methods = {"dpo": {"gamma": 0.0}, "yfpo": {"gamma": 1.0}, "yfpo_long": {"gamma": 1.0, "max_length": 512}}
+    holder = SlowLongReference()
+    f, logs = _beside_a_holder(tmp_path, holder, started, methods=methods)
+
+    def first(cond) -> int:
+        return next(i for i, m in enumerate(logs) if cond(m))
+
+    i_held = first(lambda m: m.startswith("[yfpo run] reference/") and "another process is on it" in m)
+    held_name = logs[i_held].split(":")[0]
+    i_train = first(lambda m: m.startswith("[yfpo run] train/") and "long" not in m)
+    i_back = first(lambda m: m.startswith(held_name + ": done before"))
+    assert i_held < i_train < i_back  # trained the other group's members before waiting for the held group
+    assert first(lambda m: m.startswith("[yfpo run] eval/")) < i_back
+    total = f.calls + holder.calls
+    assert total["reference"] == 2 and total["train"] == 3 and total["train:yfpo_long-s0"] == 1
+    assert total["eval"] == 4 * 2 and total["disc"] == 4  # base + 3 models, each once

@@ -757,16 +757,23 @@ class Pipeline:
             pairs = self.pairs(plan)
         # independent units are deferred when another process on this run dir holds them, then waited for
         check_later = plan.check is not None and self.causal_check(plan, neurons["own"], defer=True) is None
-        refs = {}
+        refs: dict = {}
+        refs_held = False
         if plan.ref_logps and dpo_family:
-            refs = self.references(plan, neurons, pairs, defer=True)
-            if refs is None:
+            refs, refs_held = self.references(plan, neurons, pairs, defer=True)
+            if refs_held and not refs:  # no training can start yet
                 self.evaluate_base_meanwhile()
-                refs = self.references(plan, neurons, pairs)
+                refs, refs_held = self.references(plan, neurons, pairs)
         # trainings another process holds are waited for only after evaluating what is trained already, so no
-        # process idles while there is work
-        trained, held = self.train_all(plan, neurons, pairs, refs)
+        # process idles while there is work; so are the trainings whose reference group another process holds
+        waiting = [k for k in plan.train if refs_held and self._needs_ref(plan, k) and k not in refs]
+        trained, held = self.train_all(plan, neurons, pairs, refs, only=[k for k in plan.train if k not in waiting])
         self.evaluate(trained)
+        if waiting:
+            refs = self.references(plan, neurons, pairs)[0]
+            more, held_more = self.train_all(plan, neurons, pairs, refs, only=waiting)
+            self.evaluate(more, base=False)
+            held += held_more
         if held:
             rest = self.train_all(plan, neurons, pairs, refs, only=held, defer=False)[0]
             self.evaluate(rest, base=False)
@@ -884,16 +891,17 @@ class Pipeline:
 
     def references(
         self, plan: Plan, neurons: dict, pairs: tuple[Path, str], defer: bool = False
-    ) -> dict[tuple[str, int], tuple[Path, str]] | None:
+    ) -> tuple[dict[tuple[str, int], tuple[Path, str]], bool]:
         """Reference log-probs (+ m_ref of every NeuronSet the group's methods use), computed once per group of
-        (method, seed) with the same tokenization settings: {(method, seed): (file, stage hash)}. defer: None
-        when another process holds a group (the groups this one could compute are done first)."""
+        (method, seed) with the same tokenization settings: ({(method, seed): (file, stage hash)}, whether a group
+        was skipped). defer: a group another process holds is skipped (its members are missing from the dict);
+        the groups this one can compute are done."""
         from yfpo.utils import stable_hash
 
         groups: dict[str, list[tuple[str, int]]] = {}
         for (m, seed), tcfg in plan.train.items():
-            if plan.methods[m].get("trainer") == "grpo":
-                continue  # no reference file: GRPO's reference (if beta > 0) is TRL's
+            if not self._needs_ref(plan, (m, seed)):
+                continue
             key = stable_hash({k: getattr(tcfg, k) for k in REF_KEYS if hasattr(tcfg, k)}, n=10)
             groups.setdefault(key, []).append((m, seed))
         out = {}
@@ -927,7 +935,13 @@ class Pipeline:
             ref_id = stable_hash({"model": self.mid, "pairs": pairs[1], "settings": settings}, n=10)
             for member in members:
                 out[member] = (self.dir / rec["outputs"]["ref_logps"], ref_id)
-        return None if held else out
+        return out, held
+
+    @staticmethod
+    def _needs_ref(plan: Plan, key: tuple[str, int]) -> bool:
+        """Whether the training `key` reads a reference file (the run's reference stage runs, and it is not GRPO,
+        whose reference, if beta > 0, is TRL's)."""
+        return plan.ref_logps and plan.methods[key[0]].get("trainer") != "grpo"
 
     def train_all(
         self,
