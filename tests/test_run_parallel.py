@@ -27,9 +27,7 @@ def _beside_a_holder(tmp_path, holder: Fakes, started: threading.Event, **rc) ->
     """Run the pipeline in a thread with `holder`'s runners until it sets `started` (it then holds a stage), run
     a second pipeline on the same run dir meanwhile, wait for both: (the second's fakes, its log lines). `rc`:
     RunConfig fields for both."""
-    t = threading.Thread(
-        target=lambda: run_pipeline(_rc(tmp_path, **rc), runners=holder.runners(), log=lambda m: None)
-    )
+    t = threading.Thread(target=lambda: run_pipeline(_rc(tmp_path, **rc), runners=holder.runners(), log=lambda m: None))
     t.start()
     assert started.wait(20)
     f = Fakes()
