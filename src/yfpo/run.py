@@ -758,19 +758,18 @@ class Pipeline:
         # independent units are deferred when another process on this run dir holds them, then waited for
         check_later = plan.check is not None and self.causal_check(plan, neurons["own"], defer=True) is None
         refs: dict = {}
-        refs_held = False
         if plan.ref_logps and dpo_family:
-            refs, refs_held = self.references(plan, neurons, pairs, defer=True)
-            if refs_held and not refs:  # no training can start yet
+            refs = self.references(plan, neurons, pairs, defer=True)
+            if not refs:  # another process holds every group: no training can start yet
                 self.evaluate_base_meanwhile()
-                refs, refs_held = self.references(plan, neurons, pairs)
+                refs = self.references(plan, neurons, pairs)
         # trainings another process holds are waited for only after evaluating what is trained already, so no
         # process idles while there is work; so are the trainings whose reference group another process holds
-        waiting = [k for k in plan.train if refs_held and self._needs_ref(plan, k) and k not in refs]
+        waiting = [k for k in plan.train if self._needs_ref(plan, k) and k not in refs]
         trained, held = self.train_all(plan, neurons, pairs, refs, only=[k for k in plan.train if k not in waiting])
         self.evaluate(trained)
         if waiting:
-            refs = self.references(plan, neurons, pairs)[0]
+            refs = self.references(plan, neurons, pairs)
             more, held_more = self.train_all(plan, neurons, pairs, refs, only=waiting)
             self.evaluate(more, base=False)
             held += held_more
@@ -891,11 +890,10 @@ class Pipeline:
 
     def references(
         self, plan: Plan, neurons: dict, pairs: tuple[Path, str], defer: bool = False
-    ) -> tuple[dict[tuple[str, int], tuple[Path, str]], bool]:
+    ) -> dict[tuple[str, int], tuple[Path, str]]:
         """Reference log-probs (+ m_ref of every NeuronSet the group's methods use), computed once per group of
-        (method, seed) with the same tokenization settings: ({(method, seed): (file, stage hash)}, whether a group
-        was skipped). defer: a group another process holds is skipped (its members are missing from the dict);
-        the groups this one can compute are done."""
+        (method, seed) with the same tokenization settings: {(method, seed): (file, stage hash)}. defer: a group
+        another process holds is skipped (its members are missing from the dict); the others are done."""
         from yfpo.utils import stable_hash
 
         groups: dict[str, list[tuple[str, int]]] = {}
@@ -905,7 +903,6 @@ class Pipeline:
             key = stable_hash({k: getattr(tcfg, k) for k in REF_KEYS if hasattr(tcfg, k)}, n=10)
             groups.setdefault(key, []).append((m, seed))
         out = {}
-        held = False
         for key, members in groups.items():
             sets = sorted({neuron_key(plan.methods[m]["neurons"], seed) for m, seed in members})
             paths = {k: str(neurons[k][0]) for k in sets}
@@ -927,7 +924,6 @@ class Pipeline:
                 defer=defer,
             )
             if rec is None:
-                held = True
                 continue
             # a training reads the log-probs and its own set's m_ref (its neurons hash is its own input), so its
             # hash depends on the reference's model, pairs and settings, not on which other sets the file holds:
@@ -935,7 +931,7 @@ class Pipeline:
             ref_id = stable_hash({"model": self.mid, "pairs": pairs[1], "settings": settings}, n=10)
             for member in members:
                 out[member] = (self.dir / rec["outputs"]["ref_logps"], ref_id)
-        return out, held
+        return out
 
     @staticmethod
     def _needs_ref(plan: Plan, key: tuple[str, int]) -> bool:
