@@ -1,6 +1,7 @@
 """Teacher-forced scoring cost (pair discrimination, MMLU, the causal check's NLL share this path): LM head on the
-read positions only (yfpo.eval.loglik._Scorer, today's path) against full logits (the model's own forward over
-every position, the earlier path and the peer).
+read positions only (yfpo.eval.loglik._Scorer), with and without the prompt shared by a pair's two responses
+(one packed row: prompt once, then chosen and rejected; today's path), against full logits (the model's own
+forward over every position, one row per response: the earlier path and the peer).
 
 Same model, same pairs (the default discrimination pairs: ../shared/data/gsm8k_model_solution_pairs), same
 batching (right-padded, longest first). Time: the two paths interleaved, a fresh order every round, median over
@@ -24,7 +25,11 @@ import time
 
 import torch
 
-PATHS = {"full": "full logits (model forward; earlier path, peer)", "head": "LM head on read positions (today)"}
+PATHS = {
+    "full": "full logits, a row per response (earlier path, peer)",
+    "head": "LM head on read positions, a row per response",
+    "shared": "LM head on read positions, prompt shared by the pair (today)",
+}
 
 
 def _vm(key: str) -> int:
@@ -36,12 +41,13 @@ def _vm(key: str) -> int:
 
 def score(model, tok, pairs, path: str, batch: int):
     """yfpo.eval.discrimination on `pairs` with the scoring path forced: [(chosen score, rejected score)]."""
+    import functools
     import tempfile
 
+    import yfpo.eval.discrimination as disc
     import yfpo.eval.loglik as ll
-    from yfpo.eval.discrimination import run_discrimination
 
-    orig = ll._Scorer.__init__
+    orig, orig_lp = ll._Scorer.__init__, disc.response_logprobs
 
     def init(self, m):
         orig(self, m)
@@ -49,12 +55,14 @@ def score(model, tok, pairs, path: str, batch: int):
             self.fast = False
 
     ll._Scorer.__init__ = init
+    if path != "shared":
+        disc.response_logprobs = functools.partial(orig_lp, share_prompts=False)
     try:
         with tempfile.TemporaryDirectory() as d:
-            run_discrimination(model, tok, pairs, batch_size=batch, progress=False, out_dir=d)
+            disc.run_discrimination(model, tok, pairs, batch_size=batch, progress=False, out_dir=d)
             items = [json.loads(x) for x in open(f"{d}/items.jsonl")]
     finally:
-        ll._Scorer.__init__ = orig
+        ll._Scorer.__init__, disc.response_logprobs = orig, orig_lp
     return [(r["chosen_score"], r["rejected_score"]) for r in items]
 
 
@@ -118,14 +126,14 @@ def main() -> None:
     )
     wall = {p: statistics.median(t[0] for t in times[p]) for p in PATHS}
     cpus = {p: statistics.median(t[1] for t in times[p]) for p in PATHS}
-    diff = max(abs(a - b) for x, y in zip(ref["full"], ref["head"]) for a, b in zip(x, y))
-    same = sum((x[0] > x[1]) == (y[0] > y[1]) for x, y in zip(ref["full"], ref["head"]))
+    diff = {p: max(abs(a - b) for x, y in zip(ref["full"], ref[p]) for a, b in zip(x, y)) for p in PATHS}
+    same = {p: sum((x[0] > x[1]) == (y[0] > y[1]) for x, y in zip(ref["full"], ref[p])) for p in PATHS}
     print(
         "| path | wall (s) | CPU (s) | speed-up (CPU) | peak memory (+MiB) | max score diff vs full | same decision |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for p in PATHS:
-        d, s = (0.0, len(pairs)) if p == "full" else (diff, same)
+        d, s = diff[p], same[p]
         print(
             f"| {PATHS[p]} | {wall[p]:.1f} | {cpus[p]:.1f} | {cpus['full'] / cpus[p]:.2f}x | "
             f"{mem[p]['peak_mib']:.0f} | {d:.2e} | {s}/{len(pairs)} |"

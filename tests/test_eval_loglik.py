@@ -108,6 +108,83 @@ def test_head_only_scoring_is_used_and_a_custom_forward_falls_back(tiny):
     assert all(a[1] == b[1] for a, b in zip(fast, slow)) and fast != slow  # the scaled model is scored as itself
 
 
+def _count_tokens(model):
+    """A hook that counts the token positions the model's embedding sees (returns the counter and the handle)."""
+    seen = [0]
+    h = model.get_input_embeddings().register_forward_hook(
+        lambda m, args, out: seen.__setitem__(0, seen[0] + args[0].numel())
+    )
+    return seen, h
+
+
+def test_responses_to_one_prompt_share_a_row_and_score_as_if_alone():
+    """Responses to the same prompt are packed behind one copy of it (fewer positions through the model) and
+    score what they score one by one; an item too long to pack and a unique prompt get rows of their own. (Larger
+    random weights than the default tiny model's, so that a wrong position or mask would move the scores by
+    whole nats, not by less than the tolerance.)"""
+    model, tok = tiny_model(initializer_range=0.2)
+    qs = ["What is 2+3?", "Betty has 5 apples and buys 7 more. How many?", "x", "A train goes 60 km in 2 h."]
+    prompts, responses = [], []
+    for j, q in enumerate(qs):
+        for r in ("The answer is 5.", f"{j} + 1 = {j + 1}.\nThe answer is {j + 1}.", "7"):
+            prompts.append(build_prompt(tok, q))
+            responses.append(r)
+    prompts.append(build_prompt(tok, "only one response"))
+    responses.append("It is 3.")
+    max_len = max(len(tok(p + r, add_special_tokens=False).input_ids) for p, r in zip(prompts, responses)) + 40
+    prompts.append(prompts[0])  # shares prompt 0 but does not fit beside it: cut from the left, on its own row
+    p0 = len(tok(prompts[0], add_special_tokens=False).input_ids)
+    long = "The answer is"
+    while len(tok(long, add_special_tokens=False).input_ids) < max_len - p0 // 2:
+        long += " very"
+    responses.append(long)
+    seen, h = _count_tokens(model)
+    try:
+        shared = response_logprobs(model, tok, prompts, responses, batch_size=5, max_length=max_len, progress=False)
+        n_shared, seen[0] = seen[0], 0
+        alone = response_logprobs(
+            model, tok, prompts, responses, batch_size=5, max_length=max_len, progress=False, share_prompts=False
+        )
+        n_alone = seen[0]
+    finally:
+        h.remove()
+    for (a, na), (b, nb), p, r in zip(shared[:-1], alone[:-1], prompts, responses):
+        ref, ref_n = _direct(model, tok, p, r)
+        assert na == nb == ref_n > 0
+        assert a == pytest.approx(ref, abs=1e-3) and b == pytest.approx(ref, abs=1e-3)
+    assert shared[-1] == alone[-1] and shared[-1][1] == len(tok(long, add_special_tokens=False).input_ids)
+    assert n_shared < 0.8 * n_alone  # each prompt ran once per row, not once per response (plus one check row)
+
+
+def test_a_model_that_cannot_score_packed_rows_is_scored_without_packing(tiny):
+    """The first packed row is checked against its responses scored alone: a model whose forward drops the
+    4-D attention mask and position ids (so a packed response would see the other responses) is detected, and
+    every item is scored on its own row (right padding needs no mask for the positions that are read)."""
+    model, tok = tiny
+
+    class CausalOnly(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def get_input_embeddings(self):
+            return self.inner.get_input_embeddings()
+
+        def get_output_embeddings(self):
+            return None  # no head-only path: every forward goes through forward() below
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None):
+            return self.inner(input_ids=input_ids)
+
+    wrapped = CausalOnly(model)
+    prompts = [build_prompt(tok, "What is 2+3?")] * 2 + [build_prompt(tok, "How many?")] * 2
+    responses = ["The answer is 5.", "2 + 3 = 6. The answer is 6.", "Three.", "The answer is 3."]
+    got = response_logprobs(wrapped, tok, prompts, responses, progress=False)
+    for (lp, n), p, r in zip(got, prompts, responses):
+        ref, ref_n = _direct(model, tok, p, r)
+        assert n == ref_n and lp == pytest.approx(ref, abs=1e-3)
+
+
 def test_response_logprobs_truncates_prompt_from_left(tiny):
     model, tok = tiny
     prompt, resp = build_prompt(tok, "Betty has 5 apples and buys 7 more. How many?"), "The answer is 12."
