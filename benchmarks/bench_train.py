@@ -3,7 +3,9 @@
 Methods, all on the SAME collated batch of GSM8K-train pairs, built by the same `make_trainer` (same model,
 DPOConfig, data and LoRA config); a step is `compute_loss` + backward + AdamW step:
   trl       trl.DPOTrainer, unmodified (the peer)
-  dpo       YFPOTrainer, gamma = 0               (yfpo's own loss path)
+  dpo_2row  YFPOTrainer, gamma = 0, share_prompt off (TRL's two rows per pair: the earlier path)
+  dpo       YFPOTrainer, gamma = 0               (yfpo's own loss path; each pair's prompt runs once)
+  yfpo_2row YFPOTrainer, gamma = 1, NeuronSet, share_prompt off
   yfpo      YFPOTrainer, gamma = 1, NeuronSet    (neuron hooks + margin)
   dpo_fdt   YFPOTrainer, gamma = 0, FDT head
   yfpo_fdt  YFPOTrainer, gamma = 1, FDT head
@@ -16,7 +18,8 @@ by ~0.5 GB; --default-malloc measures that way).
 Both wall time and process CPU time are recorded (on a shared machine CPU time is the steadier of the two).
 Throughput: model FLOPs per step = 8 N x tokens for full fine-tuning (policy forward 2N + backward 4N + reference
 forward 2N) and 6 N x tokens with LoRA (the frozen weights get no weight-gradient GEMMs); N = all parameters
-(a tied matrix once), tokens = real (unpadded) tokens of the batch. Reported per CPU-second, as a share of this
+(a tied matrix once), tokens = real (unpadded) tokens of the batch in TRL's two-rows-per-pair layout (for the
+packed methods too: the share then says how far they get beyond that layout's cost). Reported per CPU-second, as a share of this
 machine's fp32 matmul peak per CPU-second measured in the same run (best of several 2048^3 products).
 
     .venv/bin/python benchmarks/bench_train.py [--steps 3 --batch 2 --max-length 256] [--full] [--neurons N.json]
@@ -38,17 +41,21 @@ from pathlib import Path
 
 import torch
 
-METHODS = ["trl", "dpo", "yfpo", "dpo_fdt", "yfpo_fdt"]
+METHODS = ["trl", "dpo_2row", "dpo", "yfpo_2row", "yfpo", "dpo_fdt", "yfpo_fdt"]
 SETTINGS = {
     "trl": dict(gamma=0.0, fdt=False),
+    "dpo_2row": dict(gamma=0.0, fdt=False, share_prompt=False),
     "dpo": dict(gamma=0.0, fdt=False),
+    "yfpo_2row": dict(gamma=1.0, fdt=False, share_prompt=False),
     "yfpo": dict(gamma=1.0, fdt=False),
     "dpo_fdt": dict(gamma=0.0, fdt=True),
     "yfpo_fdt": dict(gamma=1.0, fdt=True),
 }
 LABELS = {
     "trl": "TRL DPOTrainer (peer)",
+    "dpo_2row": "yfpo DPO (gamma 0), two rows per pair",
     "dpo": "yfpo DPO (gamma 0)",
+    "yfpo_2row": "YFPO (gamma 1, neurons), two rows per pair",
     "yfpo": "YFPO (gamma 1, neurons)",
     "dpo_fdt": "DPO + FDT",
     "yfpo_fdt": "YFPO + FDT",
@@ -122,12 +129,17 @@ def build(method: str, a, pairs: Path, neurons: Path, model, tok):
         device="cpu",
         gamma=s["gamma"],
         fdt=s["fdt"],
+        share_prompt=s.get("share_prompt", True),
         lr=1e-6,
         warmup_ratio=0.0,
     )
     if method == "trl":
         real = T.YFPOTrainer
-        T.YFPOTrainer = lambda *x, yfpo=None, neuron_set=None, step_dpo=False, **kw: DPOTrainer(*x, **kw)
+
+        def peer(*x, yfpo=None, neuron_set=None, step_dpo=False, run_dir=None, ref_identity=None, **kw):
+            return DPOTrainer(*x, **kw)  # the yfpo-only arguments of make_trainer dropped
+
+        T.YFPOTrainer = peer
         try:
             tr, _ = T.make_trainer(cfg, model=model, tokenizer=tok)
         finally:

@@ -1,5 +1,7 @@
 """gamma = 0 and FDT off: YFPOTrainer's loss and every parameter gradient equal plain trl.DPOTrainer's on the
-same batch, for many TRL loss types, with full fine-tuning (reference copy) and with LoRA (adapters disabled)."""
+same batch, for many TRL loss types, with full fine-tuning (reference copy) and with LoRA (adapters disabled).
+Run with share_prompt off (TRL's two rows per pair), so the comparison is exact to 1e-6; the packed forward is
+checked against the two-row one in test_train_share_prompt.py."""
 
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def _trl_twin(yt, lora: bool):
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_gamma0_equals_trl(tmp_path, lora):
     pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(4))
-    yt = make_yfpo(cfg_for(tmp_path, pairs, lora=lora, batch_size=2))
+    yt = make_yfpo(cfg_for(tmp_path, pairs, lora=lora, batch_size=2, share_prompt=False))
     tt = _trl_twin(yt, lora)
     batch = first_batch(yt)
     assert batch["completion_mask"].sum(1).unique().numel() > 1  # unequal completion lengths
@@ -108,7 +110,7 @@ def test_gamma0_equals_trl(tmp_path, lora):
 
 def test_gamma0_equals_trl_with_gradient_checkpointing(tmp_path):
     pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(4))
-    yt = make_yfpo(cfg_for(tmp_path, pairs, lora=False, gradient_checkpointing=True))
+    yt = make_yfpo(cfg_for(tmp_path, pairs, lora=False, gradient_checkpointing=True, share_prompt=False))
     tt = _trl_twin(yt, lora=False)
     batch = first_batch(yt)
     l_y, g_y = loss_and_grads(yt, batch)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from yfpo.models.packing import packed_attention_mask
+
 
 def _right_padded(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token lists -> right-padded (ids, attention mask), both (len(seqs), longest)."""
@@ -182,11 +184,7 @@ def _score_rows(score: "_Scorer", rows: list[_Row], pad: int, device, dtype) -> 
             n = len(r.ids)
             seg[b, :n] = torch.tensor(r.seg) if r.packed else 0
             position_ids[b, :n] = torch.tensor(r.pos) if r.packed else torch.arange(n)
-        q, k = seg.unsqueeze(2), seg.unsqueeze(1)
-        causal = torch.ones((L, L), dtype=torch.bool).tril()
-        allowed = causal & (k >= 0) & (q >= 0) & ((k == 0) | (k == q))
-        allowed |= torch.eye(L, dtype=torch.bool) & (q < 0)  # padding attends to itself (no empty softmax rows)
-        mask = torch.zeros((B, 1, L, L), dtype=dtype).masked_fill(~allowed.unsqueeze(1), torch.finfo(dtype).min)
+        mask = packed_attention_mask(seg, dtype)
         position_ids = position_ids.to(device)
     rows_l, cols_l, tgt_l = [], [], []
     for b, r in enumerate(rows):

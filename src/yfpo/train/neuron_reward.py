@@ -51,6 +51,10 @@ class NeuronCapture:
         self.signs = neurons.signs[self._order]
         self._recording: str | None = None
         self._acts: dict[str, dict[int, torch.Tensor]] = {}
+        # set while the model runs on packed rows (yfpo.models.packing): maps captured (B, Lp, K) activations back
+        # to the batch's own (2B, T, K) layout; applied when they are read, outside any checkpointed region
+        self.layout = None
+        self._layout: dict[str, object] = {}
         self._handles: list = []
         self._attach()
 
@@ -71,6 +75,7 @@ class NeuronCapture:
             picked = u.index_select(-1, self._idx_on(layer, u.device))
             if tag is not None:
                 self._acts.setdefault(tag, {})[layer] = picked
+                self._layout[tag] = self.layout
             return None
 
         return hook
@@ -85,6 +90,7 @@ class NeuronCapture:
     def window(self, tag: str):
         """Record the down-projection inputs of forwards run inside the block under `tag` ('policy' / 'ref')."""
         self._acts.pop(tag, None)
+        self._layout.pop(tag, None)
         self._recording = tag
         try:
             yield
@@ -96,7 +102,9 @@ class NeuronCapture:
         got = self._acts.get(tag)
         if not got or len(got) != len(self.layers):
             raise RuntimeError(f"no '{tag}' activations captured (was the forward run inside capture.window('{tag}')?)")
-        return torch.cat([got[l] for l in self.layers], dim=-1)
+        a = torch.cat([got[l] for l in self.layers], dim=-1)
+        layout = self._layout.get(tag)
+        return layout(a) if layout is not None else a
 
     def phi(self, tag: str, mask: torch.Tensor) -> torch.Tensor:
         a = self.acts(tag)
@@ -105,12 +113,14 @@ class NeuronCapture:
 
     def clear(self) -> None:
         self._acts.clear()
+        self._layout.clear()
 
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
         self._acts.clear()
+        self._layout.clear()
 
 
 def neuron_margin(phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -110,7 +110,8 @@ def reference_pass(trainer, dataset, captures: dict | None = None, batch_size: i
                 cap._recording = "ref"
                 cap._acts.pop("ref", None)
             try:
-                c, r = trainer.compute_ref_log_probs(model, batch)
+                with trainer.shared_prompt(batch, model, list(captures.values())):
+                    c, r = trainer.compute_ref_log_probs(model, batch)
             finally:
                 for cap in captures.values():
                     cap._recording = None

@@ -36,6 +36,7 @@ from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from yfpo.models import arch
+from yfpo.models.packing import PACKABLE_ATTENTION, backbone_of, pack_pairs, run_packed
 from yfpo.train.config import TrainConfig
 from yfpo.train.fdt import add_fdt_head, check_fdt_supported
 from yfpo.train.losses import LOSS_TYPES, VARIANTS, aux_neuron_loss, pairwise_loss
@@ -43,7 +44,8 @@ from yfpo.train.neuron_reward import NeuronCapture, neuron_margin
 
 
 class YFPOTrainer(DPOTrainer):
-    """DPOTrainer + neuron reward (gamma, variant, lam) + FDT. With gamma=0 and fdt=False it trains exactly as TRL."""
+    """DPOTrainer + neuron reward (gamma, variant, lam) + FDT. With gamma=0 and fdt=False it trains as TRL does
+    (exactly with share_prompt off; with it on, each pair's prompt runs once and results agree up to float rounding)."""
 
     def __init__(
         self,
@@ -83,6 +85,8 @@ class YFPOTrainer(DPOTrainer):
         self.ref_capture = None
         if neuron_set is not None:  # with LoRA the reference is the same module: one capture, two windows
             self.ref_capture = NeuronCapture(self.ref_model, neuron_set) if self.ref_model is not None else self.capture
+        self._pack_ok: dict[int, bool] = {}  # share_prompt: per backbone, whether its packed forward was checked
+        self.share_prompt_batches = 0  # forwards (policy or reference) run on packed rows
         self.data_collator = _KeepRefMargin(self.data_collator)
         if self.precompute_ref_logps:  # TRL's precompute pass, run here once the neuron hooks exist (m_ref rides on it)
             bs = self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size
@@ -344,6 +348,72 @@ class YFPOTrainer(DPOTrainer):
             m = m / cal["std"]
         return m
 
+    def _backbone(self, model):
+        """The decoder stack of `model` to run on packed rows (share_prompt), or None."""
+        if not self.ycfg.share_prompt:
+            return None
+        causal = arch.unwrap(model)
+        if getattr(causal.config, "_attn_implementation", None) not in PACKABLE_ATTENTION:
+            return None
+        return backbone_of(causal)
+
+    def _pack(self, inputs, model, bb):
+        """The PairPack for this batch, or None to run TRL's two rows per pair.
+
+        The first packable batch of each backbone is checked first: its first pair's last hidden states, packed and
+        not, in eval mode without gradients; a model that does not reproduce them (no 4-D mask or position-id
+        support) runs unpacked from then on."""
+        ok = self._pack_ok.get(id(bb))
+        if ok is False:
+            return None
+        dtype = arch.unwrap(model).get_input_embeddings().weight.dtype
+        pack = pack_pairs(inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"], dtype)
+        if pack is None or ok:
+            return pack
+        B = inputs["input_ids"].shape[0] // 2
+        one = [0, B]
+        ids, att = inputs["input_ids"][one], inputs["attention_mask"][one]
+        small = pack_pairs(ids, att, inputs["completion_mask"][one], dtype)
+        was_training = bb.training
+        bb.eval()
+        try:
+            with torch.no_grad():
+                ref = bb(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+                with run_packed(bb, small):
+                    got = bb(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+        finally:
+            bb.train(was_training)
+        keep = att.bool()
+        tol = 1e-3 if dtype == torch.float32 else 3e-2
+        ok = self._pack_ok[id(bb)] = bool(torch.allclose(got[keep].float(), ref[keep].float(), atol=tol, rtol=tol))
+        if not ok:
+            print(
+                "[yfpo train] share_prompt: this model's packed forward differs from its plain one; two rows per pair"
+            )
+        return pack if ok else None
+
+    @contextlib.contextmanager
+    def shared_prompt(self, inputs, model=None, captures=()):
+        """Around a forward of `model` (default: the policy) on a DPO batch: with share_prompt, its backbone runs on
+        packed rows (each pair's prompt once) and both its hidden states and the activations `captures` record
+        come back in TRL's two-rows-per-pair layout (yfpo.models.packing)."""
+        model = self.model if model is None else model
+        bb = self._backbone(model)
+        pack = self._pack(inputs, model, bb) if bb is not None else None
+        if pack is None:
+            yield
+            return
+        captures = [c for c in captures if c is not None]
+        for c in captures:
+            c.layout = pack.unpack
+        try:
+            with run_packed(bb, pack):
+                yield
+        finally:
+            for c in captures:
+                c.layout = None
+        self.share_prompt_batches += 1
+
     def _policy_logps_phi(self, model, inputs):
         """Policy forward (neuron activations captured): summed completion log-probs (2B,) and phi (2B,) or None."""
         completion_mask = inputs["completion_mask"]
@@ -352,7 +422,10 @@ class YFPOTrainer(DPOTrainer):
         model_kwargs["use_cache"] = False
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         cap = self.capture
-        with cap.window("policy") if cap is not None else contextlib.nullcontext():
+        with (
+            cap.window("policy") if cap is not None else contextlib.nullcontext(),
+            self.shared_prompt(inputs, model, [cap]),
+        ):
             outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
         logps = (outputs.log_probs[:, -seq_len:] * completion_mask[:, 1:]).sum(dim=1)
         phi = None
@@ -388,7 +461,10 @@ class YFPOTrainer(DPOTrainer):
             model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
             model_kwargs["use_cache"] = False
             labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-            with cap.window("policy") if cap is not None else contextlib.nullcontext():
+            with (
+                cap.window("policy") if cap is not None else contextlib.nullcontext(),
+                self.shared_prompt(inputs, model, [cap]),
+            ):
                 outputs = model(**model_kwargs, fdt_labels=labels)
             per_token_logps = outputs.log_probs[:, -seq_len:]
             self._metrics[mode]["fdt/aligned_tokens"].append(float(outputs.aligned_tokens))
@@ -415,10 +491,9 @@ class YFPOTrainer(DPOTrainer):
                 )
         else:
             ref_window = self.ref_capture.window("ref") if live_mref else contextlib.nullcontext()
-            with ref_window:
-                ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(
-                    self.ref_model if self.ref_model is not None else self.model, inputs
-                )
+            ref_model = self.ref_model if self.ref_model is not None else self.model
+            with ref_window, self.shared_prompt(inputs, ref_model, [self.ref_capture] if live_mref else []):
+                ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(ref_model, inputs)
         chosen_lr = chosen_logps - ref_chosen_logps
         rejected_lr = rejected_logps - ref_rejected_logps
 
@@ -504,7 +579,7 @@ class YFPOTrainer(DPOTrainer):
         on = c.grad_share if c.grad_share is not None else c.lora
         if not on or not torch.is_grad_enabled() or self.accelerator.num_processes > 1:
             return False
-        return (self.state.global_step + 1) % max(1, int(self.args.logging_steps)) == 0
+        return self.state.global_step % max(1, int(c.grad_share_steps)) == 0
 
     def _log_grad_share(self, model, chosen_lr, rejected_lr, neuron, aux, loss_kw) -> None:
         """neuron/grad_share = ||g_neuron|| / (||g_pref|| + ||g_neuron||): the loss gradient split by the chain rule
