@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -20,25 +21,32 @@ def _right_padded(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.
     return ids, mask
 
 
+@contextlib.contextmanager
+def _scoring(model, total: int, *, progress: bool, desc: str):
+    """The model in eval mode (restored afterwards) and a progress bar over `total` sequences, yielded."""
+    from yfpo.utils import progress as bar
+
+    was_training = model.training
+    model.eval()
+    pbar = bar(total=total, desc=desc, unit="seq", disable=None if progress else True)
+    try:
+        yield pbar
+    finally:
+        pbar.close()
+        if was_training:
+            model.train()
+
+
 def _batches(model, seqs: list[list[int]], batch_size: int, pad: int, *, progress: bool, desc: str):
     """Yield (indices, ids, mask) of right-padded batches of `seqs`, longest first, with the model in eval mode
     (restored afterwards) and a progress bar."""
-    from yfpo.utils import progress as bar
-
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    was_training = model.training
-    model.eval()
-    pbar = bar(total=len(seqs), desc=desc, unit="seq", disable=None if progress else True)
-    try:
+    with _scoring(model, len(seqs), progress=progress, desc=desc) as pbar:
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
             ids, mask = _right_padded([seqs[i] for i in idx], pad)
             yield idx, ids, mask
             pbar.update(len(idx))
-    finally:
-        pbar.close()
-        if was_training:
-            model.train()
 
 
 def _pos(position_ids) -> dict:
@@ -231,8 +239,6 @@ def response_logprobs(
     instead of once per response. The first packed row is checked against scoring its responses one by one; a
     model that does not honour position ids and a 4-D attention mask is then scored without packing.
     """
-    from yfpo.utils import progress as bar
-
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts vs {len(responses)} responses")
     device = next(model.parameters()).device
@@ -246,10 +252,7 @@ def response_logprobs(
     out: list[tuple[float, int]] = [(0.0, 0)] * len(prompts)
     score = _Scorer(model)
     checked = not any(r.packed for r in rows)
-    was_training = model.training
-    model.eval()
-    pbar = bar(total=len(prompts), desc=desc, unit="seq", disable=None if progress else True)
-    try:
+    with _scoring(model, len(prompts), progress=progress, desc=desc) as pbar:
         for batch in _row_batches(rows, batch_size):
             got = _score_rows(score, batch, pad, device, dtype)
             if not checked and any(r.packed for r in batch):
@@ -279,10 +282,6 @@ def response_logprobs(
                 for (i, cols, _t), lp in zip(r.reads, per):
                     out[i] = (float(lp.double().sum()) if len(cols) else 0.0, len(cols))
                 pbar.update(len(r.reads))
-    finally:
-        pbar.close()
-        if was_training:
-            model.train()
     return out
 
 
