@@ -8,9 +8,9 @@ mask (transformers' sdpa and eager attention) the result is the same as scoring 
 up to float rounding, at the cost of the prompt once instead of once per continuation.
 
 Used by teacher-forced scoring (yfpo.eval.loglik: pair discrimination, multiple-choice options) and by the DPO
-policy forward (`PairPacking`: chosen and rejected of a pair share the prompt; the backbone runs on packed rows and
-its hidden states are gathered back into TRL's two-rows-per-pair layout, so the LM head, FDT and the loss see
-exactly the tensors they see without packing).
+policy and reference forwards (`pack_pairs` / `run_packed`: chosen and rejected of a pair share the prompt; the
+backbone runs on packed rows and its hidden states are gathered back into TRL's two-rows-per-pair layout, so the LM
+head, FDT and the loss see exactly the tensors they see without packing).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class TrainConfig:
     grad_ratio_batches: int = 2  # batches averaged for the grad_ratio gamma
     grad_share: bool | None = None  # log neuron/grad_share (None: on with LoRA, off for full FT)
     # ... every this many optimizer steps, from the first: each costs two extra backward passes (on every step it
-    # made LoRA YFPO trainings ~1.75x slower than DPO: 645-677 s vs 376 s in a cpu_result run)
+    # made LoRA YFPO trainings ~1.7x slower than DPO: 645-701 s vs 376-398 s in a cpu_result run)
     grad_share_steps: int = 8
     ref_logps: str | None = None  # reference file from `yfpo train precompute-ref` (yfpo.train.reference); no recompute
     # held-out pairs evaluated with TRL's eval loop every eval_steps (reward accuracy, neuron margin into metrics)
@@ -98,7 +98,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_scheduler: str = "cosine"
     gradient_checkpointing: bool = False
-    # the policy forward runs each pair's prompt once (chosen and rejected packed into one row behind it: the
+    # the policy and reference forwards run each pair's prompt once (chosen and rejected packed into one row behind it: the
     # same log-probs and gradients up to float rounding, ~1/4 fewer positions on chat-templated GSM8K pairs);
     # checked once per training against TRL's two rows, and skipped where it cannot be exact (keep_end
     # truncation, attention without 4-D masks). With dropout on, the prompt's dropout mask is shared by the pair.
