@@ -20,6 +20,7 @@ neurons_sha256 equals its NeuronSet's, and computes it itself when there is none
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -106,15 +107,11 @@ def reference_pass(trainer, dataset, captures: dict | None = None, batch_size: i
     try:
         for batch in dl:
             batch = {k: v.to(trainer.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            for cap in captures.values():
-                cap._recording = "ref"
-                cap._acts.pop("ref", None)
-            try:
+            with contextlib.ExitStack() as windows:
+                for cap in captures.values():
+                    windows.enter_context(cap.window("ref"))
                 with trainer.shared_prompt(batch, model, list(captures.values())):
                     c, r = trainer.compute_ref_log_probs(model, batch)
-            finally:
-                for cap in captures.values():
-                    cap._recording = None
             out["ref_chosen_logps"].append(c.detach().float().cpu())
             out["ref_rejected_logps"].append(r.detach().float().cpu())
             for name, cap in captures.items():
