@@ -33,8 +33,11 @@ def test_yaml_plus_overrides(tmp_path):
 
 
 def test_config_errors_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="unknown config key.*bta"):
+    with pytest.raises(ConfigError, match="unknown config key.*bta.*did you mean 'beta'"):
         load_config(Cfg, None, ["--bta", "1"])
+    with pytest.raises(ConfigError) as e:  # nothing close: no guess
+        load_config(Cfg, None, ["--zzzzzz", "1"])
+    assert "did you mean" not in str(e.value)
     with pytest.raises(ConfigError, match="'beta': expected a number"):
         load_config(Cfg, None, ["--beta", "high"])
     with pytest.raises(ConfigError, match="'inner.r': expected an integer"):

@@ -10,6 +10,7 @@ YAML). An unknown key or a value of the wrong type is an error that names the ke
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -113,9 +114,11 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in names]
     if unknown:
+        close = {k: difflib.get_close_matches(str(k), sorted(names), n=1) for k in unknown}
+        hint = "; ".join(f"{k}: did you mean {m[0]!r}?" for k, m in close.items() if m)
         raise ConfigError(
-            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
-            f"{cls.__name__} has: {', '.join(sorted(names))}"
+            f"unknown config key(s) {', '.join(prefix + str(k) for k in unknown)}"
+            f"{' (' + hint + ')' if hint else ''}; {cls.__name__} has: {', '.join(sorted(names))}"
         )
     kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)
