@@ -134,10 +134,24 @@ def _packed_row(prompt: list[int], members: list[tuple[int, list[int]]]) -> _Row
     return _Row(ids, reads, pos, seg)
 
 
-def _rows(prompt_ids: list[list[int]], resp_ids: list[list[int]], max_length: int, share: bool) -> list[_Row]:
+# A packed row takes responses while it stays within this many tokens (and max_length). Longer rows save more
+# prompt tokens but pay more attention per token (quadratic in the row length, with a 4-D mask): measured on the
+# discrimination pairs, 16 pairs at 1 thread, rows of up to 962 tokens (6 responses) cost 2.0 ms per token vs 1.5
+# ms for rows of ~250, which cancelled the saving (benchmarks/RESULTS.md, "Fifth VM").
+PACK_MAX_TOKENS = 512
+
+
+def _rows(
+    prompt_ids: list[list[int]],
+    resp_ids: list[list[int]],
+    max_length: int,
+    share: bool,
+    pack_max: int = PACK_MAX_TOKENS,
+) -> list[_Row]:
     """Scoring rows for items (prompt tokens, response tokens): items that share a prompt are packed into one
-    row (prompt once, then their responses) while the row fits max_length; the rest get a row each, cut from
-    the left of the prompt to max_length."""
+    row (prompt once, then their responses) while the row fits min(max_length, pack_max); the rest get a row
+    each, cut from the left of the prompt to max_length."""
+    limit = min(max_length, pack_max)
     rows: list[_Row] = []
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (p, r) in enumerate(zip(prompt_ids, resp_ids)):
@@ -151,7 +165,7 @@ def _rows(prompt_ids: list[list[int]], resp_ids: list[list[int]], max_length: in
         chunk: list[tuple[int, list[int]]] = []
         for i in members + [None]:
             r = resp_ids[i] if i is not None else None
-            if chunk and (i is None or len(p) + sum(len(x) for _, x in chunk) + len(r) > max_length):
+            if chunk and (i is None or len(p) + sum(len(x) for _, x in chunk) + len(r) > limit):
                 if len(chunk) == 1:
                     ((j, x),) = chunk
                     rows.append(_single_row(j, list(p) + x, len(x)))
@@ -236,8 +250,9 @@ def response_logprobs(
 
     share_prompts: responses to the same prompt (pair discrimination's chosen and rejected, multiple-choice
     options) are scored in one row that holds the prompt once, so the prompt is run through the model once
-    instead of once per response. The first packed row is checked against scoring its responses one by one; a
-    model that does not honour position ids and a 4-D attention mask is then scored without packing.
+    instead of once per response (rows of at most PACK_MAX_TOKENS). The shortest packed row is first checked
+    against scoring its responses one by one; a model that does not honour position ids and a 4-D attention mask
+    is then scored without packing.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts vs {len(responses)} responses")
@@ -251,37 +266,40 @@ def response_logprobs(
     rows = _rows(prompt_ids, resp_ids, max_length, share_prompts)
     out: list[tuple[float, int]] = [(0.0, 0)] * len(prompts)
     score = _Scorer(model)
-    checked = not any(r.packed for r in rows)
+
+    def keep(batch, got):
+        for r, per in zip(batch, got):
+            for (i, cols, _t), lp in zip(r.reads, per):
+                out[i] = (float(lp.double().sum()) if len(cols) else 0.0, len(cols))
+            pbar.update(len(r.reads))
+
     with _scoring(model, len(prompts), progress=progress, desc=desc) as pbar:
-        for batch in _row_batches(rows, batch_size):
-            got = _score_rows(score, batch, pad, device, dtype)
-            if not checked and any(r.packed for r in batch):
-                b = next(b for b, r in enumerate(batch) if r.packed)
-                alone = _rows(
-                    [prompt_ids[i] for i, _, _ in batch[b].reads],
-                    [resp_ids[i] for i, _, _ in batch[b].reads],
-                    max_length,
-                    False,
+        packed = [r for r in rows if r.packed]
+        if packed:
+            # first, the shortest packed row against its responses scored one by one (cheap: about three rows)
+            probe = min(packed, key=lambda r: len(r.ids))
+            got = _score_rows(score, [probe], pad, device, dtype)
+            alone = _rows(
+                [prompt_ids[i] for i, _, _ in probe.reads], [resp_ids[i] for i, _, _ in probe.reads], max_length, False
+            )
+            ref = [lp for per in _score_rows(score, alone, pad, device, dtype) for lp in per]
+            if not all(torch.allclose(a, c, atol=1e-4, rtol=1e-4) for a, c in zip(got[0], ref)):
+                pbar.close()
+                return response_logprobs(
+                    model,
+                    tokenizer,
+                    prompts,
+                    responses,
+                    batch_size=batch_size,
+                    max_length=max_length,
+                    progress=progress,
+                    desc=desc,
+                    share_prompts=False,
                 )
-                ref = [lp for per in _score_rows(score, alone, pad, device, dtype) for lp in per]
-                if not all(torch.allclose(a, c, atol=1e-4, rtol=1e-4) for a, c in zip(got[b], ref)):
-                    pbar.close()
-                    return response_logprobs(
-                        model,
-                        tokenizer,
-                        prompts,
-                        responses,
-                        batch_size=batch_size,
-                        max_length=max_length,
-                        progress=progress,
-                        desc=desc,
-                        share_prompts=False,
-                    )
-                checked = True
-            for r, per in zip(batch, got):
-                for (i, cols, _t), lp in zip(r.reads, per):
-                    out[i] = (float(lp.double().sum()) if len(cols) else 0.0, len(cols))
-                pbar.update(len(r.reads))
+            keep([probe], got)
+            rows = [r for r in rows if r is not probe]
+        for batch in _row_batches(rows, batch_size):
+            keep(batch, _score_rows(score, batch, pad, device, dtype))
     return out
 
 
