@@ -292,3 +292,17 @@ def test_mmlu_prompt_and_scoring(tiny, monkeypatch):
     )
     # row 3 has 3 choices: the 4th score is ignored
     assert score_rows(model, tok, rows, progress=False) == [True, True, True]
+
+
+def test_packed_rows_stop_at_the_pack_limit():
+    from yfpo.eval.loglik import _rows
+
+    prompt = [1, 2, 3, 4, 5]
+    resp = [[10, 11, 12, 13], [20, 21, 22, 23], [30, 31, 32, 33]]
+    rows = _rows([prompt] * 3, resp, max_length=1024, share=True, pack_max=13)
+    assert [r.packed for r in rows] == [True, False]  # prompt + 2 responses = 13 tokens; the third gets its own row
+    assert rows[0].ids == prompt + resp[0] + resp[1]
+    assert rows[1].ids == prompt + resp[2]
+    assert sorted(i for r in rows for i, _, _ in r.reads) == [0, 1, 2]
+    one = _rows([prompt] * 3, resp, max_length=1024, share=True, pack_max=1024)
+    assert len(one) == 1 and len(one[0].reads) == 3  # under the limit, one row holds the prompt once
