@@ -136,8 +136,8 @@ def _packed_row(prompt: list[int], members: list[tuple[int, list[int]]]) -> _Row
 
 # A packed row takes responses while it stays within this many tokens (and max_length). Longer rows save more
 # prompt tokens but pay more attention per token (quadratic in the row length, with a 4-D mask): measured on the
-# discrimination pairs, 16 pairs at 1 thread, rows of up to 962 tokens (6 responses) cost 2.0 ms per token vs 1.5
-# ms for rows of ~250, which cancelled the saving (benchmarks/RESULTS.md, "Fifth VM").
+# discrimination pairs (16 pairs, 1 thread, Intel VM), packed rows of 763-962 tokens (up to 6 responses) cost 2.0
+# ms per token vs 1.5-1.7 ms in rows of 150-390, which cancelled the saving (benchmarks/RESULTS.md, "Fifth VM").
 PACK_MAX_TOKENS = 512
 
 
