@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 
+from _machine import cpu as machine_cpu
+
 
 def _load_avg() -> str:
     try:
@@ -274,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.backends:
         import subprocess
 
-        cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model_name = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
-        flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni") if f in cpu]
+        model_name, flags = machine_cpu(("avx2", "avx512f", "avx512_bf16", "avx512_vnni"))
         print(
             f"CPU {model_name}, flags {' '.join(flags)}; uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}"
         )

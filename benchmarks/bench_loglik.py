@@ -24,6 +24,7 @@ import sys
 import time
 
 import torch
+from _machine import cpu as machine_cpu
 
 PATHS = {
     "full": "full logits, a row per response (earlier path, peer)",
@@ -117,9 +118,7 @@ def main() -> None:
         mem[p] = json.loads(
             subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         )
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model_name = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
-    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu]
+    model_name, flags = machine_cpu(("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
     print(
         f"machine: {model_name}, {platform.machine()}, flags {' '.join(flags)}; torch {torch.__version__}, "
         f"{args.threads} thread(s); {args.pairs} pairs x 2 responses, batch {args.batch}, {args.rounds} rounds"

@@ -24,6 +24,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from _machine import cpu as machine_cpu
+
 
 def stage_times(run_dir: Path) -> list[dict]:
     """Every stage of a finished (or interrupted) run: name, kind, status, seconds (from its done.json)."""
@@ -79,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variant or [("default", "")]
     out_root = Path(args.out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model_name = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
+    model_name, _ = machine_cpu()
     print(
         f"machine: {model_name}, {os.cpu_count()} CPUs; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
         f"uptime at start: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}",

@@ -21,19 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _machine import cpu as machine_cpu
 
 
 def _timing(folder: Path, summary: dict) -> dict:
@@ -82,12 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tok = load_model(args.model)
+    cpu_name, flags = machine_cpu()
     print(
-        f"# machine: {_cpu()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+        f"# machine: {cpu_name} (flags {' '.join(flags)}), {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
         f"model {args.model}; {args.limit} items per benchmark, {args.max_new_tokens} new tokens, greedy",
         flush=True,
     )
-    results: dict = {"machine": _cpu(), "threads": torch.get_num_threads(), "args": vars(args), "benches": {}}
+    results: dict = {
+        "machine": cpu_name,
+        "flags": flags,
+        "threads": torch.get_num_threads(),
+        "args": vars(args),
+        "benches": {},
+    }
     for bench in benches:
         runs = {}
         for b in backends:
