@@ -579,7 +579,7 @@ class YFPOTrainer(DPOTrainer):
         on = c.grad_share if c.grad_share is not None else c.lora
         if not on or not torch.is_grad_enabled() or self.accelerator.num_processes > 1:
             return False
-        return self.state.global_step % max(1, int(c.grad_share_steps)) == 0
+        return self.state.global_step % c.grad_share_steps == 0  # validated >= 1 by TrainConfig
 
     def _log_grad_share(self, model, chosen_lr, rejected_lr, neuron, aux, loss_kw) -> None:
         """neuron/grad_share = ||g_neuron|| / (||g_pref|| + ||g_neuron||): the loss gradient split by the chain rule
