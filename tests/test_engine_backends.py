@@ -8,8 +8,8 @@ import importlib.util
 
 import pytest
 
-from yfpo.engine import backends
-from yfpo.engine.fast import pack_batches
+from yfpo.engine import backends, fast
+from yfpo.engine.fast import fill_order, pack_batches
 from yfpo.engine.generate import _eos_ids, generate
 from yfpo.engine.prompts import build_prompt
 from yfpo.models.tiny import tiny_model
@@ -52,6 +52,65 @@ def test_fast_greedy_equals_hf(tiny, budget):
     ref = generate(model, tok, ps, max_new_tokens=12, batch_size=4, backend="hf", progress=False)
     got = generate(model, tok, ps, max_new_tokens=12, batch_size=1, backend="fast", token_budget=budget, progress=False)
     assert got == ref
+
+
+def test_fill_order_moves_only_the_last_running_rows():
+    assert fill_order([False, True, False, False, True, False]) == [0, 5, 2, 3]
+    assert fill_order([True, True, False, False]) == [3, 2]
+    assert fill_order([False, False, True]) == [0, 1]
+    assert fill_order([True, False]) == [1]
+
+
+def test_reserved_layer_matches_dynamic_layer():
+    """The reserved cache returns what DynamicLayer's concatenation returns, through in-place moves (sorted and
+    fill-the-holes orders), the copying fallback (any other order), sample repeats and growth past its capacity."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    g = torch.Generator().manual_seed(0)
+    ref, res = DynamicLayer(), fast._ReservedLayer(capacity=7)
+
+    def step(length, rows):
+        k, v = torch.randn(rows, 2, length, 4, generator=g), torch.randn(rows, 2, length, 3, generator=g)
+        a, b = ref.update(k, v), res.update(k, v)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+    step(5, 6)
+    step(1, 6)
+    for order in ([0, 5, 2, 3, 4], [0, 1, 3], [2, 0, 1]):  # fill order, sorted, a shuffle (the copy path)
+        idx = torch.tensor(order)
+        ref.batch_select_indices(idx)
+        res.batch_select_indices(idx)
+        step(1, len(order))
+    ref.batch_repeat_interleave(2)
+    res.batch_repeat_interleave(2)
+    for _ in range(4):  # 5 + 1 + 3 + 4 = 13 positions: past the capacity of 7, so the buffer grows
+        step(1, 6)
+    assert res.get_seq_length() == ref.get_seq_length() == 13
+
+
+def test_default_token_budget_is_the_kv_bytes_budget(tiny, monkeypatch):
+    model, _ = tiny
+    c = model.config
+    per_position = 2 * c.num_hidden_layers * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads) * 4
+    monkeypatch.setattr(fast, "KV_BUDGET_BYTES", per_position * 5000)
+    assert fast.default_token_budget(model) == 5000
+    monkeypatch.setattr(fast, "MAX_ROWS", 3)
+    assert max(len(b) for b in pack_batches([5] * 10, 5, 5000)) == 3  # MAX_ROWS is read at call time
+
+
+def test_fast_prefill_in_slices_equals_hf(tiny, monkeypatch):
+    model, tok = tiny
+    ps = _prompts(tok)
+    ref = generate(model, tok, ps, max_new_tokens=10, batch_size=6, backend="hf", progress=False)
+    monkeypatch.setattr(fast, "PREFILL_POSITIONS", 1)  # one row per prefill pass
+    got = generate(model, tok, ps, max_new_tokens=10, batch_size=6, backend="fast", progress=False)
+    assert got == ref
+    calls = []
+    real = fast._prefill
+    monkeypatch.setattr(fast, "_prefill", lambda *a: calls.append(a[1].shape[0]) or real(*a))
+    assert generate(model, tok, ps, max_new_tokens=10, batch_size=6, backend="fast", progress=False) == ref
+    assert calls == [len(ps)]  # one batch of all prompts, prefilled row by row
 
 
 def test_fast_eos_and_dropped_rows_equal_hf():

@@ -2,10 +2,17 @@
 
 What makes it faster than `model.generate` at batch 16 (measured in benchmarks/RESULTS.md, "Generation backends"):
   * batches are filled by tokens, not rows: prompts sorted by length are packed until rows x (longest prompt +
-    max_new_tokens) reaches `token_budget`, so short prompts run in wide batches (decode is cheaper per token
-    the wider the batch, up to the compute limit);
-  * finished rows are dropped from the batch and the KV cache (`DynamicCache.batch_select_indices`), so late
-    steps only pay for the rows still running;
+    max_new_tokens) reaches `token_budget` (default: the positions that fit KV_BUDGET_BYTES, at most MAX_ROWS
+    rows), so batches are wide (decode is cheaper per token the wider the batch: on the default model a step
+    costs ~45 ms plus ~1.7 ms per row, measured on 2 cores);
+  * the KV cache is reserved once per batch (`_ReservedLayer`: prompt + max_new_tokens positions per row) and
+    each step writes into it, where HF's DynamicCache concatenates a new, larger tensor per layer per step (that
+    copy was 80% of a decode step at 128 rows, and it grows with the batch and the length);
+  * the prompts are prefilled in slices of at most `PREFILL_POSITIONS` positions, each padded only to its own
+    longest prompt, written into that cache (one pass over 128 rows ran at half the speed per position of a
+    slice of 32 rows);
+  * finished rows leave the batch: the last running rows are moved into their slots (a few rows copied, not the
+    whole cache), so late steps only pay for the rows still running;
   * n samples of one prompt share one prefill: the prompt is processed once and its cache repeated n times;
   * no logits processors / stopping-criteria machinery per step: greedy is an argmax, sampling is temperature
     then top-p then a multinomial draw, as in HF.
@@ -21,17 +28,124 @@ import hashlib
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
-DEFAULT_TOKEN_BUDGET = 16384  # KV positions per batch: ~0.75 GB of float32 cache for the 135M default model
-MAX_ROWS = 128
+KV_BUDGET_BYTES = 3 << 30  # the KV cache one batch may reserve (pages are committed only as positions fill)
+MAX_ROWS = 128  # measured on the default model: 256 rows were no faster than 128
+PREFILL_POSITIONS = 2048  # prompt positions per prefill pass
+
+
+def default_token_budget(model) -> int:
+    """KV positions per batch that fit KV_BUDGET_BYTES for this model: for the 135M default (30 layers, 3 KV heads of
+    64, float32: 45 KiB a position) ~70k positions, i.e. 156 rows of a 190-token prompt + 256 new tokens."""
+    cfg = model.config.get_text_config(decoder=True)
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    per_position = 2 * cfg.num_hidden_layers * heads * head_dim * next(model.parameters()).element_size()
+    return max(1024, KV_BUDGET_BYTES // per_position)
+
+
+class _ReservedLayer(DynamicLayer):
+    """A DynamicLayer whose keys/values live in a buffer reserved up front ([rows, heads, capacity, dim]): `update`
+    writes the new positions in place and returns views of the filled part (the same values DynamicLayer's
+    concatenation gives, without a new allocation and copy per step). Past the capacity it grows by doubling."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self._k = self._v = None
+        self._n = 0
+
+    def _views(self) -> None:
+        self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
+
+    def reserve(self, rows: int, heads: int, k_dim: int, v_dim: int, dtype, device) -> None:
+        self.dtype, self.device = dtype, device
+        self._k = torch.empty((rows, heads, self.capacity, k_dim), dtype=dtype, device=device)
+        self._v = torch.empty((rows, heads, self.capacity, v_dim), dtype=dtype, device=device)
+        self._n = 0
+        self.is_initialized = True
+        self._views()
+
+    def write_rows(self, start: int, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        """Put a prefill slice's cache (rows start.., its last keys.shape[-2] positions of `length`) into the buffer,
+        right-aligned; the positions left of it are zeroed (masked, but they must not hold NaN garbage)."""
+        rows, cut = slice(start, start + keys.shape[0]), length - keys.shape[-2]
+        self._n = length
+        self._k[rows, :, cut:length], self._v[rows, :, cut:length] = keys, values
+        if cut:
+            self._k[rows, :, :cut], self._v[rows, :, :cut] = 0, 0
+        self._views()
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if self._k is None:
+            b, h, _, d = key_states.shape
+            self.reserve(b, h, d, value_states.shape[-1], key_states.dtype, key_states.device)
+        m = self._n + key_states.shape[-2]
+        if m > self._k.shape[-2]:
+            grown = max(m, 2 * self._k.shape[-2])
+            k = self._k.new_empty(self._k.shape[:2] + (grown, self._k.shape[-1]))
+            v = self._v.new_empty(self._v.shape[:2] + (grown, self._v.shape[-1]))
+            k[:, :, : self._n], v[:, :, : self._n] = self._k[:, :, : self._n], self._v[:, :, : self._n]
+            self._k, self._v = k, v
+        self._k[:, :, self._n : m] = key_states
+        self._v[:, :, self._n : m] = value_states
+        self._n = m
+        self._views()
+        return self.keys, self.values
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self._k is not None:
+            self._k = self._k.repeat_interleave(repeats, dim=0)
+            self._v = self._v.repeat_interleave(repeats, dim=0)
+            self._views()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep rows `indices` (in that order). When every kept row moves down or stays (indices[j] >= j, no
+        repeats: sorted indices, or the decode loop's fill-the-holes order), rows are moved in place and only the
+        filled positions of the rows that move are copied; otherwise the buffer is indexed (a copy)."""
+        if self._k is None:
+            return
+        idx = indices.tolist()
+        if len(set(idx)) == len(idx) and all(i >= j for j, i in enumerate(idx)):
+            for j, i in enumerate(idx):
+                if i != j:
+                    self._k[j, :, : self._n] = self._k[i, :, : self._n]
+                    self._v[j, :, : self._n] = self._v[i, :, : self._n]
+            self._k, self._v = self._k[: len(idx)], self._v[: len(idx)]
+        else:
+            self._k, self._v = self._k[indices], self._v[indices]
+        self._views()
+
+
+def reserved_cache(config, capacity: int) -> DynamicCache:
+    """A DynamicCache for `config` whose full-attention layers are `_ReservedLayer`s of `capacity` positions (other
+    layer kinds, e.g. sliding-window ones, are kept as transformers makes them)."""
+    cache = DynamicCache(config=config)
+    if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [_ReservedLayer(capacity) for _ in cache.layers]
+    return cache
+
+
+def fill_order(done: list[bool]) -> list[int]:
+    """The rows to keep when the `done` ones leave, in their new order: a running row stays in its slot, and the
+    slots of finished rows are filled by the last running rows (so only those move)."""
+    keep = [j for j, d in enumerate(done) if not d]
+    k = len(keep)
+    movers = [j for j in keep if j >= k]
+    order = []
+    for j in range(k):
+        order.append(j if not done[j] else movers.pop())
+    return order
 
 
 def pack_batches(
-    lengths: list[int], max_new_tokens: int, token_budget: int, min_rows: int = 1, max_rows: int = MAX_ROWS
+    lengths: list[int], max_new_tokens: int, token_budget: int, min_rows: int = 1, max_rows: int | None = None
 ) -> list[list[int]]:
     """Indices sorted longest-first, cut so each batch has rows x (its longest prompt + max_new_tokens) <= budget.
 
     A batch always gets at least `min_rows` rows (and one row even when that alone is over the budget)."""
+    max_rows = max_rows or MAX_ROWS
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     i = 0
@@ -89,17 +203,9 @@ def decode_batch(
 ) -> list[tuple[list[int], str]]:
     """Decode a left-padded batch; returns per row (prompt-major, n per prompt) its new tokens and finish reason
     (eos: ended by an end-of-turn token, included; stop: a stop string was completed; length)."""
-    cache = DynamicCache(config=model.config)
+    cache = reserved_cache(model.config, input_ids.shape[1] + max_new_tokens)
     pos = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=pos,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    logits = out.logits[:, -1, :].float()
+    logits = _prefill(model, input_ids, attention_mask, pos, cache)
     if n > 1:  # one prefill per prompt, its cache repeated for the n samples
         cache.batch_repeat_interleave(n)
         logits = logits.repeat_interleave(n, dim=0)
@@ -125,9 +231,9 @@ def decode_batch(
         if step == max_new_tokens - 1:
             break
         if bool(done.any()):
-            keep = (~done).nonzero().squeeze(1)
-            if keep.numel() == 0:
+            if bool(done.all()):
                 break
+            keep = torch.tensor(fill_order(done.tolist()), dtype=torch.long)
             alive, nxt, next_pos, attention_mask = alive[keep], nxt[keep], next_pos[keep], attention_mask[keep]
             cache.batch_select_indices(keep)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=-1)
@@ -141,6 +247,53 @@ def decode_batch(
         logits = out.logits[:, -1, :].float()
         next_pos = next_pos + 1
     return list(zip(tokens, finish))
+
+
+def _prefill(model, input_ids, attention_mask, pos, cache) -> torch.Tensor:
+    """The prompts' forward pass, in slices of rows of at most PREFILL_POSITIONS positions each, every slice padded
+    only to its own longest prompt (rows come sorted by length, so slices are nearly unpadded), their caches written
+    right-aligned into `cache` (the positions left of a slice's padding are zeroed, and masked); returns the last
+    position's logits."""
+    rows, length = input_ids.shape
+    layers = cache.layers
+    if not all(isinstance(layer, _ReservedLayer) for layer in layers):
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1, :].float()
+    real = attention_mask.sum(dim=1).tolist()
+    parts, start = [], 0
+    while start < rows:
+        longest = max(int(real[start]), 1)
+        stop = start + 1
+        while stop < rows and (stop - start + 1) * max(longest, int(real[stop])) <= PREFILL_POSITIONS:
+            longest = max(longest, int(real[stop]), 1)
+            stop += 1
+        cut = length - longest
+        sl = slice(start, stop)
+        part = DynamicCache(config=model.config)
+        out = model(
+            input_ids=input_ids[sl, cut:],
+            attention_mask=attention_mask[sl, cut:],
+            position_ids=pos[sl, cut:],
+            past_key_values=part,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        parts.append(out.logits[:, -1, :].float())
+        for mine, theirs in zip(layers, part.layers):
+            k, v = theirs.keys, theirs.values
+            if mine._k is None:
+                mine.reserve(rows, k.shape[1], k.shape[-1], v.shape[-1], k.dtype, k.device)
+            mine.write_rows(start, k, v, length)
+        del part
+        start = stop
+    return torch.cat(parts)
 
 
 def batch_seed(seed: int, prompts: list[str]) -> int:

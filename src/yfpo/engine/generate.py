@@ -56,7 +56,8 @@ def generate(
 
     backend: auto | hf | fast | ct2 | ct2-int8 | llamacpp | vllm (yfpo.engine.backends). `auto` = vLLM with a GPU,
     else the fastest exact CPU path ("fast"), else the HF reference. token_budget: KV positions per batch for the
-    fast path (rows x (longest prompt + max_new_tokens)); batch_size is then the fewest rows a batch gets."""
+    fast path (rows x (longest prompt + max_new_tokens); default: what fits yfpo.engine.fast.KV_BUDGET_BYTES for
+    this model, at most MAX_ROWS rows); batch_size is then the fewest rows a batch gets."""
     from yfpo.engine.backends import resolve
 
     b = resolve(backend, model)
@@ -258,7 +259,7 @@ def _generate_fast(
     **_,
 ) -> list[Generation]:
     """The "fast" backend: the HF model driven by yfpo.engine.fast's decode loop (see there for what it changes)."""
-    from yfpo.engine.fast import DEFAULT_TOKEN_BUDGET, _StopWatch, batch_seed, decode_batch, pack_batches
+    from yfpo.engine.fast import _StopWatch, batch_seed, decode_batch, default_token_budget, pack_batches
     from yfpo.utils import progress as bar
 
     n = num_return_sequences
@@ -266,7 +267,7 @@ def _generate_fast(
     eos_ids = _eos_ids(model, tokenizer)
     device = next(model.parameters()).device
     lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
-    budget = (token_budget or DEFAULT_TOKEN_BUDGET) // n  # n samples share a prompt's prefill, not its cache
+    budget = (token_budget or default_token_budget(model)) // n  # n samples share a prompt's prefill, not its cache
     batches = pack_batches(lengths, max_new_tokens, budget, min_rows=max(1, batch_size // n))
     stopper = _StopWatch(tokenizer, stop) if stop else None
     was_training = model.training

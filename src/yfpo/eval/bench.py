@@ -27,6 +27,8 @@ from yfpo.eval.sampled import item_metrics, sample_seed, summarize_sampled
 from yfpo.eval.stats import accuracy, mcnemar_exact, paired_bootstrap, sign_flip_exact
 from yfpo.utils import append_jsonl, atomic_write_json, now, read_jsonl_resume, versions
 
+EVAL_CHUNK = 256  # the fewest items run_eval gives one generate call (see there)
+
 
 def _load(model, tokenizer, dtype, device):
     if isinstance(model, str):
@@ -332,7 +334,9 @@ def run_eval(
     rows = [done[p.id] for p in probs if p.id in done]
     t0 = time.time()
     new_tokens = 0
-    chunk = chunk or max(batch_size * 4, 64)
+    # items per generate call (and per append to items.jsonl): wide enough for the fast backend's token-filled
+    # batches of up to 128 rows, small enough that an interrupted run loses a few minutes at most
+    chunk = chunk or max(batch_size * 4, EVAL_CHUNK)
     if sampled:
         chunk = 1  # one item per generate call: its seed depends on the item alone (resume-safe)
     for start in range(0, len(todo), chunk):
