@@ -113,7 +113,60 @@ def test_fast_prefill_in_slices_equals_hf(tiny, monkeypatch):
     assert calls == [len(ps)]  # one batch of all prompts, prefilled row by row
 
 
-def test_fast_eos_and_dropped_rows_equal_hf():
+def test_shared_prefix_of_a_left_padded_batch():
+    import torch
+
+    ids = torch.tensor([[7, 8, 9, 1, 2], [0, 7, 8, 9, 3], [0, 0, 7, 8, 4]])
+    mask = (ids != 0).long()
+    assert fast.shared_prefix(ids, mask) == 2  # 7 8: the third row keeps its 4
+    same = torch.tensor([[0, 5, 6], [5, 6, 6], [0, 5, 6]])
+    assert fast.shared_prefix(same, (same != 0).long()) == 1  # every row keeps >= 1 own token
+    assert fast.shared_prefix(ids[:1], mask[:1]) == 0
+    assert fast.shared_prefix(torch.tensor([[1, 2], [3, 4]]), torch.ones(2, 2, dtype=torch.long)) == 0
+    holes = torch.tensor([[1, 0, 1], [1, 1, 1]])  # not left padding: no prefix is assumed
+    assert fast.shared_prefix(torch.tensor([[7, 8, 9], [7, 8, 9]]), holes) == 0
+
+
+def test_fast_with_and_without_a_shared_prefix_equals_hf(tiny, monkeypatch):
+    """Chat prompts share their template's opening (prefilled once); raw questions share nothing."""
+    model, tok = tiny
+    seen = []
+    real = fast.shared_prefix
+    monkeypatch.setattr(fast, "shared_prefix", lambda *a: seen.append(real(*a)) or seen[-1])
+    for ps in (_prompts(tok), QUESTIONS):
+        ref = generate(model, tok, ps, max_new_tokens=10, batch_size=6, backend="hf", progress=False)
+        assert generate(model, tok, ps, max_new_tokens=10, batch_size=6, backend="fast", progress=False) == ref
+    assert len(seen) == 2 and seen[0] > 0 and seen[1] == 0
+
+
+def test_fast_packed_head_used_only_when_exact(tiny, monkeypatch):
+    """The LM head runs as a packed-weight GEMM only after its first-step logits equal the model's own: on the tiny
+    model it is used (and the outputs stay HF's); a model whose logits are not plain `lm_head(h)` keeps its own."""
+    import torch
+
+    model, tok = tiny
+    if not torch._C.has_mkl:
+        pytest.skip("no MKL in this torch build")
+    ps = _prompts(tok)
+    ref = generate(model, tok, ps, max_new_tokens=10, batch_size=6, backend="hf", progress=False)
+    monkeypatch.setattr(fast, "PACKED_HEAD_MIN_ROWS", 1)
+    monkeypatch.setattr(fast, "PACKED_HEAD_MIN_SHARE", 0.1)  # padded steps too, as rows finish
+    ready = []
+    real = fast._PackedHead.check
+    monkeypatch.setattr(fast._PackedHead, "check", lambda self, lg: real(self, lg) or ready.append(self.ready))
+    assert generate(model, tok, ps, max_new_tokens=10, batch_size=6, backend="fast", progress=False) == ref
+    assert ready == [True]
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, a, out: out * 1.5)  # a scaled head
+    try:
+        scaled = generate(model, tok, ps, max_new_tokens=10, batch_size=6, backend="hf", progress=False)
+        ready.clear()
+        assert generate(model, tok, ps, max_new_tokens=10, batch_size=6, backend="fast", progress=False) == scaled
+        assert ready == [False]
+    finally:
+        hook.remove()
+
+
+def test_fast_eos_and_dropped_rows_equal_hf(monkeypatch):
     model, tok = tiny_model()
     ps = _prompts(tok)
     free = generate(model, tok, ps, max_new_tokens=14, backend="hf", progress=False)
@@ -123,6 +176,9 @@ def test_fast_eos_and_dropped_rows_equal_hf():
     got = generate(model, tok, ps, max_new_tokens=14, batch_size=6, backend="fast", progress=False)
     assert {g.finish for g in ref} >= {"eos"}
     assert got == ref
+    monkeypatch.setattr(fast, "PACKED_HEAD_MIN_ROWS", 1)  # the packed head, padded as rows leave
+    monkeypatch.setattr(fast, "PACKED_HEAD_MIN_SHARE", 0.1)
+    assert generate(model, tok, ps, max_new_tokens=14, batch_size=6, backend="fast", progress=False) == ref
 
 
 def test_fast_stop_strings_equal_hf(tiny):
