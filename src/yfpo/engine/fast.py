@@ -21,8 +21,8 @@ What makes it faster than `model.generate` at batch 16 (measured in benchmarks/R
     then top-p then a multinomial draw, as in HF; Python's garbage collector is paused for the batch.
 Greedy outputs are meant to be identical to the HF reference (same weights, same float32 ops; the only differences
 are the padding a row sees, the batch it runs in and the shared prefix run as one row, the same kind of freedom the
-reference's own batching has); how often they are is measured, not assumed. The library call this would become: transformers' continuous batching (`generate_batch`),
-once it runs well on CPU (measured: see RESULTS.md).
+reference's own batching has); how often they are is measured, not assumed. The library call this would become:
+transformers' continuous batching (`generate_batch`), once it runs well on CPU (measured: see RESULTS.md).
 """
 
 from __future__ import annotations
