@@ -113,6 +113,18 @@ def test_fast_prefill_in_slices_equals_hf(tiny, monkeypatch):
     assert calls == [len(ps)]  # one batch of all prompts, prefilled row by row
 
 
+def test_fast_pauses_the_garbage_collector_only_for_a_batch(tiny, monkeypatch):
+    import gc
+
+    model, tok = tiny
+    during = []
+    real = fast._prefill
+    monkeypatch.setattr(fast, "_prefill", lambda *a: during.append(gc.isenabled()) or real(*a))
+    assert gc.isenabled()
+    generate(model, tok, _prompts(tok)[:2], max_new_tokens=3, backend="fast", progress=False)
+    assert during == [False] and gc.isenabled()
+
+
 def test_shared_prefix_of_a_left_padded_batch():
     import torch
 

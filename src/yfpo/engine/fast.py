@@ -27,6 +27,7 @@ transformers' continuous batching (`generate_batch`), once it runs well on CPU (
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 
@@ -234,6 +235,19 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, gen: to
     return torch.multinomial(scores.softmax(dim=-1), 1, generator=gen).squeeze(1)
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """Python's cyclic garbage collector off for the block (a decode step makes thousands of short-lived objects, and
+    a full collection walks the model's: ~2% of a decode run's samples); nothing in the decode loop makes cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class _StopWatch:
     """Per-row stop-string check on the decoded tail: finds the first token that completes a stop string (what
     HF's StopStringCriteria stops at), decoding only the last few tokens of the row each step."""
@@ -252,6 +266,7 @@ class _StopWatch:
 
 
 @torch.no_grad()
+@_gc_paused()
 def decode_batch(
     model,
     input_ids: torch.Tensor,
@@ -267,34 +282,8 @@ def decode_batch(
     stopper: _StopWatch | None = None,
 ) -> list[tuple[list[int], str]]:
     """Decode a left-padded batch; returns per row (prompt-major, n per prompt) its new tokens and finish reason
-    (eos: ended by an end-of-turn token, included; stop: a stop string was completed; length).
-
-    Python's cyclic garbage collector is paused for the batch (each step makes thousands of short-lived objects,
-    and a full collection walks the model's: ~2% of a decode run's samples); nothing here makes cycles."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _decode_batch(
-            model,
-            input_ids,
-            attention_mask,
-            max_new_tokens=max_new_tokens,
-            eos_ids=eos_ids,
-            n=n,
-            stopper=stopper,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_p=top_p,
-            gen=gen,
-        )
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _decode_batch(
-    model, input_ids, attention_mask, *, max_new_tokens, eos_ids, n, do_sample, temperature, top_p, gen, stopper
-):
+    (eos: ended by an end-of-turn token, included; stop: a stop string was completed; length). Runs with the
+    garbage collector paused (`_gc_paused`)."""
     cache = reserved_cache(model.config, input_ids.shape[1] + max_new_tokens)
     pos = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     logits, attention_mask = _prefill(model, input_ids, attention_mask, pos, cache)
