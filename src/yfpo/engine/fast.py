@@ -35,8 +35,10 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-KV_BUDGET_BYTES = 3 << 30  # the KV cache one batch may reserve (pages are committed only as positions fill)
-MAX_ROWS = 128  # measured on the default model: 256 rows were no faster than 128
+KV_BUDGET_BYTES = 6 << 30  # the KV cache one batch may reserve (pages are committed only as positions fill)
+# measured on the default model, 256 eval prompts x 256 new tokens: 256 rows 10% faster than 128 on a 2-core AVX2
+# EPYC (32 MiB L3), 3% on a 2-core AVX-512 Xeon (benchmarks/RESULTS.md, eighth session); ~2.1 GB more memory
+MAX_ROWS = 256
 PREFILL_POSITIONS = 2048  # prompt positions per prefill pass
 PACKED_HEAD_MIN_ROWS = 64  # batches this wide compute the LM head with a packed weight (0: never)
 PACKED_HEAD_MIN_SHARE = 0.75  # ... while at least this share of its rows still runs (padded to all of them)
@@ -44,7 +46,7 @@ PACKED_HEAD_MIN_SHARE = 0.75  # ... while at least this share of its rows still 
 
 def default_token_budget(model) -> int:
     """KV positions per batch that fit KV_BUDGET_BYTES for this model: for the 135M default (30 layers, 3 KV heads of
-    64, float32: 45 KiB a position) ~70k positions, i.e. 156 rows of a 190-token prompt + 256 new tokens."""
+    64, float32: 45 KiB a position) ~140k positions, i.e. 313 rows of a 190-token prompt + 256 new tokens."""
     cfg = model.config.get_text_config(decoder=True)
     heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
