@@ -170,10 +170,13 @@ def test_fast_packed_head_used_only_when_exact(tiny, monkeypatch):
     assert generate(model, tok, ps, max_new_tokens=10, batch_size=12, backend="fast", progress=False) == ref
     # whether the packed kernel is bit-identical depends on the CPU and the shape (on a 2-core AVX2 EPYC it was not
     # at 1-3, 5 and 6 rows of this head, and was at 4, 8 and 12+): a probe of the same shape says which to expect
-    w = model.get_output_embeddings().weight.detach()
-    probe = torch.randn(len(ps), w.shape[1], generator=torch.Generator().manual_seed(0))
-    packed = torch.ops.mkl._mkl_linear(probe, torch.ops.mkl._mkl_reorder_linear_weight(w, len(ps)), w, None, len(ps))
-    assert ready == [torch.equal(packed, torch.nn.functional.linear(probe, w))]
+    probe_head = fast._PackedHead(model, len(ps))
+    try:
+        probe = torch.randn(len(ps), probe_head.weight.shape[1], generator=torch.Generator().manual_seed(0))
+        exact = torch.equal(probe_head(probe), torch.nn.functional.linear(probe, probe_head.weight))
+    finally:
+        probe_head.close()
+    assert ready == [exact]
     hook = model.get_output_embeddings().register_forward_hook(lambda m, a, out: out * 1.5)  # a scaled head
     try:
         scaled = generate(model, tok, ps, max_new_tokens=10, batch_size=12, backend="hf", progress=False)
