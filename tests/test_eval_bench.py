@@ -10,7 +10,7 @@ import yfpo.eval.bench as bench_mod
 from yfpo.data.problems import load_benchmark
 from yfpo.engine.answers import EXTRACTORS, grade
 from yfpo.engine.generate import Generation
-from yfpo.eval.bench import compare_items, load_items, run_eval
+from yfpo.eval.bench import compare_items, load_items, run_eval, run_evals
 from yfpo.eval.stats import wilson_ci
 from yfpo.models.tiny import save_tiny, tiny_model
 
@@ -106,6 +106,44 @@ def test_run_eval_known_outcome_and_resume(tiny, tmp_path, monkeypatch):
         load_items(tmp_path / "nothing")
 
 
+def test_run_evals_one_pass_writes_what_run_eval_writes(tiny, tmp_path, monkeypatch):
+    """Two benchmarks in one generate call; each folder gets the items, protocol and accuracy run_eval gives
+    it alone, resumes on its own, and records the joint pass; its time is its share by generated tokens."""
+    model, tok = tiny
+    # (hf one prompt at a time: no padding, so outputs cannot depend on which prompts share a batch)
+    kw = dict(tokenizer=tok, limit=3, max_new_tokens=6, batch_size=1, backend="hf", progress=False)
+    alone = {b: run_eval(model, b, out_dir=tmp_path / "alone" / b, **kw) for b in ("gsm8k", "svamp")}
+    real = bench_mod.generate
+    calls: list[int] = []
+
+    def counting(m, t, prompts, **k):
+        calls.append(len(prompts))
+        return real(m, t, prompts, **k)
+
+    monkeypatch.setattr(bench_mod, "generate", counting)
+    jobs = [{"bench": b, "out_dir": tmp_path / "joint" / b} for b in ("gsm8k", "svamp")]
+    both = run_evals(model, jobs, **kw)
+    assert calls == [6]  # one pass over both benchmarks' items
+    for b, s in zip(("gsm8k", "svamp"), both):
+        assert s["bench"] == b and s["n"] == 3 and s["accuracy"] == alone[b]["accuracy"]
+        assert load_items(tmp_path / "joint" / b) == load_items(tmp_path / "alone" / b)
+        assert s["protocol"] == alone[b]["protocol"]
+        assert s["joint_pass"]["benches"] == ["gsm8k", "svamp"]
+        assert s["joint_pass"]["tokens_generated"] == sum(a["tokens_generated"] for a in alone.values())
+        assert json.loads((tmp_path / "joint" / b / "summary.json").read_text()) == json.loads(json.dumps(s))
+    assert both[0]["time_s"] + both[1]["time_s"] == pytest.approx(both[0]["joint_pass"]["time_s"], abs=0.02)
+    # resume: a larger limit generates only the new items of each benchmark, still in one call
+    more = run_evals(model, jobs, **{**kw, "limit": 4})
+    assert calls == [6, 2] and [s["n"] for s in more] == [4, 4] and [s["new_items"] for s in more] == [1, 1]
+    # each folder still refuses another protocol, and a job takes only per-benchmark keys
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        run_evals(model, jobs, **{**kw, "max_new_tokens": 9})
+    with pytest.raises(TypeError, match="shots"):
+        run_evals(model, [{**jobs[0], "shots": 2}, jobs[1]], **kw)
+    with pytest.raises(TypeError, match="nope"):
+        run_evals(model, jobs, nope=1, **kw)
+
+
 def _write_items(path, flags: dict[str, list[bool]], ids=None):
     n = len(next(iter(flags.values())))
     ids = ids or [f"q{i}" for i in range(n)]
@@ -189,6 +227,7 @@ def test_eval_cli_tiny(tmp_path):
     for b in ("gsm8k", "svamp"):
         s = json.loads((out / b / "summary.json").read_text())
         assert s["n"] == 2 and s["protocol"]["max_new_tokens"] == 4 and s["model"] == str(mdir)
+        assert s["joint_pass"]["benches"] == ["gsm8k", "svamp"]  # one generation pass for both
         assert len((out / b / "items.jsonl").read_text().splitlines()) == 2
     d = json.loads((out / "discrimination" / "discrimination.json").read_text())
     assert d["n"] == 2 and 0.0 <= d["accuracy"] <= 1.0

@@ -354,6 +354,43 @@ def test_failing_stage_is_one_line_naming_its_folder(tmp_path):
     assert {s["name"]: s["status"] for s in idx["stages"]}["train/dpo-s0"] == "failed"
 
 
+def test_a_models_benchmarks_run_in_one_call_and_each_keeps_its_own_stage(tmp_path):
+    """The pending benchmarks of a model go to one `evals` call (one generation pass); each still has its own
+    folder and done.json, so a rerun redoes only the one whose record is missing, and a failing pass names
+    every benchmark it held."""
+    from yfpo.run import StageFailed
+
+    f = Fakes()
+    calls: list[tuple[str, list[str]]] = []
+
+    def evals(model_path, jobs, **kw):
+        calls.append((Path(model_path).name, [j["bench"] for j in jobs]))
+        return [f.eval(model_path, j["bench"], out_dir=j["out_dir"], **kw) for j in jobs]
+
+    runners = {**f.runners(), "evals": evals}
+    run_pipeline(_rc(tmp_path), runners=runners, log=lambda m: None)
+    assert len(calls) == 6 and all(b == ["gsm8k", "svamp"] for _, b in calls)
+    run = tmp_path / "runs" / "t"
+    done = sorted(run.glob("eval/*/*/done.json"))
+    assert len(done) == 6 * 3  # 2 benchmarks + discrimination per model
+    recs = [json.loads(d.read_text()) for d in done if d.parent.name in ("gsm8k", "svamp")]
+    assert all(r["time_s"] >= 0 and r["outputs"]["n"] == 6 for r in recs)
+    svamp = next(run.glob("eval/base-*/svamp/done.json"))
+    svamp.unlink()
+    calls.clear()
+    run_pipeline(_rc(tmp_path), runners=runners, log=lambda m: None)
+    assert calls == [("tiny-model", ["svamp"])] and svamp.exists()
+
+    def broken(model_path, jobs, **kw):
+        raise RuntimeError("out of memory\n(details)")
+
+    with pytest.raises(StageFailed) as e:
+        run_pipeline(_rc(tmp_path / "b"), runners={**f.runners(), "evals": broken}, log=lambda m: None)
+    msg = str(e.value)
+    assert "\n" not in msg and "stage eval/base/gsm8k + eval/base/svamp failed in" in msg
+    assert "(gsm8k, svamp)" in msg and "out of memory" in msg
+
+
 def test_neuron_controls_and_gamma_sweep(tmp_path):
     """`neurons:` picks each method's NeuronSet (built as cached stages); `gammas:` expands into a sweep; the
     recorded run config names every method's neurons and gamma."""

@@ -445,10 +445,19 @@ def _run_train(cfg) -> Path:
     return train(cfg)
 
 
-def _run_eval(model_path: str, bench: str, **kw) -> dict:
-    from yfpo.eval.bench import run_eval
+def _run_evals(model_path: str, jobs: list[dict], **kw) -> list[dict]:
+    from yfpo.eval.bench import run_evals
 
-    return run_eval(model_path, bench, **kw)
+    return run_evals(model_path, jobs, **kw)
+
+
+def _evals_one_by_one(run_eval: Callable) -> Callable:
+    """An `evals` runner made of an `eval` one (run_eval's signature, one benchmark a call)."""
+
+    def run(model_path: str, jobs: list[dict], **kw) -> list[dict]:
+        return [run_eval(model_path, j["bench"], **kw, **{k: v for k, v in j.items() if k != "bench"}) for j in jobs]
+
+    return run
 
 
 def _run_discrimination(model_path: str, *, limit: int, out_dir: str, batch_size: int, dtype: str, device: str) -> dict:
@@ -477,7 +486,7 @@ RUNNERS = {
     "reference": _run_reference,
     "train": _run_train,
     "grpo": _run_grpo,
-    "eval": _run_eval,
+    "evals": _run_evals,  # every pending benchmark of one model, one generation pass
     "discrimination": _run_discrimination,
     "mmlu": _run_mmlu,
 }
@@ -604,6 +613,8 @@ class Pipeline:
         self.rc = rc
         self.write_report = write_report  # False in `yfpo run --workers` helper processes: the main one writes it
         self.runners = {**RUNNERS, **(runners or {})}
+        if "eval" in self.runners and "evals" not in (runners or {}):  # a one-benchmark runner given (tests)
+            self.runners["evals"] = _evals_one_by_one(self.runners["eval"])
         self.dir = Path(rc.out_root) / rc.name
         self.hook = hook
         self.log = log
@@ -683,17 +694,41 @@ class Pipeline:
             lock.close()
 
     def _stage_locked(self, name, kind, h, folder, config, inputs, fn, meta) -> dict:
-        from yfpo.utils import atomic_write_json, now, remove_stale_tmp
+        rec = self._cached(name, kind, h, folder, meta)
+        if rec is not None:
+            return rec
+        entry = self._begin(name, kind, h, folder, config, inputs, meta)
+        t0 = time.time()
+        try:
+            outputs = fn(folder)
+        except (KeyboardInterrupt, StageFailed):
+            raise
+        except Exception as e:
+            raise self._failed([entry], [folder], e) from e
+        return self._finish(entry, folder, config, inputs, outputs, time.time() - t0)
 
+    def _entry(self, name, kind, h, folder, meta) -> dict:
         entry = {"name": name, "kind": kind, "dir": str(folder.relative_to(self.dir)), "hash": h, **(meta or {})}
         self.index["stages"] = [s for s in self.index["stages"] if s["name"] != name] + [entry]
+        return entry
+
+    def _cached(self, name, kind, h, folder, meta) -> dict | None:
+        """The done record when the folder holds this stage finished with hash h (logged, indexed), else None."""
         done = folder / "done.json"
         rec = json.loads(done.read_text()) if done.exists() else None
         if rec is not None and rec.get("hash") == h and "outputs" in rec:  # (a stage's own done.json is not ours)
+            entry = self._entry(name, kind, h, folder, meta)
             entry.update(status="done", cached=True, time_s=rec.get("time_s"))  # the time it took when it ran
             self.log(f"[yfpo run] {name}: done before, skipped ({entry['dir']})")
             self._write_index()
             return rec
+        return None
+
+    def _begin(self, name, kind, h, folder, config, inputs, meta) -> dict:
+        """Mark the stage running (index, log, hook) and record its config in the folder; returns its entry."""
+        from yfpo.utils import atomic_write_json, now, remove_stale_tmp
+
+        entry = self._entry(name, kind, h, folder, meta)
         resumed = folder.exists()
         if resumed:
             remove_stale_tmp(folder)  # temp files of writes a kill interrupted
@@ -707,35 +742,82 @@ class Pipeline:
             folder / "stage.json",
             {"name": name, "kind": kind, "hash": h, "config": config, "inputs": inputs, "started": now()},
         )
-        t0 = time.time()
-        try:
-            outputs = fn(folder)
-        except (KeyboardInterrupt, StageFailed):
-            raise
-        except Exception as e:
+        return entry
+
+    def _failed(self, entries: list[dict], folders: list[Path], e: Exception) -> StageFailed:
+        for entry in entries:
             entry["status"] = "failed"
-            self._write_index()
-            msg = str(e).splitlines()[0] if str(e) else ""
-            raise StageFailed(
-                f"stage {name} failed in {folder}: {type(e).__name__}: {msg} -- fix the cause and "
-                "rerun the same command (finished stages are kept; this one resumes); "
-                "--debug shows the traceback"
-            ) from e
+        self._write_index()
+        msg = str(e).splitlines()[0] if str(e) else ""
+        names = " + ".join(entry["name"] for entry in entries)
+        where = folders[0] if len(folders) == 1 else f"{folders[0].parent} ({', '.join(f.name for f in folders)})"
+        return StageFailed(
+            f"stage {names} failed in {where}: {type(e).__name__}: {msg} -- fix the cause and "
+            "rerun the same command (finished stages are kept; this one resumes); "
+            "--debug shows the traceback"
+        )
+
+    def _finish(self, entry, folder, config, inputs, outputs, elapsed: float) -> dict:
+        from yfpo.utils import atomic_write_json, now
+
         rec = {
-            "name": name,
-            "kind": kind,
-            "hash": h,
+            "name": entry["name"],
+            "kind": entry["kind"],
+            "hash": entry["hash"],
             "config": config,
             "inputs": inputs,
             "outputs": outputs,
-            "time_s": round(time.time() - t0, 2),
+            "time_s": round(elapsed, 2),
             "finished": now(),
         }
-        atomic_write_json(done, rec)  # last: marks the stage finished
+        atomic_write_json(folder / "done.json", rec)  # last: marks the stage finished
         entry["status"] = "done"
         entry["time_s"] = rec["time_s"]
         self._write_index()
         return rec
+
+    def stage_group(
+        self, units: list[dict], fn: Callable[[list[tuple[dict, Path]]], list[tuple[dict, float]]]
+    ) -> list[dict]:
+        """Several stages done by one call: `fn([(unit, folder), ...])` gets the units not finished before and not
+        held by another process, and returns per unit (outputs, seconds of its share). Each unit keeps its
+        own folder, hash, lock and done.json, so a unit that another process holds, or that failed, runs alone
+        later exactly as `stage` would run it. units: dicts of `stage`'s arguments (name, kind, rel, config,
+        inputs, fn: the unit alone, meta). Returns the units left for later (held by another process)."""
+        held, mine = [], []  # mine: (unit, hash, folder, lock)
+        try:
+            for u in units:
+                h = stage_hash(u["kind"], u["config"], u["inputs"])
+                folder = self.dir / u["rel"].format(hash=h)
+                lock = self._lock(folder, wait=False)
+                if lock is None:
+                    self.log(f"[yfpo run] {u['name']}: another process is on it, coming back later")
+                    held.append(u)
+                elif self._cached(u["name"], u["kind"], h, folder, u.get("meta")) is not None:
+                    lock.close()
+                else:
+                    mine.append((u, h, folder, lock))
+            if len(mine) == 1:  # nothing to share
+                u, h, folder, _ = mine[0]
+                self._stage_locked(u["name"], u["kind"], h, folder, u["config"], u["inputs"], u["fn"], u.get("meta"))
+            elif mine:
+                entries = [
+                    self._begin(u["name"], u["kind"], h, folder, u["config"], u["inputs"], u.get("meta"))
+                    for u, h, folder, _ in mine
+                ]
+                folders = [folder for _, _, folder, _ in mine]
+                try:
+                    results = fn([(u, folder) for u, _, folder, _ in mine])
+                except (KeyboardInterrupt, StageFailed):
+                    raise
+                except Exception as e:
+                    raise self._failed(entries, folders, e) from e
+                for entry, (u, _, folder, _), (outputs, secs) in zip(entries, mine, results):
+                    self._finish(entry, folder, u["config"], u["inputs"], outputs, secs)
+        finally:
+            for *_, lock in mine:
+                lock.close()
+        return held
 
     # -- the run, step by step
     def run(self) -> Path:
@@ -1040,38 +1122,64 @@ class Pipeline:
             specs[spec.name or Path(path).stem] = (spec, path)
         sampling = {k: getattr(ev, k) for k in ("samples", "temperature", "top_p", "protocol")}
         sampling = {k: v for k, v in sampling.items() if v != _EVAL_KEY_DEFAULTS[k]}
-        for bench in [*ev.benches, *specs]:
+        common = dict(
+            **sampling,
+            limit=ev.limit,
+            shots=ev.shots,
+            batch_size=ev.batch_size,
+            max_new_tokens=ev.max_new_tokens,
+            data_dir=ev.data_dir,
+            backend=ev.backend,
+            dtype=rc.dtype,
+            device=rc.device,
+        )
+
+        def outputs(s: dict) -> dict:
+            prim = s.get("primary", "flexible")
+            return {"accuracy": s["accuracy"][prim]["acc"], "n": s["n"], "primary": prim}
+
+        def job(bench: str, folder: Path) -> dict:
+            spec = specs.get(bench, (None, None))[0]
+            return {"bench": bench, "out_dir": str(folder), **({"spec": spec} if spec is not None else {})}
+
+        benches = [*ev.benches, *specs]
+        units = []
+        for bench in benches:
             spec, spec_path = specs.get(bench, (None, None))
             task_in = {"task": _file_id(spec_path), "task_file": _file_id(spec.file)} if spec else {}
 
-            def run_bench(folder: Path, bench=bench, spec=spec) -> dict:
-                s = self.runners["eval"](
-                    model_path,
-                    bench,
-                    **({"spec": spec} if spec is not None else {}),
-                    **sampling,
-                    limit=ev.limit,
-                    shots=ev.shots,
-                    out_dir=str(folder),
-                    batch_size=ev.batch_size,
-                    max_new_tokens=ev.max_new_tokens,
-                    data_dir=ev.data_dir,
-                    backend=ev.backend,
-                    dtype=rc.dtype,
-                    device=rc.device,
-                )
-                prim = s.get("primary", "flexible")
-                return {"accuracy": s["accuracy"][prim]["acc"], "n": s["n"], "primary": prim}
+            def run_bench(folder: Path, bench=bench) -> dict:
+                return outputs(self.runners["evals"](model_path, [job(bench, folder)], **common)[0])
 
-            unit(
-                f"eval/{tag}/{bench}",
-                "eval",
-                f"{group}/{bench}",
-                {**hashable, "bench": bench},
-                {**m_in, **task_in},
-                run_bench,
-                meta={**meta, "bench": bench},
+            units.append(
+                dict(
+                    name=f"eval/{tag}/{bench}",
+                    kind="eval",
+                    rel=f"{group}/{bench}",
+                    config={**hashable, "bench": bench},
+                    inputs={**m_in, **task_in},
+                    fn=run_bench,
+                    meta={**meta, "bench": bench},
+                )
             )
+
+        def run_benches(claimed: list[tuple[dict, Path]]) -> list[tuple[dict, float]]:
+            """The benchmarks not done yet, in one pass over the model (yfpo.eval.bench.run_evals); each
+            stage's time is its share (by generated tokens) of the whole call, model loading included."""
+            t0 = time.time()
+            jobs = [job(u["meta"]["bench"], folder) for u, folder in claimed]
+            summaries = self.runners["evals"](model_path, jobs, **common)
+            wall, shares = time.time() - t0, [s.get("time_s") or 0.0 for s in summaries]
+            return [
+                (outputs(s), wall * (x / sum(shares) if sum(shares) else 1 / len(shares)))
+                for s, x in zip(summaries, shares)
+            ]
+
+        for u in self.stage_group(units, run_benches):
+            if defer:
+                later.append(lambda u=u: self.stage(**u))
+            else:
+                self.stage(**u)
         if ev.discrimination:
 
             def run_disc(folder: Path) -> dict:
@@ -1142,6 +1250,6 @@ def run_pipeline(
     """Run (or resume) the whole pipeline; returns the report path (run.json when report is off).
 
     `hook(stage_name)` is called before a stage starts working (tests use it to interrupt a run);
-    `runners` replaces stage functions by kind (neurons, control, check, pairs, reference, train, eval,
-    discrimination)."""
+    `runners` replaces stage functions by kind (neurons, control, check, pairs, reference, train, evals: a
+    model's pending benchmarks in one call, or eval: one benchmark a call, discrimination, mmlu)."""
     return Pipeline(rc, hook=hook, log=log, runners=runners, write_report=write_report).run()

@@ -14,6 +14,7 @@ whose text is saved in the summary's protocol. Mean answer length (tokens) sits 
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import time
@@ -219,6 +220,177 @@ def _row(p: Problem, prompt: str, gens: list, kind: str, none_ok: bool, sampled:
     return row
 
 
+class _EvalJob:
+    """One benchmark's evaluation of one loaded model into one folder: the items to do, their prompts, the rows
+    graded so far (appended to items.jsonl as they come), the summary at the end. run_eval drives one;
+    run_evals drives several through one generation pass."""
+
+    def __init__(
+        self,
+        m,
+        tok,
+        model_name: str,
+        bench: str,
+        *,
+        limit,
+        shots,
+        out_dir,
+        batch_size,
+        max_new_tokens,
+        data_dir,
+        backend,
+        dtype,
+        bench_file,
+        problems,
+        hub,
+        overwrite,
+        samples,
+        temperature,
+        top_p,
+        seed,
+        protocol,
+        shots_file,
+        spec,
+    ):
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1 (or None for all items), got {limit}")
+        if samples > 1 and temperature <= 0:
+            raise ValueError(f"--samples {samples} needs --temperature > 0 (greedy samples would all be the same)")
+        self.tok, self.model_name = tok, model_name
+        self.shots, self.data_dir, self.protocol, self.shots_file = shots, data_dir, protocol, shots_file
+        if spec is not None:
+            from yfpo.eval.taskspec import load_task
+            from yfpo.utils import sha256_file
+
+            probs = problems if problems is not None else load_task(spec, limit=limit)
+            kind, none_ok, bench = spec.grade_kind, spec.answer_kind == "none-allowed", spec.name
+            data = [{"path": str(Path(spec.file).resolve()), "sha256": sha256_file(Path(spec.file))}]
+        else:
+            probs = (
+                problems
+                if problems is not None
+                else load_benchmark(bench, data_dir=data_dir, limit=limit, path=bench_file, hub=hub)
+            )
+            kind, none_ok = benchmark_kind(bench), False
+            data = benchmark_provenance(bench, data_dir, bench_file)
+        if problems is not None:
+            data = [{"path": None, "passed_in": len(probs)}]
+        if not probs:
+            raise ValueError(
+                f"{(spec.file if spec is not None else bench_file) or bench}: no problems to evaluate "
+                "(the benchmark file has no rows)"
+            )
+        self.bench, self.probs, self.kind, self.none_ok, self.data = bench, probs, kind, none_ok, data
+        self.sampled = samples > 1 or temperature > 0
+        out = self.out = Path(out_dir) if out_dir else None
+        if out:
+            import dataclasses
+
+            from yfpo.resume import claim, model_identity
+
+            # items are graded one by one, so another limit only adds or leaves out items: not part of the record
+            claim(
+                out,
+                "eval",
+                {
+                    "model": model_identity(model_name),
+                    "bench": bench,
+                    "data": [d.get("sha256") for d in data],
+                    "shots": shots,
+                    "shots_file": shots_file,
+                    "max_new_tokens": max_new_tokens,
+                    "backend": backend,
+                    "dtype": dtype,
+                    "protocol": protocol,
+                    "samples": samples,
+                    "temperature": temperature,
+                    "top_p": top_p,
+                    "seed": seed,
+                    "spec": dataclasses.asdict(spec) if spec is not None else None,
+                },
+                overwrite=overwrite,
+            )
+        self.items_path = out / "items.jsonl" if out else None
+        done = {r["id"]: r for r in read_jsonl_resume(self.items_path)} if self.items_path else {}
+        self.todo = [p for p in probs if p.id not in done]
+        self.prot = _make_protocol(
+            tok,
+            protocol=protocol,
+            shots=shots,
+            shots_file=shots_file,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            kind=kind,
+            samples=samples,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            spec=spec,
+        )
+        from yfpo.engine.backends import record
+
+        self.prot["backend"] = record(backend, m)
+        if out:
+            _check_protocol(out, {**self.prot, "model": model_name, "bench": bench}, resuming=bool(done))
+        self.rows = [done[p.id] for p in probs if p.id in done]
+        self.new_tokens = 0
+
+    def prompt(self, p: Problem) -> str:
+        return build_prompt(
+            self.tok,
+            p.question,
+            shots=self.shots,
+            data_dir=self.data_dir,
+            protocol=self.protocol,
+            shots_file=self.shots_file,
+        )
+
+    def add(self, part: list[Problem], prompts: list[str], per_item: list[list]) -> None:
+        """Grade one finished chunk (per item: its generations) and append its rows to items.jsonl."""
+        new_rows = [
+            _row(p, prompt, gs, self.kind, self.none_ok, self.sampled) for p, prompt, gs in zip(part, prompts, per_item)
+        ]
+        self.new_tokens += sum(g.n_tokens for gs in per_item for g in gs)
+        if self.items_path:
+            append_jsonl(self.items_path, new_rows)
+        self.rows.extend(new_rows)
+
+    def finish(self, elapsed: float, extra: dict | None = None) -> dict:
+        """The summary (written to summary.json) over every item, resumed ones included."""
+        order = {p.id: i for i, p in enumerate(self.probs)}
+        self.rows.sort(key=lambda r: order.get(r["id"], 1 << 30))
+        n_new, tokens = len(self.todo), self.new_tokens
+        summary = summarize(
+            self.rows,
+            self.bench,
+            self.model_name,
+            self.prot,
+            {
+                "data": self.data,
+                "versions": versions(),
+                "date": now(),
+                "time_s": round(elapsed, 2),
+                "new_items": n_new,
+                "tokens_generated": tokens,
+                "tokens_per_s": round(tokens / elapsed, 2) if elapsed > 0 and tokens else None,
+                "problems_per_s": round(n_new / elapsed, 4) if elapsed > 0 and n_new else None,
+                "truncated": sum(1 for r in self.rows if r.get("truncated")),
+                **(extra or {}),
+            },
+        )
+        if self.out:
+            atomic_write_json(self.out / "summary.json", summary)
+        return summary
+
+
+def _chunk(chunk: int | None, batch_size: int) -> int:
+    # items per generate call (and per append to items.jsonl): wide enough for the fast backend's token-filled
+    # batches (up to yfpo.engine.fast.MAX_ROWS rows), small enough that an interrupted run loses a few minutes at most
+    return chunk or max(batch_size * 4, EVAL_CHUNK)
+
+
 def run_eval(
     model,
     bench: str,
@@ -251,101 +423,38 @@ def run_eval(
 
     Greedy by default. samples > 1 or temperature > 0: `samples` sampled answers per item, each kept,
     seeded per item (sample_seed), with pass@k / maj@k / avg@n in the summary. Returns the summary."""
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1 (or None for all items), got {limit}")
-    if samples > 1 and temperature <= 0:
-        raise ValueError(f"--samples {samples} needs --temperature > 0 (greedy samples would all be the same)")
     m, tok, model_name = _load(model, tokenizer, dtype, device)
-    if spec is not None:
-        from yfpo.eval.taskspec import load_task
-        from yfpo.utils import sha256_file
-
-        probs = problems if problems is not None else load_task(spec, limit=limit)
-        kind, none_ok, bench = spec.grade_kind, spec.answer_kind == "none-allowed", spec.name
-        data = [{"path": str(Path(spec.file).resolve()), "sha256": sha256_file(Path(spec.file))}]
-    else:
-        probs = (
-            problems
-            if problems is not None
-            else load_benchmark(bench, data_dir=data_dir, limit=limit, path=bench_file, hub=hub)
-        )
-        kind, none_ok = benchmark_kind(bench), False
-        data = benchmark_provenance(bench, data_dir, bench_file)
-    if problems is not None:
-        data = [{"path": None, "passed_in": len(probs)}]
-    if not probs:
-        raise ValueError(
-            f"{(spec.file if spec is not None else bench_file) or bench}: no problems to evaluate "
-            "(the benchmark file has no rows)"
-        )
-    sampled = samples > 1 or temperature > 0
-    out = Path(out_dir) if out_dir else None
-    if out:
-        import dataclasses
-
-        from yfpo.resume import claim, model_identity
-
-        # items are graded one by one, so another limit only adds or leaves out items: not part of the record
-        claim(
-            out,
-            "eval",
-            {
-                "model": model_identity(model_name),
-                "bench": bench,
-                "data": [d.get("sha256") for d in data],
-                "shots": shots,
-                "shots_file": shots_file,
-                "max_new_tokens": max_new_tokens,
-                "backend": backend,
-                "dtype": dtype,
-                "protocol": protocol,
-                "samples": samples,
-                "temperature": temperature,
-                "top_p": top_p,
-                "seed": seed,
-                "spec": dataclasses.asdict(spec) if spec is not None else None,
-            },
-            overwrite=overwrite,
-        )
-    items_path = out / "items.jsonl" if out else None
-    done = {r["id"]: r for r in read_jsonl_resume(items_path)} if items_path else {}
-    todo = [p for p in probs if p.id not in done]
-    prot = _make_protocol(
+    job = _EvalJob(
+        m,
         tok,
-        protocol=protocol,
+        model_name,
+        bench,
+        limit=limit,
         shots=shots,
-        shots_file=shots_file,
-        max_new_tokens=max_new_tokens,
+        out_dir=out_dir,
         batch_size=batch_size,
-        kind=kind,
+        max_new_tokens=max_new_tokens,
+        data_dir=data_dir,
+        backend=backend,
+        dtype=dtype,
+        bench_file=bench_file,
+        problems=problems,
+        hub=hub,
+        overwrite=overwrite,
         samples=samples,
         temperature=temperature,
         top_p=top_p,
         seed=seed,
+        protocol=protocol,
+        shots_file=shots_file,
         spec=spec,
     )
-    from yfpo.engine.backends import record
-
-    prot["backend"] = record(backend, m)
-    if out:
-        _check_protocol(out, {**prot, "model": model_name, "bench": bench}, resuming=bool(done))
-    rows = [done[p.id] for p in probs if p.id in done]
     t0 = time.time()
-    new_tokens = 0
-    # items per generate call (and per append to items.jsonl): wide enough for the fast backend's token-filled
-    # batches of up to 128 rows, small enough that an interrupted run loses a few minutes at most
-    chunk = chunk or max(batch_size * 4, EVAL_CHUNK)
-    if sampled:
-        chunk = 1  # one item per generate call: its seed depends on the item alone (resume-safe)
-    for start in range(0, len(todo), chunk):
-        part = todo[start : start + chunk]
-        prompts = [
-            build_prompt(tok, p.question, shots=shots, data_dir=data_dir, protocol=protocol, shots_file=shots_file)
-            for p in part
-        ]
-        if sampled:
+    chunk = 1 if job.sampled else _chunk(chunk, batch_size)  # sampled: one item per call, seeded by the item alone
+    for start in range(0, len(job.todo), chunk):
+        part = job.todo[start : start + chunk]
+        prompts = [job.prompt(p) for p in part]
+        if job.sampled:
             gens = generate(
                 m,
                 tok,
@@ -374,34 +483,74 @@ def run_eval(
                 desc=f"eval {bench}",
             )
             per_item = [[g] for g in gens]
-        new_rows = [_row(p, prompt, gs, kind, none_ok, sampled) for p, prompt, gs in zip(part, prompts, per_item)]
-        new_tokens += sum(g.n_tokens for gs in per_item for g in gs)
-        if items_path:
-            append_jsonl(items_path, new_rows)
-        rows.extend(new_rows)
+        job.add(part, prompts, per_item)
+    return job.finish(time.time() - t0)
+
+
+_JOB_DEFAULTS = {"bench_file": None, "problems": None, "spec": None}  # + bench, out_dir: one benchmark's arguments
+_JOB_KEYS = ("bench", "out_dir", *_JOB_DEFAULTS)
+# run_eval's other keyword arguments with their defaults, common to every benchmark of a run_evals pass
+_COMMON_DEFAULTS = {
+    k: v.default
+    for k, v in inspect.signature(run_eval).parameters.items()
+    if v.default is not inspect.Parameter.empty and k not in ("tokenizer", "chunk", "progress", *_JOB_KEYS)
+}
+
+
+def run_evals(model, jobs: list[dict], *, tokenizer=None, chunk: int | None = None, **kw) -> list[dict]:
+    """Several benchmarks of one model, the model loaded once and, when greedy, generated in ONE pass: the
+    pending items of every benchmark share the generate calls (a decode step costs about the same for 12 rows as
+    for 24 on a CPU, so two small benchmarks take about the time of one). Each benchmark keeps its own folder,
+    items, summary and resume, exactly as run_eval writes them; its `time_s` is its share (by generated tokens)
+    of the joint pass, recorded under `joint_pass`.
+
+    jobs: one dict per benchmark of run_eval's per-benchmark arguments (bench, out_dir, and optionally bench_file,
+    problems, spec); kw: run_eval's other keyword arguments, common to all. Returns the summaries in jobs' order.
+    Sampled evaluation (samples > 1 or temperature > 0) runs the benchmarks one after the other (its seeds are
+    per item, a call per item)."""
+    bad = [k for j in jobs for k in j if k not in _JOB_KEYS]
+    if bad:
+        raise TypeError(f"run_evals: a job takes {', '.join(_JOB_KEYS)}, not {bad[0]!r}")
+    if not jobs:
+        return []
+    m, tok, model_name = _load(model, tokenizer, kw.get("dtype", "float32"), kw.get("device", "cpu"))
+    if len(jobs) == 1 or kw.get("samples", 1) > 1 or kw.get("temperature", 0.0) > 0:
+        return [run_eval(m, tokenizer=tok, chunk=chunk, **kw, **j) for j in jobs]
+    progress = kw.pop("progress", True)
+    unknown = [k for k in kw if k not in _COMMON_DEFAULTS]
+    if unknown:
+        raise TypeError(f"run_evals: unexpected keyword argument {unknown[0]!r}")
+    args = {**_COMMON_DEFAULTS, **kw}
+    args.pop("device")  # (used to load the model only)
+    ejobs = [_EvalJob(m, tok, model_name, **{**_JOB_DEFAULTS, **j}, **args) for j in jobs]
+    work = [(j, p) for j in ejobs for p in j.todo]
+    names = "+".join(j.bench for j in ejobs)
+    t0 = time.time()
+    size = _chunk(chunk, args["batch_size"])
+    for start in range(0, len(work), size):
+        part = work[start : start + size]
+        prompts = [j.prompt(p) for j, p in part]
+        gens = generate(
+            m,
+            tok,
+            prompts,
+            max_new_tokens=args["max_new_tokens"],
+            batch_size=args["batch_size"],
+            backend=args["backend"],
+            progress=progress,
+            desc=f"eval {names}",
+        )
+        for j in ejobs:
+            mine = [(p, pr, [g]) for (jj, p), pr, g in zip(part, prompts, gens) if jj is j]
+            if mine:
+                j.add(*(list(x) for x in zip(*mine)))
     elapsed = time.time() - t0
-    order = {p.id: i for i, p in enumerate(probs)}
-    rows.sort(key=lambda r: order.get(r["id"], 1 << 30))
-    summary = summarize(
-        rows,
-        bench,
-        model_name,
-        prot,
-        {
-            "data": data,
-            "versions": versions(),
-            "date": now(),
-            "time_s": round(elapsed, 2),
-            "new_items": len(todo),
-            "tokens_generated": new_tokens,
-            "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 and new_tokens else None,
-            "problems_per_s": round(len(todo) / elapsed, 4) if elapsed > 0 and todo else None,
-            "truncated": sum(1 for r in rows if r.get("truncated")),
-        },
-    )
-    if out:
-        atomic_write_json(out / "summary.json", summary)
-    return summary
+    total = sum(j.new_tokens for j in ejobs)
+    joint = {"benches": [j.bench for j in ejobs], "time_s": round(elapsed, 2), "tokens_generated": total}
+    # (so each benchmark's tokens_per_s is the pass's)
+    return [
+        j.finish(elapsed * (j.new_tokens / total if total else 1 / len(ejobs)), {"joint_pass": joint}) for j in ejobs
+    ]
 
 
 def load_items(path) -> list[dict]:

@@ -166,7 +166,7 @@ def _eval(args) -> int:
     from rich.table import Table
 
     from yfpo.engine.answers import EXTRACTORS
-    from yfpo.eval.bench import run_eval
+    from yfpo.eval.bench import run_evals
     from yfpo.models import load_model
 
     spec = _spec(args)
@@ -184,6 +184,32 @@ def _eval(args) -> int:
         table.add_column(e, justify="right")
     table.add_column("tok/s", justify="right")
     extra: list = []
+    # the generation benchmarks share one pass over the model (run_evals); the table keeps the order asked for
+    gen = [b for b in benches if b not in ("discrimination", "mmlu")]
+    summaries = dict(
+        zip(
+            gen,
+            run_evals(
+                model,
+                [{"bench": b, "out_dir": out_root / b, "bench_file": args.bench_file, "spec": spec} for b in gen],
+                tokenizer=tok,
+                limit=args.limit,
+                shots=args.shots,
+                batch_size=args.batch_size,
+                max_new_tokens=args.max_new_tokens,
+                data_dir=args.data_dir,
+                backend=args.backend,
+                hub=args.hub or None,
+                overwrite=args.overwrite,
+                samples=args.samples,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                seed=args.seed,
+                protocol=args.protocol,
+                shots_file=args.shots_file,
+            ),
+        )
+    )
     for b in benches:
         if b == "discrimination":
             from yfpo.eval.discrimination import run_discrimination
@@ -223,28 +249,7 @@ def _eval(args) -> int:
                     "",
                 )
             continue
-        s = run_eval(
-            model,
-            b,
-            tokenizer=tok,
-            limit=args.limit,
-            shots=args.shots,
-            out_dir=out_root / b,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            data_dir=args.data_dir,
-            backend=args.backend,
-            bench_file=args.bench_file,
-            hub=args.hub or None,
-            overwrite=args.overwrite,
-            samples=args.samples,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            seed=args.seed,
-            protocol=args.protocol,
-            shots_file=args.shots_file,
-            spec=spec,
-        )
+        s = summaries[b]
         cells = [
             f"{s['accuracy'][e]['acc']:.3f} [{s['accuracy'][e]['lo']:.3f}, {s['accuracy'][e]['hi']:.3f}]"
             for e in EXTRACTORS
