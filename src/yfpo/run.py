@@ -781,8 +781,9 @@ class Pipeline:
     ) -> list[dict]:
         """Several stages done by one call: `fn([(unit, folder), ...])` gets the units not finished before and not
         held by another process, and returns per unit (outputs, seconds of its share). Each unit keeps its
-        own folder, hash, lock and done.json, so a unit that another process holds, or that failed, runs alone
-        later exactly as `stage` would run it. units: dicts of `stage`'s arguments (name, kind, rel, config,
+        own folder, hash, lock and done.json: a unit that another process holds is left to the caller (run
+        alone later, as `stage` runs it), and a rerun after a kill or a failure redoes only the units without
+        a done.json. units: dicts of `stage`'s arguments (name, kind, rel, config,
         inputs, fn: the unit alone, meta). Returns the units left for later (held by another process)."""
         held, mine = [], []  # mine: (unit, hash, folder, lock)
         try:

@@ -252,12 +252,6 @@ class _EvalJob:
         shots_file,
         spec,
     ):
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
-        if limit is not None and limit < 1:
-            raise ValueError(f"limit must be >= 1 (or None for all items), got {limit}")
-        if samples > 1 and temperature <= 0:
-            raise ValueError(f"--samples {samples} needs --temperature > 0 (greedy samples would all be the same)")
         self.tok, self.model_name = tok, model_name
         self.shots, self.data_dir, self.protocol, self.shots_file = shots, data_dir, protocol, shots_file
         if spec is not None:
@@ -385,6 +379,16 @@ class _EvalJob:
         return summary
 
 
+def _check_args(samples: int, limit: int | None, temperature: float) -> None:
+    """Refuse bad sampling / limit arguments before any model is loaded."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 (or None for all items), got {limit}")
+    if samples > 1 and temperature <= 0:
+        raise ValueError(f"--samples {samples} needs --temperature > 0 (greedy samples would all be the same)")
+
+
 def _chunk(chunk: int | None, batch_size: int) -> int:
     # items per generate call (and per append to items.jsonl): wide enough for the fast backend's token-filled
     # batches (up to yfpo.engine.fast.MAX_ROWS rows), small enough that an interrupted run loses a few minutes at most
@@ -423,6 +427,7 @@ def run_eval(
 
     Greedy by default. samples > 1 or temperature > 0: `samples` sampled answers per item, each kept,
     seeded per item (sample_seed), with pass@k / maj@k / avg@n in the summary. Returns the summary."""
+    _check_args(samples, limit, temperature)
     m, tok, model_name = _load(model, tokenizer, dtype, device)
     job = _EvalJob(
         m,
@@ -513,6 +518,7 @@ def run_evals(model, jobs: list[dict], *, tokenizer=None, chunk: int | None = No
         raise TypeError(f"run_evals: a job takes {', '.join(_JOB_KEYS)}, not {bad[0]!r}")
     if not jobs:
         return []
+    _check_args(kw.get("samples", 1), kw.get("limit"), kw.get("temperature", 0.0))
     m, tok, model_name = _load(model, tokenizer, kw.get("dtype", "float32"), kw.get("device", "cpu"))
     if len(jobs) == 1 or kw.get("samples", 1) > 1 or kw.get("temperature", 0.0) > 0:
         return [run_eval(m, tokenizer=tok, chunk=chunk, **kw, **j) for j in jobs]
