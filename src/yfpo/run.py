@@ -798,10 +798,7 @@ class Pipeline:
                     lock.close()
                 else:
                     mine.append((u, h, folder, lock))
-            if len(mine) == 1:  # nothing to share
-                u, h, folder, _ = mine[0]
-                self._stage_locked(u["name"], u["kind"], h, folder, u["config"], u["inputs"], u["fn"], u.get("meta"))
-            elif mine:
+            if mine:
                 entries = [
                     self._begin(u["name"], u["kind"], h, folder, u["config"], u["inputs"], u.get("meta"))
                     for u, h, folder, _ in mine

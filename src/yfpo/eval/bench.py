@@ -454,42 +454,55 @@ def run_eval(
         shots_file=shots_file,
         spec=spec,
     )
+    if not job.sampled:
+        return job.finish(
+            _greedy_pass(m, tok, [job], _chunk(chunk, batch_size), max_new_tokens, batch_size, backend, progress)
+        )
     t0 = time.time()
-    chunk = 1 if job.sampled else _chunk(chunk, batch_size)  # sampled: one item per call, seeded by the item alone
-    for start in range(0, len(job.todo), chunk):
-        part = job.todo[start : start + chunk]
-        prompts = [job.prompt(p) for p in part]
-        if job.sampled:
-            gens = generate(
-                m,
-                tok,
-                prompts,
-                max_new_tokens=max_new_tokens,
-                batch_size=max(batch_size, samples),
-                backend=backend,
-                progress=False,
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                num_return_sequences=samples,
-                seed=sample_seed(seed, part[0].id),
-                desc=f"eval {bench}",
-            )
-            per_item = [gens]
-        else:
-            gens = generate(
-                m,
-                tok,
-                prompts,
-                max_new_tokens=max_new_tokens,
-                batch_size=batch_size,
-                backend=backend,
-                progress=progress,
-                desc=f"eval {bench}",
-            )
-            per_item = [[g] for g in gens]
-        job.add(part, prompts, per_item)
+    for p in job.todo:  # sampled: one item per call, seeded by the item alone (resume-safe)
+        prompts = [job.prompt(p)]
+        gens = generate(
+            m,
+            tok,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            batch_size=max(batch_size, samples),
+            backend=backend,
+            progress=False,
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            num_return_sequences=samples,
+            seed=sample_seed(seed, p.id),
+            desc=f"eval {bench}",
+        )
+        job.add([p], prompts, [gens])
     return job.finish(time.time() - t0)
+
+
+def _greedy_pass(m, tok, jobs: list, size: int, max_new_tokens: int, batch_size: int, backend: str, progress) -> float:
+    """Greedy generation for the pending items of `jobs` (one benchmark each), `size` items per generate call,
+    each chunk graded into its job as it finishes; returns the seconds it took."""
+    work = [(j, p) for j in jobs for p in j.todo]
+    t0 = time.time()
+    for start in range(0, len(work), size):
+        part = work[start : start + size]
+        prompts = [j.prompt(p) for j, p in part]
+        gens = generate(
+            m,
+            tok,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            backend=backend,
+            progress=progress,
+            desc=f"eval {'+'.join(j.bench for j in jobs)}",
+        )
+        for j in jobs:
+            mine = [(p, pr, [g]) for (jj, p), pr, g in zip(part, prompts, gens) if jj is j]
+            if mine:
+                j.add(*(list(x) for x in zip(*mine)))
+    return time.time() - t0
 
 
 _JOB_DEFAULTS = {"bench_file": None, "problems": None, "spec": None}  # + bench, out_dir: one benchmark's arguments
@@ -529,28 +542,16 @@ def run_evals(model, jobs: list[dict], *, tokenizer=None, chunk: int | None = No
     args = {**_COMMON_DEFAULTS, **kw}
     args.pop("device")  # (used to load the model only)
     ejobs = [_EvalJob(m, tok, model_name, **{**_JOB_DEFAULTS, **j}, **args) for j in jobs]
-    work = [(j, p) for j in ejobs for p in j.todo]
-    names = "+".join(j.bench for j in ejobs)
-    t0 = time.time()
-    size = _chunk(chunk, args["batch_size"])
-    for start in range(0, len(work), size):
-        part = work[start : start + size]
-        prompts = [j.prompt(p) for j, p in part]
-        gens = generate(
-            m,
-            tok,
-            prompts,
-            max_new_tokens=args["max_new_tokens"],
-            batch_size=args["batch_size"],
-            backend=args["backend"],
-            progress=progress,
-            desc=f"eval {names}",
-        )
-        for j in ejobs:
-            mine = [(p, pr, [g]) for (jj, p), pr, g in zip(part, prompts, gens) if jj is j]
-            if mine:
-                j.add(*(list(x) for x in zip(*mine)))
-    elapsed = time.time() - t0
+    elapsed = _greedy_pass(
+        m,
+        tok,
+        ejobs,
+        _chunk(chunk, args["batch_size"]),
+        args["max_new_tokens"],
+        args["batch_size"],
+        args["backend"],
+        progress,
+    )
     total = sum(j.new_tokens for j in ejobs)
     joint = {"benches": [j.bench for j in ejobs], "time_s": round(elapsed, 2), "tokens_generated": total}
     # (so each benchmark's tokens_per_s is the pass's)
