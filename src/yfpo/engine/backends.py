@@ -7,7 +7,8 @@ prompt-major, plus what the caller needs to choose it:
   missing    why it cannot run here (package not installed, no GPU, ...), or None
 
 `auto` picks vLLM when it is installed and a GPU is present (today's behaviour), else the fastest exact CPU path
-("fast", measured), and falls back to the HF reference when that cannot serve the model.
+("fast-attn" where its kernel builds and serves the model, else "fast"; measured), and falls back to the HF reference
+when neither can serve the model.
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ def _fast_missing(model) -> str | None:
     if getattr(model.config, "is_encoder_decoder", False):
         return "the fast loop serves decoder-only models; this one is encoder-decoder"
     return None
+
+
+def _fast_attn_missing(model) -> str | None:
+    why = _fast_missing(model)
+    if why:
+        return why
+    from yfpo.engine import attn_kernel
+
+    return attn_kernel.usable(model)
 
 
 def _ct2_missing(model) -> str | None:
@@ -114,6 +124,15 @@ def _registry() -> dict[str, Backend]:
                 "the same HF model in a lean decode loop: token-filled batches, finished rows dropped, shared prefill",
             ),
             Backend(
+                "fast-attn",
+                g._generate_fast_attn,
+                True,
+                False,
+                _fast_attn_missing,
+                "the fast loop whose decode steps attend through a C kernel built here at first use (float32; "
+                "another summation order than SDPA)",
+            ),
+            Backend(
                 "fast-bf16",
                 g._generate_fast_bf16,
                 False,
@@ -136,8 +155,9 @@ def _registry() -> dict[str, Backend]:
     }
 
 
-BACKEND_NAMES = ("auto", "hf", "fast", "fast-bf16", "ct2", "ct2-int8", "llamacpp", "vllm")
-AUTO_ORDER = ("vllm", "fast", "hf")  # vllm only with a GPU and a model folder; then the fastest exact CPU path
+BACKEND_NAMES = ("auto", "hf", "fast", "fast-attn", "fast-bf16", "ct2", "ct2-int8", "llamacpp", "vllm")
+# vllm only with a GPU and a model folder; then the fastest exact CPU path (fast-attn where its kernel builds)
+AUTO_ORDER = ("vllm", "fast-attn", "fast", "hf")
 
 
 def resolve(name: str, model) -> Backend:

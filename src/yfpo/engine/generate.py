@@ -256,9 +256,11 @@ def _generate_fast(
     progress,
     desc,
     token_budget=None,
+    attn_kernel=False,
     **_,
 ) -> list[Generation]:
-    """The "fast" backend: the HF model driven by yfpo.engine.fast's decode loop (see there for what it changes)."""
+    """The "fast" backend: the HF model driven by yfpo.engine.fast's decode loop (see there for what it changes);
+    with attn_kernel ("fast-attn"), its decode steps attend through yfpo.engine.attn_kernel's compiled kernel."""
     from yfpo.engine.fast import _StopWatch, batch_seed, decode_batch, default_token_budget, pack_batches
     from yfpo.utils import progress as bar
 
@@ -294,6 +296,7 @@ def _generate_fast(
                     top_p=top_p,
                     gen=gen,
                     stopper=stopper,
+                    attn_kernel=attn_kernel,
                 )
                 for r, (toks, _finish) in enumerate(rows):
                     n_tok, text, finish = _finish_row(toks, tokenizer, eos_ids, None, stop)
@@ -306,6 +309,11 @@ def _generate_fast(
         if was_training:
             model.train()
     return results  # type: ignore[return-value]
+
+
+def _generate_fast_attn(model, tokenizer, prompts, **kw) -> list[Generation]:
+    """The "fast-attn" backend: the fast loop with the compiled decode-attention kernel."""
+    return _generate_fast(model, tokenizer, prompts, attn_kernel=True, **kw)
 
 
 _BF16_COPIES: dict = {}

@@ -88,7 +88,9 @@ def register(sub) -> None:
         "--backend",
         default="auto",
         choices=list(BACKEND_NAMES),
-        help="generation backend (yfpo.engine.backends): auto = vLLM with a GPU, else the fast exact CPU path. "
+        help="generation backend (yfpo.engine.backends): auto = vLLM with a GPU, else the fastest exact CPU path "
+        "(fast-attn: the fast loop with a decode-attention kernel compiled here at first use; fast where no C "
+        "compiler is found or the model is not one it serves). "
         "fast-bf16 / ct2-int8 are reduced precision, on request only: on 200 GSM8K / MAWPS items they changed "
         "69-100%% of the greedy outputs, accuracy within the CI (benchmarks/bench_quantized.py, RESULTS.md); "
         "the backend used is recorded in summary.json's protocol",
