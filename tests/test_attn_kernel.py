@@ -144,3 +144,11 @@ def test_models_the_kernel_does_not_serve():
     model, _ = tiny_model()  # 16-dim heads
     assert "head dim 16" in attn_kernel.usable(model)
     assert backends.resolve("auto", model).name == "fast"
+
+
+def test_the_kernel_shares_torchs_openmp_runtime(kernel):
+    """Loaded, the kernel added no OpenMP runtime of its own: the process maps one (torch's)."""
+    runtimes = attn_kernel._openmp_runtimes()
+    if not runtimes:
+        pytest.skip("no OpenMP runtime visible in /proc/self/maps")
+    assert len(runtimes) == 1, runtimes

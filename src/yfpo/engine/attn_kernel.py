@@ -17,7 +17,8 @@ process with a warning.
 Built with `$CC` (else gcc / cc) `-O3 -march=native -ffast-math -fopenmp`, cached in $YFPO_CACHE/kernels (default
 ~/.cache/yfpo) under a key of the source, the flags, the compiler's version and this CPU's flags. It runs its loop on
 PyTorch's own OpenMP threads: linked by soname, the library resolves to the libgomp torch loaded, and it is refused
-when a second OpenMP runtime turns up in the process (two runtimes spinning on two cores cost more than they save).
+when loading it brings any other OpenMP runtime into the process (two runtimes spinning on two cores cost more than
+they save).
 """
 
 from __future__ import annotations
@@ -154,12 +155,14 @@ def _cpu_flags() -> str:
     return ""
 
 
-def _gomp_paths() -> set[str]:
+def _openmp_runtimes() -> set[str]:
+    """The OpenMP runtime libraries mapped into this process (GNU libgomp, Intel libiomp5, LLVM libomp)."""
     try:
         maps = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
         return set()
-    return {line.split()[-1] for line in maps if "libgomp" in line.rsplit("/", 1)[-1]}
+    names = ("libgomp", "libiomp", "libomp")
+    return {line.split()[-1] for line in maps if line.rsplit("/", 1)[-1].startswith(names)}
 
 
 def _build() -> tuple[ctypes.CDLL | None, str | None]:
@@ -193,14 +196,14 @@ def _build() -> tuple[ctypes.CDLL | None, str | None]:
                 os.replace(out, lib_path)  # atomic: a concurrent build or a reader never sees half a file
         except (OSError, subprocess.SubprocessError) as e:
             return None, f"building the kernel in {root} failed: {e}"
-    before = _gomp_paths()
+    before = _openmp_runtimes()
     try:
         lib = ctypes.CDLL(str(lib_path))
     except OSError as e:
         return None, f"loading {lib_path} failed: {e}"
-    after = _gomp_paths()
-    if len(after) > 1 or (before and after != before):
-        return None, f"the kernel brought a second OpenMP runtime into the process ({', '.join(sorted(after))})"
+    added = _openmp_runtimes() - before
+    if added:
+        return None, f"the kernel brought another OpenMP runtime into the process ({', '.join(sorted(added))})"
     fn = lib.yfpo_decode_attn
     p, i = ctypes.c_void_p, ctypes.c_int64
     fn.argtypes = [p, p, p, p, p] + [i] * 5 + [i] * 6 + [i, ctypes.c_float, ctypes.c_int]
@@ -386,7 +389,7 @@ def usable(model) -> str | None:
 def decoding(model, cache):
     """For the block: `model` runs its attention through `_attention`, which uses the kernel for decode steps over
     `cache` (a DynamicCache of the fast loop) and SDPA for anything else; the model's setting is restored after."""
-    if _STATE.get("kernel") is None or getattr(model.config, "_attn_implementation", None) != "sdpa":
+    if get() is None or getattr(model.config, "_attn_implementation", None) != "sdpa":
         yield
         return
     _register()
