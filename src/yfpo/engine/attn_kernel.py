@@ -6,7 +6,7 @@ Why: at 256 rows a decode step's attention is a batch of 768 tiny products per l
 where the cache could be read at ~45 GB/s: per (row, head) it pays two small MKL GEMM calls with M=3 and their fixed
 costs. This kernel does the same arithmetic in one pass per (row, KV head): the scores of all its query heads from each
 cached key, a softmax, and the weighted values, skipping masked (padding) positions; the compiler vectorizes the loops
-for this CPU (-march=native). Measured on a 2-core Zen 4, 256 rows x 300 positions x 3x3 heads: 4.1 ms vs SDPA's 8.3
+for this CPU (-march=native). Measured on a 2-core Zen 4, 256 rows x 300 positions x 3x3 heads: 4.4 ms vs SDPA's 9.1
 ms a layer (benchmarks/RESULTS.md, tenth session).
 
 It is the same float32 math in another summation order (and glibc's vector expf), so its outputs differ from SDPA's in
