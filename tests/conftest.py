@@ -25,6 +25,16 @@ def default_model_installed() -> None:
 
 needs_default_model = pytest.mark.usefixtures("default_model_installed")
 
+# what the generation tests prompt tiny models with: three GSM8K problems, a bare sum, a statement without a question
+QUESTIONS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?",
+    "What is 2+3?",
+    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",
+    "Betty has 5 apples.",
+    "James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?",
+]
+
 
 def load_script(name: str):
     """scripts/<name>.py as a module (the scripts are not a package)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from conftest import QUESTIONS
 
 from yfpo.engine import backends, fast
 from yfpo.engine.fast import fill_order, pack_batches
@@ -14,15 +15,7 @@ from yfpo.engine.generate import _eos_ids, generate
 from yfpo.engine.prompts import build_prompt
 from yfpo.models.tiny import tiny_model
 
-QUESTIONS = [
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May?",
-    "What is 2+3?",
-    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",
-    "Betty has 5 apples.",
-    "James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?",
-    "Tina buys 3 books and 4 more books.",
-]
+QUESTIONS = [*QUESTIONS, "Tina buys 3 books and 4 more books."]
 
 
 @pytest.fixture(scope="module")

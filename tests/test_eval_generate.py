@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import QUESTIONS
 
 from yfpo.engine.generate import _eos_ids, generate
 from yfpo.engine.prompts import INSTRUCTION, build_prompt, format_gold_response, format_user_message
 from yfpo.models.tiny import tiny_model
-
-QUESTIONS = [
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May?",
-    "What is 2+3?",
-    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",
-    "Betty has 5 apples.",
-    "James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?",
-]
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTN_NAME = "yfpo_decode"  # the attention implementation name registered with transformers
 DIMS = (64, 128)  # head dims the kernel is built for
@@ -319,8 +320,6 @@ def _drop(reason: str) -> None:
 def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
     """The attention function registered as ATTN_NAME: the kernel for a decode step of the fast loop's own cache, SDPA
     for everything else (prefill, other caches, features the kernel lacks)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     active = getattr(_LOCAL, "active", None)
     kernel = _STATE.get("kernel")
     out = None
