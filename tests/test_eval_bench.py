@@ -178,6 +178,9 @@ def test_compare_items_known(tmp_path):
     assert f["ci_lo"] <= 0.4 <= f["ci_hi"]
     same = res["by_extractor"]["math_verify"]
     assert (same["diff"], same["mcnemar_p"], same["b01"], same["b10"]) == (0.0, 1.0, 0, 0)
+    # 0 discordant among 10 items: an interval around 0 that is not zero-width (Newcombe's, not the bootstrap's)
+    assert same["ci_lo"] < -0.05 and same["ci_hi"] > 0.05 and same["ci_method"] == "Newcombe hybrid score"
+    assert same["ci_boot_lo"] == same["ci_boot_hi"] == 0.0
     assert res["by_extractor"]["boxed"]["acc_a"] == 0.0
 
 

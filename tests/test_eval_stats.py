@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from yfpo.eval.stats import accuracy, mcnemar_exact, mean_ci, paired_bootstrap, sign_flip_exact, wilson_ci
+from yfpo.eval.stats import (
+    accuracy,
+    mcnemar_exact,
+    mean_ci,
+    paired_bootstrap,
+    paired_diff_ci,
+    sign_flip_exact,
+    wilson_ci,
+)
 
 
 @pytest.mark.parametrize(
@@ -152,3 +160,67 @@ def test_sign_flip_exact_against_enumeration():
     assert sign_flip_exact([0, 0], 2)["p"] == 1.0
     with pytest.raises(ValueError, match="multiples of 1/2"):
         sign_flip_exact([1 / 3], denominator=2)
+
+
+def _table(both: int, a_only: int, b_only: int, neither: int) -> tuple[list[int], list[int]]:
+    a = [1] * both + [1] * a_only + [0] * b_only + [0] * neither
+    b = [1] * both + [0] * a_only + [1] * b_only + [0] * neither
+    return a, b
+
+
+def test_paired_diff_ci_known_value():
+    # Newcombe's square-and-add interval for the paired 2x2 table [[59, 6], [16, 80]] (Cavo et al. 2012, in
+    # Fagerland, Lydersen & Laake, "Statistical Analysis of Contingency Tables", ch. 8): -0.0621 (-0.1186, -0.0046)
+    # for p(row) - p(column); here a = the column variable, b = the row one, so b - a is that difference
+    b, a = _table(59, 6, 16, 80)
+    r = paired_diff_ci(a, b)
+    assert r["diff"] == pytest.approx(-0.0621, abs=1e-4)
+    assert (r["lo"], r["hi"]) == pytest.approx((-0.1186, -0.0046), abs=1e-4)
+    # swapping the two runs mirrors the interval
+    m = paired_diff_ci(b, a)
+    assert (m["lo"], m["hi"]) == pytest.approx((-r["hi"], -r["lo"]))
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 10, 50])
+def test_paired_diff_ci_zero_discordant_is_never_zero_width(n):
+    """0 discordant items among n: the interval holds 0 and has a width that shrinks with n but never vanishes
+    (a bootstrap over items gives [0, 0] here, which reads as certainty)."""
+    widths = []
+    for a, b in (_table(n, 0, 0, 0), _table(0, 0, 0, n), _table(n // 2, 0, 0, n - n // 2)):
+        r = paired_diff_ci(a, b)
+        assert r["diff"] == 0.0 and r["lo"] < 0.0 < r["hi"]
+        widths.append(r["hi"] - r["lo"])
+        assert paired_bootstrap(a, b)["hi"] - paired_bootstrap(a, b)["lo"] == 0.0  # the fault it replaces
+    # all right (or all wrong) at n items: the half-width is Wilson's distance from n/n
+    assert widths[0] / 2 == pytest.approx(1 - wilson_ci(n, n)[0])
+    if n >= 4:
+        assert widths[0] > paired_diff_ci(*_table(4 * n, 0, 0, 0))["hi"] * 2
+
+
+def test_paired_diff_ci_covers_at_small_counts():
+    """Coverage of the true paired difference over simulated small experiments (seeded) is near 95%, where the
+    percentile bootstrap's falls short."""
+    rng = np.random.default_rng(0)
+    for n, pa, pb in ((10, 0.1, 0.1), (20, 0.05, 0.15), (30, 0.5, 0.6)):
+        hit_n = hit_b = 0
+        for _ in range(300):
+            u = rng.random(n)
+            a, b = (u < pa).astype(int), (u < pb).astype(int)  # correlated pairs: b right wherever a is
+            r = paired_diff_ci(a, b)
+            bs = paired_bootstrap(a, b, n_boot=300, seed=1)
+            hit_n += r["lo"] <= pb - pa <= r["hi"]
+            hit_b += bs["lo"] <= pb - pa <= bs["hi"]
+        assert hit_n / 300 >= 0.93, (n, pa, pb, hit_n)
+        assert hit_n >= hit_b
+
+
+def test_paired_diff_ci_rates():
+    """Per-item success rates (avg@n, seed means) fill the table with expected counts; 0/1 rates give the flag
+    table's interval; a length mismatch or no items is handled."""
+    a, b = _table(3, 1, 4, 2)
+    assert paired_diff_ci([float(x) for x in a], [float(x) for x in b]) == paired_diff_ci(a, b)
+    r = paired_diff_ci([0.5, 0.5, 1.0, 0.0], [0.5, 1.0, 1.0, 0.0])
+    assert r["diff"] == pytest.approx(0.125) and r["lo"] < 0.125 < r["hi"]
+    assert paired_diff_ci([], [])["n"] == 0
+    with pytest.raises(ValueError, match="pair them"):
+        paired_diff_ci([1, 0], [1])

@@ -25,7 +25,7 @@ from yfpo.engine.answers import EXTRACTORS, PRIMARY, grade
 from yfpo.engine.generate import generate
 from yfpo.engine.prompts import TEMPLATE_NAME, build_prompt, get_protocol
 from yfpo.eval.sampled import item_metrics, sample_seed, summarize_sampled
-from yfpo.eval.stats import accuracy, mcnemar_exact, paired_bootstrap, sign_flip_exact
+from yfpo.eval.stats import accuracy, mcnemar_exact, paired_bootstrap, paired_diff_ci, sign_flip_exact
 from yfpo.utils import append_jsonl, atomic_write_json, now, read_jsonl_resume, versions
 
 EVAL_CHUNK = 256  # the fewest items run_eval gives one generate call (see there)
@@ -577,7 +577,8 @@ def _rate(r: dict, e: str) -> tuple[float, int]:
 
 
 def compare_items(a_rows: list[dict], b_rows: list[dict], n_boot: int = 10000, seed: int = 0) -> dict:
-    """Paired comparison on the items both runs have: per extractor acc A/B, diff, bootstrap CI, exact p.
+    """Paired comparison on the items both runs have: per extractor acc A/B, diff B - A with Newcombe's hybrid score
+    95% CI (ci_lo/ci_hi; the paired bootstrap's beside it as ci_boot_lo/hi), exact p.
 
     Greedy rows: McNemar's exact test on the correct flags. Sampled rows (either run): the per-item success
     rates (avg@n) are compared, with the exact sign-flip test over items (= McNemar when both are 0/1)."""
@@ -611,12 +612,16 @@ def compare_items(a_rows: list[dict], b_rows: list[dict], n_boot: int = 10000, s
             mc = mcnemar_exact([bool(x) for x in fa], [bool(x) for x in fb])
             test = {"mcnemar_p": mc["p"], "b01": mc["b01"], "b10": mc["b10"], "test": "McNemar exact"}
         bs = paired_bootstrap(fa, fb, n_boot=n_boot, seed=seed)
+        ci = paired_diff_ci(fa, fb)  # never zero-width while items are few (a bootstrap is at 0 discordant)
         res["by_extractor"][e] = {
             "acc_a": sum(fa) / len(ids) if ids else 0.0,
             "acc_b": sum(fb) / len(ids) if ids else 0.0,
             "diff": bs["diff"],
-            "ci_lo": bs["lo"],
-            "ci_hi": bs["hi"],
+            "ci_lo": ci["lo"],
+            "ci_hi": ci["hi"],
+            "ci_method": ci["method"],
+            "ci_boot_lo": bs["lo"],
+            "ci_boot_hi": bs["hi"],
             "p_bootstrap": bs["p"],
             **test,
         }

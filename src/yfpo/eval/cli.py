@@ -147,7 +147,7 @@ def register(sub) -> None:
 
     c = sub.add_parser(
         "compare",
-        help="paired comparison of two eval runs (McNemar exact p, paired bootstrap CI)",
+        help="paired comparison of two eval runs (McNemar exact p, Newcombe hybrid score CI)",
         description="RUN_A and RUN_B are eval output folders (with items.jsonl) or items.jsonl files of "
         "the same benchmark; items are paired by id.",
     )
@@ -375,7 +375,7 @@ def _compare(args) -> int:
         print(json.dumps(res, indent=2))
         return 0
     t = Table(title=f"A = {args.run_a}   B = {args.run_b}   ({res['n']} paired items)")
-    for col in ("extractor", "acc A", "acc B", "B - A", "95% CI (bootstrap)", "exact p", "A-only / B-only right"):
+    for col in ("extractor", "acc A", "acc B", "B - A", "95% CI (Newcombe)", "exact p", "A-only / B-only right"):
         t.add_column(col, justify="right")
     for e, r in res["by_extractor"].items():
         t.add_row(

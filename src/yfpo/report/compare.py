@@ -10,7 +10,7 @@ paired with every seed of the other method."""
 
 from __future__ import annotations
 
-from yfpo.eval.stats import bootstrap_mean_ci, mcnemar_exact, mean_ci, sign_flip_exact, wilson_ci
+from yfpo.eval.stats import mcnemar_exact, mean_ci, paired_diff_ci, sign_flip_exact, wilson_ci
 from yfpo.report.read import RunData
 
 METHOD_LABELS = {
@@ -158,6 +158,8 @@ def paired_test(rd: RunData, a: str, b: str, bench: str) -> dict | None:
         return None
     xa, xb = [], []
     per_seed: list[dict[str, int]] = []
+    per_seed_a: list[dict[str, bool]] = []
+    per_seed_b: list[dict[str, bool]] = []
     for sb, vb in sorted(rb.items(), key=lambda kv: str(kv[0])):
         va = ra.get(sb) if sb in ra else ra.get(None)
         if va is None:
@@ -170,6 +172,8 @@ def paired_test(rd: RunData, a: str, b: str, bench: str) -> dict | None:
             xb.append(cb[iid])
             diff[iid] = int(ca[iid]) - int(cb[iid])
         per_seed.append(diff)
+        per_seed_a.append(ca)
+        per_seed_b.append(cb)
     if not xa:
         return None
     r = mcnemar(xa, xb)
@@ -177,7 +181,11 @@ def paired_test(rd: RunData, a: str, b: str, bench: str) -> dict | None:
     k = len(per_seed)
     item_diff = [sum(d[i] for d in per_seed) / k for i in common]  # a - b per item, mean over seeds
     sf = sign_flip_exact(item_diff, denominator=k)
-    ci = bootstrap_mean_ci(item_diff)  # 95% percentile bootstrap over items (the unit of the test)
+    # Newcombe's hybrid score interval over items (the unit of the test), on each item's mean over seeds of a's
+    # and b's correct flags: never zero-width while items are few (a bootstrap gives [0, 0] at 0 discordant)
+    rate_a = [sum(s[i] for s in per_seed_a) / k for i in common]
+    rate_b = [sum(s[i] for s in per_seed_b) / k for i in common]
+    ci = paired_diff_ci(rate_b, rate_a)  # a - b
     test = "McNemar exact" if k == 1 else f"exact sign-flip over {len(common)} items (mean of {k} seeds)"
     r.update(
         acc_a=sum(xa) / len(xa),
@@ -187,8 +195,9 @@ def paired_test(rd: RunData, a: str, b: str, bench: str) -> dict | None:
         n_items=len(common),
         seeds=k,
         test=test,
-        diff=ci["mean"],
+        diff=ci["diff"],
         diff_lo=ci["lo"],
         diff_hi=ci["hi"],
+        diff_ci="Newcombe hybrid score 95% CI over items",
     )
     return r
