@@ -91,9 +91,12 @@ def test_sampled_known_metrics_and_compare(tmp_path, monkeypatch):
     }
 
     def fake(model, tok, prompts, num_return_sequences=1, **kw):
-        assert len(prompts) == 1 and kw["do_sample"]
-        q = next(q for q in texts if q in prompts[0])
-        return [Generation(t, 4, False, "eos") for t in texts[q][:num_return_sequences]]
+        assert kw["do_sample"] and len(kw["seeds"]) == len(prompts)  # items share calls, each seeded on its own
+        out = []
+        for p in prompts:
+            q = next(q for q in texts if q in p)
+            out += [Generation(t, 4, False, "eos") for t in texts[q][:num_return_sequences]]
+        return out
 
     monkeypatch.setattr(bench_mod, "generate", fake)
     s = run_eval(

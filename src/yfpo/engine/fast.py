@@ -228,8 +228,16 @@ def pack_batches(
     return batches
 
 
-def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
-    """HF's order: temperature, then top-p (keep the smallest set with mass >= top_p), then a multinomial draw."""
+def _sample_next(
+    logits: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    gen: torch.Generator | None,
+    uniforms: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """HF's order: temperature, then top-p (keep the smallest set with mass >= top_p), then a draw: a multinomial
+    one from `gen` (one stream for the batch), or, given `uniforms` (one value in [0, 1) per row, from the row's own
+    stream: RowStreams), by inverse CDF, so a row's token depends on its own logits and draw only."""
     scores = logits / temperature if temperature not in (None, 1.0) else logits
     if top_p is not None and top_p < 1.0:
         sorted_logits, sorted_idx = torch.sort(scores, descending=False)
@@ -237,7 +245,36 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, gen: to
         remove = cum <= (1 - top_p)
         remove[..., -1:] = False
         scores = scores.masked_fill(remove.scatter(1, sorted_idx, remove), float("-inf"))
-    return torch.multinomial(scores.softmax(dim=-1), 1, generator=gen).squeeze(1)
+    probs = scores.softmax(dim=-1)
+    if uniforms is None:
+        return torch.multinomial(probs, 1, generator=gen).squeeze(1)
+    cdf = probs.cumsum(dim=-1)
+    # the first token whose cumulative mass exceeds u x total (right=True: a token of zero mass is never picked)
+    nxt = torch.searchsorted(cdf, (uniforms.to(cdf.dtype)[:, None] * cdf[:, -1:]).contiguous(), right=True)
+    return nxt.squeeze(1).clamp_(max=probs.shape[-1] - 1)
+
+
+def row_seed(seed: int, sample: int) -> int:
+    """The seed of sample `sample` of a prompt whose per-prompt seed is `seed` (a 63-bit hash of the two)."""
+    h = hashlib.sha256(f"{seed}|{sample}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & 0x7FFFFFFFFFFFFFFF
+
+
+class RowStreams:
+    """One random stream per generated row, so a row's samples depend only on (its prompt's seed, its sample index)
+    and never on the batch it runs in: row r's stream is a torch.Generator seeded with row_seed(seed, sample), from
+    which it draws one uniform per step (all `steps` drawn up front: one call per row per batch)."""
+
+    def __init__(self, seeds: list[int], n: int, steps: int):
+        self.u = torch.empty((len(seeds) * n, max(steps, 1)), dtype=torch.float64)
+        for i, s in enumerate(seeds):
+            for j in range(n):
+                g = torch.Generator().manual_seed(row_seed(int(s), j))
+                self.u[i * n + j] = torch.rand(self.u.shape[1], generator=g, dtype=torch.float64)
+
+    def draw(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+        """The uniforms of the original rows `rows` (indices) at decode step `step`."""
+        return self.u[rows, step]
 
 
 @contextlib.contextmanager
@@ -286,11 +323,13 @@ def decode_batch(
     gen: torch.Generator | None = None,
     stopper: _StopWatch | None = None,
     attn_kernel: bool = False,
+    streams: RowStreams | None = None,
 ) -> list[tuple[list[int], str]]:
     """Decode a left-padded batch; returns per row (prompt-major, n per prompt) its new tokens and finish reason
     (eos: ended by an end-of-turn token, included; stop: a stop string was completed; length). Runs with the
     garbage collector paused (`_gc_paused`). attn_kernel: decode steps attend through yfpo.engine.attn_kernel's
-    compiled kernel (when it is built and serves this model; the prefill stays SDPA)."""
+    compiled kernel (when it is built and serves this model; the prefill stays SDPA). streams: per-row random
+    streams (RowStreams, rows prompt-major as returned) used instead of `gen` when sampling."""
     cache = reserved_cache(model.config, input_ids.shape[1] + max_new_tokens)
     pos = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     logits, attention_mask = _prefill(model, input_ids, attention_mask, pos, cache)
@@ -314,7 +353,11 @@ def decode_batch(
     try:
         with kernel_ctx:
             for step in range(max_new_tokens):
-                nxt = _sample_next(logits, temperature, top_p, gen) if do_sample else logits.argmax(dim=-1)
+                if not do_sample:
+                    nxt = logits.argmax(dim=-1)
+                else:
+                    u = streams.draw(alive, step) if streams is not None else None
+                    nxt = _sample_next(logits, temperature, top_p, gen, u)
                 done = torch.isin(nxt, eos) if eos is not None else torch.zeros_like(nxt, dtype=torch.bool)
                 ids = nxt.tolist()
                 for j, r in enumerate(alive.tolist()):

@@ -51,18 +51,35 @@ def generate(
     progress: bool = True,
     desc: str = "generate",
     token_budget: int | None = None,
+    seeds: list[int] | None = None,
 ) -> list[Generation]:
     """Generate for already-templated prompt strings; returns prompt-major list (len(prompts) * n).
 
     backend: auto | hf | fast | ct2 | ct2-int8 | llamacpp | vllm (yfpo.engine.backends). `auto` = vLLM with a GPU,
     else the fastest exact CPU path ("fast"), else the HF reference. token_budget: KV positions per batch for the
     fast path (rows x (longest prompt + max_new_tokens); default: what fits yfpo.engine.fast.KV_BUDGET_BYTES for
-    this model, at most MAX_ROWS rows); batch_size is then the fewest rows a batch gets."""
+    this model, at most MAX_ROWS rows); batch_size is then the fewest rows a batch gets.
+
+    seeds (sampling only): one seed per prompt; sample j of prompt i then depends only on (seeds[i], j) and the
+    model, never on the other prompts of the call or how they are batched (fast backends: one random stream per
+    row; hf: one generate call per prompt), so callers can fill wide batches with many items and still resume
+    item by item. Without seeds, each batch draws from one stream seeded by `seed` and its prompts."""
     from yfpo.engine.backends import resolve
 
     b = resolve(backend, model)
     if not prompts:
         return []
+    extra = {}
+    if seeds is not None:
+        if len(seeds) != len(prompts):
+            raise ValueError(f"generate: {len(seeds)} seeds for {len(prompts)} prompts (one seed per prompt)")
+        if do_sample:
+            if b.name not in SEEDED_BACKENDS:
+                raise ValueError(
+                    f"backend {b.name!r} has no per-prompt seeded sampling (seeds=); use one of "
+                    f"{', '.join(SEEDED_BACKENDS)}"
+                )
+            extra["seeds"] = list(seeds)
     return b.run(
         model,
         tokenizer,
@@ -78,7 +95,12 @@ def generate(
         progress=progress,
         desc=desc,
         token_budget=token_budget,
+        **extra,
     )
+
+
+# the backends that take seeds= (per-prompt seeded sampling, independent of the batch)
+SEEDED_BACKENDS = ("hf", "fast", "fast-attn", "fast-bf16")
 
 
 def _generate_vllm_backend(
@@ -160,6 +182,7 @@ def _generate_hf(
     seed,
     progress,
     desc,
+    seeds=None,
     **_,
 ) -> list[Generation]:
     from yfpo.utils import progress as bar
@@ -178,6 +201,8 @@ def _generate_hf(
     lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     rows_per_batch = max(1, batch_size // n) if n > 1 else batch_size
+    if seeds is not None:  # seeded per prompt: one prompt per call, its seed alone seeding it
+        rows_per_batch = 1
     batches = [order[i : i + rows_per_batch] for i in range(0, len(order), rows_per_batch)]
     was_training = model.training
     model.eval()
@@ -196,7 +221,7 @@ def _generate_hf(
             )
             if do_sample:
                 gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-                torch.manual_seed(_batch_seed(seed, texts))
+                torch.manual_seed(_batch_seed(seed, texts) if seeds is None else seeds[idx[0]] & 0x7FFFFFFFFFFFFFFF)
             else:
                 gen_kwargs.update(temperature=None, top_p=None, top_k=None)
             if stop:
@@ -257,11 +282,12 @@ def _generate_fast(
     desc,
     token_budget=None,
     attn_kernel=False,
+    seeds=None,
     **_,
 ) -> list[Generation]:
     """The "fast" backend: the HF model driven by yfpo.engine.fast's decode loop (see there for what it changes);
     with attn_kernel ("fast-attn"), its decode steps attend through yfpo.engine.attn_kernel's compiled kernel."""
-    from yfpo.engine.fast import _StopWatch, batch_seed, decode_batch, default_token_budget, pack_batches
+    from yfpo.engine.fast import RowStreams, _StopWatch, batch_seed, decode_batch, default_token_budget, pack_batches
     from yfpo.utils import progress as bar
 
     n = num_return_sequences
@@ -281,8 +307,10 @@ def _generate_fast(
             for idx in batches:
                 texts = [prompts[i] for i in idx]
                 enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-                gen = None
-                if do_sample:
+                gen = streams = None
+                if do_sample and seeds is not None:
+                    streams = RowStreams([seeds[i] for i in idx], n, max_new_tokens)
+                elif do_sample:
                     gen = torch.Generator(device=device).manual_seed(batch_seed(seed, texts))
                 rows = decode_batch(
                     model,
@@ -297,6 +325,7 @@ def _generate_fast(
                     gen=gen,
                     stopper=stopper,
                     attn_kernel=attn_kernel,
+                    streams=streams,
                 )
                 for r, (toks, _finish) in enumerate(rows):
                     n_tok, text, finish = _finish_row(toks, tokenizer, eos_ids, None, stop)

@@ -27,6 +27,7 @@ from yfpo.engine.prompts import TEMPLATE_NAME, build_prompt, get_protocol
 from yfpo.eval.sampled import item_metrics, sample_seed, summarize_sampled
 from yfpo.eval.stats import accuracy, mcnemar_exact, paired_bootstrap, paired_diff_ci, sign_flip_exact
 from yfpo.utils import append_jsonl, atomic_write_json, now, read_jsonl_resume, versions
+from yfpo.utils import progress as bar
 
 EVAL_CHUNK = 256  # the fewest items run_eval gives one generate call (see there)
 
@@ -123,6 +124,7 @@ _RESUME_KEYS = (
     "temperature",
     "top_p",
     "seed",
+    "sample_seeds",  # the seeding scheme: items sampled under another one are not mixed in
     "task",
     "backend",
 )
@@ -184,7 +186,8 @@ def _make_protocol(
             temperature=temperature,
             top_p=top_p,
             seed=seed,
-            sample_seeds="sample_seed(seed, item id): per item, independent of batching/resume",
+            sample_seeds="sample_seed(seed, item id) per item, row_seed(it, sample) per sample (generate's seeds=): "
+            "independent of batching/resume",
             correct_is="sample 0 (an unbiased one-sample accuracy); pass@k, maj@k, avg@n under 'sampled'",
         )
     if spec is not None:
@@ -458,50 +461,59 @@ def run_eval(
         return job.finish(
             _greedy_pass(m, tok, [job], _chunk(chunk, batch_size), max_new_tokens, batch_size, backend, progress)
         )
-    t0 = time.time()
-    for p in job.todo:  # sampled: one item per call, seeded by the item alone (resume-safe)
-        prompts = [job.prompt(p)]
-        gens = generate(
-            m,
-            tok,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            batch_size=max(batch_size, samples),
-            backend=backend,
-            progress=False,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            num_return_sequences=samples,
-            seed=sample_seed(seed, p.id),
-            desc=f"eval {bench}",
-        )
-        job.add([p], prompts, [gens])
-    return job.finish(time.time() - t0)
+    sampling = {"samples": samples, "temperature": temperature, "top_p": top_p, "seed": seed}
+    size = max(1, _chunk(chunk, batch_size) // samples)  # items per call: about as many rows as a greedy chunk
+    return job.finish(_greedy_pass(m, tok, [job], size, max_new_tokens, batch_size, backend, progress, sampling))
 
 
-def _greedy_pass(m, tok, jobs: list, size: int, max_new_tokens: int, batch_size: int, backend: str, progress) -> float:
-    """Greedy generation for the pending items of `jobs` (one benchmark each), `size` items per generate call,
-    each chunk graded into its job as it finishes; returns the seconds it took."""
+def _greedy_pass(
+    m, tok, jobs: list, size: int, max_new_tokens: int, batch_size: int, backend: str, progress, sampling=None
+) -> float:
+    """Generation for the pending items of `jobs` (one benchmark each), `size` items per generate call, each chunk
+    graded into its job as it finishes; returns the seconds it took. Greedy, or with `sampling` (samples,
+    temperature, top_p, seed) `samples` answers per item, each item seeded by sample_seed(seed, item id) alone
+    (generate's seeds=: the same samples whatever the chunk, so wide calls and resume agree)."""
     work = [(j, p) for j in jobs for p in j.todo]
     t0 = time.time()
-    for start in range(0, len(work), size):
-        part = work[start : start + size]
-        prompts = [j.prompt(p) for j, p in part]
-        gens = generate(
-            m,
-            tok,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            backend=backend,
-            progress=progress,
-            desc=f"eval {'+'.join(j.bench for j in jobs)}",
-        )
-        for j in jobs:
-            mine = [(p, pr, [g]) for (jj, p), pr, g in zip(part, prompts, gens) if jj is j]
-            if mine:
-                j.add(*(list(x) for x in zip(*mine)))
+    n = sampling["samples"] if sampling else 1
+    pbar = bar(
+        total=len(work), desc=f"eval {'+'.join(j.bench for j in jobs)}", unit="item", disable=None if progress else True
+    )
+    tokens = 0
+    try:
+        for start in range(0, len(work), size):
+            part = work[start : start + size]
+            prompts = [j.prompt(p) for j, p in part]
+            kw = {}
+            if sampling:
+                kw = dict(
+                    do_sample=True,
+                    temperature=sampling["temperature"],
+                    top_p=sampling["top_p"],
+                    num_return_sequences=n,
+                    seeds=[sample_seed(sampling["seed"], p.id) for _, p in part],
+                )
+            gens = generate(
+                m,
+                tok,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                batch_size=max(batch_size, n),
+                backend=backend,
+                progress=progress,
+                desc=f"chunk {start // size + 1}/{-(-len(work) // size)}",
+                **kw,
+            )
+            per_item = [gens[i * n : (i + 1) * n] for i in range(len(part))]
+            for j in jobs:
+                mine = [(p, pr, gs) for (jj, p), pr, gs in zip(part, prompts, per_item) if jj is j]
+                if mine:
+                    j.add(*(list(x) for x in zip(*mine)))
+            tokens += sum(g.n_tokens for g in gens)
+            pbar.update(len(part))
+            pbar.set_postfix(tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
+    finally:
+        pbar.close()
     return time.time() - t0
 
 
@@ -516,7 +528,7 @@ _COMMON_DEFAULTS = {
 
 
 def run_evals(model, jobs: list[dict], *, tokenizer=None, chunk: int | None = None, **kw) -> list[dict]:
-    """Several benchmarks of one model, the model loaded once and, when greedy, generated in ONE pass: the
+    """Several benchmarks of one model, the model loaded once and generated in ONE pass (greedy or sampled): the
     pending items of every benchmark share the generate calls (a decode step costs about the same for 12 rows as
     for 24 on a CPU, so two small benchmarks take about the time of one). Each benchmark keeps its own folder,
     items, summary and resume, exactly as run_eval writes them; its `time_s` is its share (by generated tokens)
@@ -524,8 +536,7 @@ def run_evals(model, jobs: list[dict], *, tokenizer=None, chunk: int | None = No
 
     jobs: one dict per benchmark of run_eval's per-benchmark arguments (bench, out_dir, and optionally bench_file,
     problems, spec); kw: run_eval's other keyword arguments, common to all. Returns the summaries in jobs' order.
-    Sampled evaluation (samples > 1 or temperature > 0) runs the benchmarks one after the other (its seeds are
-    per item, a call per item)."""
+    Sampled items are seeded per item (generate's seeds=), so sharing calls changes none of their samples."""
     bad = [k for j in jobs for k in j if k not in _JOB_KEYS]
     if bad:
         raise TypeError(f"run_evals: a job takes {', '.join(_JOB_KEYS)}, not {bad[0]!r}")
@@ -533,7 +544,7 @@ def run_evals(model, jobs: list[dict], *, tokenizer=None, chunk: int | None = No
         return []
     _check_args(kw.get("samples", 1), kw.get("limit"), kw.get("temperature", 0.0))
     m, tok, model_name = _load(model, tokenizer, kw.get("dtype", "float32"), kw.get("device", "cpu"))
-    if len(jobs) == 1 or kw.get("samples", 1) > 1 or kw.get("temperature", 0.0) > 0:
+    if len(jobs) == 1:
         return [run_eval(m, tokenizer=tok, chunk=chunk, **kw, **j) for j in jobs]
     progress = kw.pop("progress", True)
     unknown = [k for k in kw if k not in _COMMON_DEFAULTS]
@@ -542,15 +553,19 @@ def run_evals(model, jobs: list[dict], *, tokenizer=None, chunk: int | None = No
     args = {**_COMMON_DEFAULTS, **kw}
     args.pop("device")  # (used to load the model only)
     ejobs = [_EvalJob(m, tok, model_name, **{**_JOB_DEFAULTS, **j}, **args) for j in jobs]
+    sampling = None
+    if args["samples"] > 1 or args["temperature"] > 0:
+        sampling = {k: args[k] for k in ("samples", "temperature", "top_p", "seed")}
     elapsed = _greedy_pass(
         m,
         tok,
         ejobs,
-        _chunk(chunk, args["batch_size"]),
+        max(1, _chunk(chunk, args["batch_size"]) // args["samples"]),
         args["max_new_tokens"],
         args["batch_size"],
         args["backend"],
         progress,
+        sampling,
     )
     total = sum(j.new_tokens for j in ejobs)
     joint = {"benches": [j.bench for j in ejobs], "time_s": round(elapsed, 2), "tokens_generated": total}
