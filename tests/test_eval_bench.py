@@ -106,6 +106,42 @@ def test_run_eval_known_outcome_and_resume(tiny, tmp_path, monkeypatch):
         load_items(tmp_path / "nothing")
 
 
+def test_truncated_output_credited_by_flexible_is_marked_and_counted_wrong(tiny, tmp_path, monkeypatch):
+    """The gsm8k-4 case: an output cut off at max_new_tokens whose last number is a quantity copied from the question
+    (Wendi's 20 chickens) equals the gold; the flexible extractor credits it, the item is marked truncated, and the
+    summary's accuracy with truncated outputs counted wrong does not."""
+    model, tok = tiny
+    probs = load_benchmark("gsm8k", limit=5)
+    wendi = probs[4]
+    assert wendi.id == "gsm8k-4" and wendi.answer == "20" and "20 chickens" in wendi.question
+    cut = "Wendi gives 15 cups in the morning and 25 cups in the afternoon. She has 20"
+
+    def fake(model, tok, prompts, **kw):
+        res = []
+        for pr in prompts:
+            if wendi.question in pr:
+                res.append(Generation(cut, kw["max_new_tokens"], True, "length"))
+            else:
+                p = next(p for p in probs if p.question in pr)
+                res.append(Generation(f"The answer is {p.answer}.", 7, False, "eos"))
+        return res
+
+    monkeypatch.setattr(bench_mod, "generate", fake)
+    s = run_eval(model, "gsm8k", tokenizer=tok, limit=5, out_dir=tmp_path / "ev", max_new_tokens=16, progress=False)
+    rows = {r["id"]: r for r in load_items(tmp_path / "ev")}
+    w = rows["gsm8k-4"]
+    assert w["truncated"] is True and w["finish"] == "length"
+    assert w["correct"]["flexible"] and not w["correct"]["strict"]
+    assert not any(r["truncated"] for i, r in rows.items() if i != "gsm8k-4")
+    assert s["accuracy"]["flexible"]["acc"] == 1.0 and s["accuracy"]["strict"]["acc"] == pytest.approx(0.8)
+    t = s["truncation"]
+    assert (t["n"], t["rate"]) == (1, pytest.approx(0.2))
+    assert t["accuracy_if_truncated_wrong"]["flexible"] == pytest.approx(0.8)
+    assert t["accuracy_if_truncated_wrong"]["strict"] == pytest.approx(0.8)
+    assert set(t["accuracy_if_truncated_wrong"]) == set(EXTRACTORS)
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["truncation"] == json.loads(json.dumps(t))
+
+
 def test_run_evals_one_pass_writes_what_run_eval_writes(tiny, tmp_path, monkeypatch):
     """Two benchmarks in one generate call; each folder gets the items, protocol and accuracy run_eval gives
     it alone, resumes on its own, and records the joint pass; its time is its share by generated tokens."""

@@ -95,7 +95,11 @@ def test_sampled_known_metrics_and_compare(tmp_path, monkeypatch):
         out = []
         for p in prompts:
             q = next(q for q in texts if q in p)
-            out += [Generation(t, 4, False, "eos") for t in texts[q][:num_return_sequences]]
+            # "no idea" stands for an output cut off at max_new_tokens
+            out += [
+                Generation(t, 4, t == "no idea", "length" if t == "no idea" else "eos")
+                for t in texts[q][:num_return_sequences]
+            ]
         return out
 
     monkeypatch.setattr(bench_mod, "generate", fake)
@@ -110,6 +114,8 @@ def test_sampled_known_metrics_and_compare(tmp_path, monkeypatch):
     # item 0: tie 2-2 at k=4, gold came first -> right; item 1: "1" twice -> wrong
     assert d["maj"]["4"]["n_correct"] == 1 and d["maj"]["1"]["n_correct"] == 1
     assert s["answer_length"]["mean_tokens"] == 4
+    # one of 8 samples was cut off; the items' own numbers are sample 0's (neither cut off)
+    assert s["truncation"]["samples_rate"] == pytest.approx(1 / 8) and s["truncation"]["n"] == 0
     # compare against a greedy run: per-item success rates
     rows_s = [json.loads(x) for x in (tmp_path / "s" / "items.jsonl").read_text().splitlines()]
     greedy = [{"id": r["id"], "correct": {e: True for e in EXTRACTORS}} for r in rows_s]

@@ -52,6 +52,7 @@ def summarize(rows: list[dict], bench: str, model_name: str, protocol: dict, ext
         "primary": PRIMARY,
         "accuracy": acc,
         "answer_length": answer_length(rows),
+        "truncation": truncation(rows),
         "protocol": protocol,
     }
     if any("group" in r for r in rows):
@@ -66,6 +67,25 @@ def summarize(rows: list[dict], bench: str, model_name: str, protocol: dict, ext
     if rows and "samples" in rows[0]:
         out["sampled"] = summarize_sampled([r["sampled"] for r in rows], EXTRACTORS)
     return {**out, **(extra or {})}
+
+
+def truncation(rows: list[dict]) -> dict:
+    """How many outputs hit max_new_tokens without a stop/eos (`truncated`), their rate, and each extractor's
+    accuracy with those outputs counted wrong: a cut-off output whose last number happens to equal the gold
+    (a quantity copied from the question, say) is credited by the flexible extractor, not by this number."""
+    n = sum(1 for r in rows if r.get("truncated"))
+    out = {
+        "n": n,
+        "rate": n / len(rows) if rows else 0.0,
+        "accuracy_if_truncated_wrong": {
+            e: sum(1 for r in rows if r["correct"][e] and not r.get("truncated")) / len(rows) if rows else 0.0
+            for e in EXTRACTORS
+        },
+    }
+    samples = [s for r in rows for s in r.get("samples", [])]
+    if samples:  # sampled: the items' numbers are sample 0's (the `correct` flag's); the rate over every sample too
+        out["samples_rate"] = sum(1 for s in samples if s.get("truncated")) / len(samples)
+    return out
 
 
 def answer_length(rows: list[dict]) -> dict:
@@ -217,7 +237,8 @@ def _row(p: Problem, prompt: str, gens: list, kind: str, none_ok: bool, sampled:
         row["no_answer"] = bool(p.meta.get("no_answer"))
     if sampled:
         row["samples"] = [
-            {"output": g.text, "n_tokens": g.n_tokens, "finish": g.finish, **gr} for g, gr in zip(gens, graded)
+            {"output": g.text, "n_tokens": g.n_tokens, "truncated": g.truncated, "finish": g.finish, **gr}
+            for g, gr in zip(gens, graded)
         ]
         row["sampled"] = item_metrics(row["samples"], EXTRACTORS)
     return row
