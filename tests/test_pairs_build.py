@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import re
@@ -315,3 +316,36 @@ def test_pairs_cli_on_tiny_model(tmp_path, capsys):
     assert "2 questions, 4 samples" in out and "wrote" in out
     assert main(["pairs", "build", "--out_dir", str(tmp_path / "o2"), "--k", "two"]) == 1
     assert "expected an integer" in capsys.readouterr().err
+
+
+class SeededGen(FakeGen):
+    """FakeGen whose sample j of a prompt depends on that prompt's own seed (generate's seeds=), as the engine's."""
+
+    def __call__(self, prompts, *, seeds, seed, **kw):
+        self.seeds = getattr(self, "seeds", []) + list(seeds)
+        return [g for p, s in zip(prompts, seeds) for g in FakeGen.__call__(self, [p], seed=s, **kw)]
+
+
+def test_onpolicy_pairs_only_the_models_own_answers_where_it_sometimes_solves(tmp_path):
+    probs = _problems(30)
+    path = build_pairs(
+        _cfg(tmp_path, "on", mode="onpolicy", k=6, batch_size=60), generate_fn=SeededGen(), problems=probs, **KW
+    )
+    rows = [json.loads(line) for line in (path.parent / "samples.jsonl").read_text().splitlines()]
+    pairs = load_pairs(path)
+    summ = json.loads((path.parent / "summary.json").read_text())
+    rate = {r["id"]: sum(s["correct"] for s in r["samples"]) for r in rows}
+    assert all(p.source == "self" for p in pairs) and pairs
+    assert {p.extra["question_id"] for p in pairs} <= {i for i, c in rate.items() if 0 < c < 6}
+    assert any(c == 0 for c in rate.values())  # ... and such questions gave no gold pair
+    assert summ["pass_rate_histogram"] == {f"{c}/6": n for c, n in sorted(collections.Counter(rate.values()).items())}
+    assert summ["questions_pass_rate_between_0_and_1"] == sum(0 < c < 6 for c in rate.values())
+    assert summ["pairs_share_by_source"] == {"self": 1.0}
+    # per-question seeds: another chunking (batch_size) gives the same samples and pairs
+    narrow = build_pairs(
+        _cfg(tmp_path, "narrow", mode="onpolicy", k=6, batch_size=6), generate_fn=SeededGen(), problems=probs, **KW
+    )
+    assert (narrow.parent / "samples.jsonl").read_text() == (path.parent / "samples.jsonl").read_text()
+    assert narrow.read_text() == path.read_text()
+    with pytest.raises(ValueError, match="mode must be one of default, onpolicy"):
+        _cfg(tmp_path, mode="offpolicy").validate()

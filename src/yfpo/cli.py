@@ -14,6 +14,7 @@ import sys
 
 STAGE_CLIS = [
     "yfpo.models.cli",
+    "yfpo.data.cli",
     "yfpo.eval.cli",
     "yfpo.neurons.cli",
     "yfpo.pairs.cli",

@@ -59,6 +59,10 @@ _NO_HASH = {
     "train": {"model", "pairs", "neurons", "output_dir", "name", "ref_logps"},
 }
 
+# per stage kind, config fields added after runs were made: left out of the hash at their defaults (those runs stay
+# cached), part of it otherwise
+_ADDED_AT_DEFAULT = {"pairs": {"mode": "default"}}
+
 
 @dataclass
 class EvalSection:
@@ -148,7 +152,8 @@ def stage_hash(kind: str, config: dict, inputs: dict) -> str:
     """Hash of a stage: its kind, its config without location/verbosity fields, and its inputs' hashes."""
     from yfpo.utils import stable_hash
 
-    cfg = {k: v for k, v in config.items() if k not in _NO_HASH.get(kind, ())}
+    added = _ADDED_AT_DEFAULT.get(kind, {})
+    cfg = {k: v for k, v in config.items() if k not in _NO_HASH.get(kind, ()) and not (k in added and v == added[k])}
     return stable_hash({"kind": kind, "config": cfg, "inputs": inputs}, n=10)
 
 

@@ -211,6 +211,24 @@ BENCHMARKS: dict[str, Benchmark] = {
     "mawps_singleeq": Benchmark("mawps_singleeq", "mawps/singleeq.jsonl", _parse_mawps),
     "mawps_singleop": Benchmark("mawps_singleop", "mawps/singleop.jsonl", _parse_mawps),
 }
+
+
+def _parse_split_part(part: str):
+    """A part of yfpo.data.splits' deduplicated word-problem split; `path` is its anchor file in the data dir."""
+
+    def parse(path: Path, name: str) -> list[Problem]:
+        from yfpo.data.splits import load_part
+
+        return load_part(part, data_dir=path.parents[1])
+
+    return parse
+
+
+# the deduplicated train / validation / test split over MAWPS + ASDiv (yfpo.data.splits)
+SPLIT_BENCHMARKS = {f"wordprob_{part}": part for part in ("train", "val", "test")}
+for _name, _part in SPLIT_BENCHMARKS.items():
+    BENCHMARKS[_name] = Benchmark(_name, "asdiv/asdiv.jsonl", _parse_split_part(_part))
+
 # "mawps" = the four subsets together
 GROUPS = {"mawps": ["mawps_addsub", "mawps_multiarith", "mawps_singleeq", "mawps_singleop"]}
 
@@ -272,6 +290,10 @@ def benchmark_provenance(
 
     if path is not None:
         files = [Path(path)]
+    elif name in SPLIT_BENCHMARKS:  # built from every source and evaluation set
+        from yfpo.data.splits import EVAL_SETS, SOURCES
+
+        return [r for sub in (*SOURCES, *EVAL_SETS) for r in benchmark_provenance(sub, data_dir)]
     elif name in GROUPS:
         return [r for sub in GROUPS[name] for r in benchmark_provenance(sub, data_dir)]
     else:

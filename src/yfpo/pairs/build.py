@@ -6,6 +6,11 @@ incorrect samples (source "self"). When no sample is correct, the gold solution 
 format the prompt asks for ("... The answer is N.") is the chosen side (source "gold"). At most
 `max_pairs_per_question` pairs per question. Optional Step-DPO pairs (steps.py) go to step_pairs.jsonl.
 
+mode onpolicy (iterative RPO / self-generated pairs): only questions whose pass rate over the k samples is strictly
+between 0 and 1 give pairs, the model's own correct answers vs its own wrong ones; no gold. Each question is sampled
+from its own seed (sample_seed(seed, id): generate's seeds=), so a chunk can hold many questions and resume or
+another batch_size changes none of the samples. The summary gives the pass-rate histogram in both modes.
+
 Files in out_dir (append-only, resumable; a chunk of questions is finished when all its samples.jsonl rows are
 written; the chunks and their seeds depend only on the question list, cfg.seed and batch_size // k):
     samples.jsonl      one row per question: id, question, gold, samples [{text, n_tokens, truncated, correct}], counts
@@ -23,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
 
+from yfpo.eval.sampled import sample_seed
 from yfpo.pairs.config import PairsConfig
 
 SAMPLES, PAIRS, STEP_PAIRS, SUMMARY = "samples.jsonl", "pairs.jsonl", "step_pairs.jsonl", "summary.json"
@@ -115,6 +121,8 @@ def summarize(rows: Sequence[dict], pair_rows: Sequence[dict], step_rows: Sequen
         drops.update(r.get("drops", {}))
     by_source = Counter(p.get("source", "?") for p in pair_rows)
     any_correct = sum(any(s["correct"] for s in r["samples"]) for r in rows)
+    hist = Counter(f"{sum(s['correct'] for s in r['samples'])}/{len(r['samples'])}" for r in rows)
+    in_zone = sum(0 < sum(s["correct"] for s in r["samples"]) < len(r["samples"]) for r in rows)
     all_correct = sum(bool(r["samples"]) and all(s["correct"] for s in r["samples"]) for r in rows)
     return {
         "questions": len(rows),
@@ -127,6 +135,10 @@ def summarize(rows: Sequence[dict], pair_rows: Sequence[dict], step_rows: Sequen
         "dropped": dict(drops),
         "pairs": len(pair_rows),
         "pairs_by_source": dict(by_source),
+        "pairs_share_by_source": {k: v / len(pair_rows) for k, v in by_source.items()} if pair_rows else {},
+        # questions by correct samples out of k ("3/8": 3 of 8 correct), and those strictly between 0 and 1
+        "pass_rate_histogram": dict(sorted(hist.items(), key=lambda kv: [int(x) for x in kv[0].split("/")])),
+        "questions_pass_rate_between_0_and_1": in_zone,
         "step_pairs": len(step_rows),
         "truncated_samples": sum(s.get("truncated", False) for r in rows for s in r["samples"]),
         "mean_sample_tokens": (sum(s.get("n_tokens", 0) for r in rows for s in r["samples"]) / n_samples)
@@ -217,6 +229,7 @@ def build_pairs(
         raise ValueError(
             f"pairs: question id {dup!r} occurs twice in {cfg.bench_file or cfg.bench}; ids must be unique"
         )
+    onpolicy = cfg.mode == "onpolicy"
     chunks = _chunks(len(problems), max(1, cfg.batch_size // max(cfg.k, 1)))
     rows, pair_rows, step_rows = _resume(out, ids, chunks)
     done = {r["id"] for r in rows}
@@ -261,6 +274,9 @@ def build_pairs(
         qs = [problems[i] for i in idx]
         prompts = [template_fn(p.question) for p in qs]
         seed = _chunk_seed(cfg.seed, c)
+        per_question = {}
+        if onpolicy:
+            per_question["seeds"] = [sample_seed(cfg.seed, p.id) for p in qs]
         gens = generate_fn(
             prompts,
             max_new_tokens=cfg.max_new_tokens,
@@ -269,6 +285,7 @@ def build_pairs(
             top_p=cfg.top_p,
             num_return_sequences=cfg.k,
             seed=seed,
+            **per_question,
         )
         if len(gens) != len(qs) * cfg.k:
             raise ValueError(f"pairs: generate returned {len(gens)} sequences for {len(qs)} prompts x k={cfg.k}")
@@ -291,8 +308,8 @@ def build_pairs(
                 samples,
                 gold,
                 max_pairs=cfg.max_pairs_per_question,
-                gold_fallback=cfg.gold_fallback,
-                seed=_chunk_seed(seed, qi),
+                gold_fallback=cfg.gold_fallback and not onpolicy,
+                seed=_chunk_seed(seed, qi) if not onpolicy else per_question["seeds"][qi],
             )
             for n, pr in enumerate(new):
                 pr.update(id=f"{p.id}-p{n}", question_id=p.id)
@@ -329,7 +346,7 @@ def build_pairs(
                 "question": p.question,
                 "gold": p.answer,
                 "prompt": user,
-                "seed": seed,
+                "seed": per_question["seeds"][qi] if onpolicy else seed,
                 "samples": samples,
                 "drops": dict(drops),
                 "n_pairs": len(new),

@@ -14,7 +14,7 @@ def register(sub) -> None:
         description="Config keys (PairsConfig) as --key value: model, out_dir, bench, bench_file, limit, offset, k, "
         "temperature, top_p, seed, max_new_tokens, batch_size, max_pairs_per_question, gold_fallback, "
         "step_pairs, step_rollouts, step_max_steps, step_max_new_tokens, step_samples_per_question, "
-        "step_threshold, data_dir, backend, dtype, device. Resumable: rerun the same command.",
+        "step_threshold, mode (default | onpolicy), data_dir, backend, dtype, device. Resumable: rerun the same command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     b.add_argument("--config", help="YAML file (section `pairs` or top level)")

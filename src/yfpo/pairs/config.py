@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PAIR_MODES = ("default", "onpolicy")
+
 
 @dataclass
 class PairsConfig:
@@ -23,6 +25,10 @@ class PairsConfig:
     batch_size: int = 16  # sequences per generation batch
     max_pairs_per_question: int = 2
     gold_fallback: bool = True  # no correct sample: gold solution (in the answer format) as chosen, source "gold"
+    # default: the above. onpolicy: only questions the model sometimes solves (0 < correct samples < k) give pairs,
+    # its own correct answers vs its own wrong ones (no gold, gold_fallback ignored); each question is sampled
+    # from its own seed (generate's seeds=), so batch_size can be wide (e.g. 256 rows) and chunks never matter
+    mode: str = "default"
     # Step-DPO pairs (optional, expensive): rollouts from each step prefix of an incorrect sample
     step_pairs: bool = False
     step_rollouts: int = 4  # rollouts per step prefix
@@ -49,6 +55,10 @@ class PairsConfig:
             raise ValueError(f"pairs: temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"pairs: top_p must be in (0, 1], got {self.top_p}")
+        if self.mode not in PAIR_MODES:
+            raise ValueError(f"pairs: mode must be one of {', '.join(PAIR_MODES)}, got {self.mode!r}")
+        if self.mode == "onpolicy" and self.k < 2:
+            raise ValueError("pairs: mode onpolicy pairs the model's own answers: k must be >= 2")
         if self.k < 2 and not self.gold_fallback:
             raise ValueError("pairs: k must be >= 2 to pair samples with each other (or enable gold_fallback)")
         return self
