@@ -257,7 +257,7 @@ def test_report_files_and_verdicts(tmp_path):
     # readable: the pairs and neuron sections are tables and sentences, not Python reprs or a text dump
     assert "| self | 6 | 60.0% |" in md and "Dropped samples: 2 truncated." in md
     assert "{'" not in md and "{'" not in html and "['" not in md  # no dict or list reprs
-    assert "extractors = flexible; stop = none" in md
+    assert "| extractors | flexible |" in md and "| stop | none |" in md  # the protocol as a small table
     assert "| layer | 0 | 1 |" in md and "| neurons | 2 | 1 |" in md
     assert "| 1 | 0 | 3 | 5.000e-01 |" in md  # top neuron by |score|: layer 0, index 3
 
@@ -448,25 +448,110 @@ def test_report_reads_a_resumed_training_curve_once(tmp_path):
     assert [(r["step"], r["loss"]) for r in rd.metrics["yfpo-s0"]] == [(1, 0.9), (2, 0.8), (3, 0.71), (4, 0.6)]
 
 
-def test_training_curves_keep_one_colour_per_run_in_every_panel(tmp_path, monkeypatch):
-    """A panel drawn only for the runs that log its metric (GRPO neuron terms) keeps each run's colour; the legend
-    names every run once."""
-    import yfpo.utils as utils
-    from yfpo.report.plots import training_curves
+def test_training_curves_one_colour_per_method_in_every_panel(tmp_path, monkeypatch):
+    """One colour per method in every panel (a panel drawn only for the runs that log its metric keeps it), the
+    seeds of a method share it, distinct methods never do (dpo and dpo_half once shared one of 10 cycling colours),
+    steps are integer ticks, and the legend names every method once, outside every panel."""
+    import yfpo.report.plots as plots
 
     figs = []
-    monkeypatch.setattr(utils, "atomic_savefig", lambda fig, path, **kw: figs.append(fig))
+    monkeypatch.setattr(plots, "_save", lambda fig, path, **kw: figs.append(fig) or path)
     runs = {
-        "grpo-s0": [{"step": s, "loss": 0.1, "rewards/accuracy/mean": 0.1} for s in (1, 2)],
-        "grpo_nl-s0": [{"step": s, "loss": 0.2, "neuron/loss_term": 0.5} for s in (1, 2)],
+        "grpo-s0": [{"step": s, "loss": 0.1, "rewards/accuracy/mean": 0.1} for s in (1, 2, 3)],
+        "grpo-s1": [{"step": s, "loss": 0.15, "rewards/accuracy/mean": 0.2} for s in (1, 2, 3)],
+        "grpo_nl-s0": [{"step": s, "loss": 0.2, "neuron/loss_term": 0.5} for s in (1, 2, 3)],
     }
-    training_curves(runs, tmp_path / "c.png")
+    runs |= {f"m{i}-s0": [{"step": s, "loss": 0.3} for s in (1, 2, 3)] for i in range(9)}  # 11 methods in all
+    plots.training_curves(runs, tmp_path / "c.png")
     (fig,) = figs
-    colours = {}
+    colours: dict[str, set] = {}
     for ax in fig.axes:
         for line in ax.get_lines():
-            colours.setdefault(line.get_label(), set()).add(line.get_color())
-    assert colours["grpo-s0"] == {"C0"} and colours["grpo_nl-s0"] == {"C1"}
-    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
-    legend = [t.get_text() for lg in legends for t in lg.get_texts()]
-    assert legend == ["grpo-s0", "grpo_nl-s0"]
+            method = plots._method_of(line.get_label())
+            colours.setdefault(method, set()).add(tuple(line.get_color()))
+    assert all(len(c) == 1 for c in colours.values())  # seeds, means and panels of a method: one colour
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours) == 11  # no two methods share one
+    loss_ax = next(ax for ax in fig.axes if ax.get_title().startswith("loss"))
+    assert all(float(t).is_integer() for t in loss_ax.get_xticks())
+    assert not any(ax.get_legend() for ax in fig.axes) and len(fig.legends) == 1
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["grpo", "grpo_nl"] + [f"m{i}" for i in range(9)]
+
+
+def test_report_opens_with_the_verdict_table(tmp_path):
+    """The first section is the verdict: one row per benchmark x comparison with the difference, its CI, the exact
+    p, the smallest detectable difference and one word; then plain sentences; counts as items x seeds, stated right;
+    no absolute path of the machine."""
+    run = make_run(tmp_path)
+    page = build_report(run)
+    md = (page.parent / "report.md").read_text()
+    assert [ln for ln in md.splitlines() if ln.startswith("## ")][0] == "## Verdict"
+    verdict = md.split("## Verdict", 1)[1].split("\n## ", 1)[0]
+    assert "| benchmark | comparison | accuracy % | difference, points [95% CI] | p (exact) |" in verdict
+    row = next(ln for ln in verdict.splitlines() if ln.startswith("| gsm8k | YFPO vs DPO |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "62.5 vs 25.0" and cells[3].startswith("+37.5 [") and cells[6] == "**better**"
+    assert float(cells[4]) == pytest.approx(2 * 0.5**15, rel=0.01)
+    fdt = next(ln for ln in verdict.splitlines() if ln.startswith("| gsm8k | YFPO+FDT vs DPO+FDT |"))
+    assert fdt.rstrip(" |").endswith("underpowered")  # 1 of 40 items apart, MDE far above 5 points
+    assert "| gsm8k | YFPO vs base (untrained) |" in verdict and "| gsm8k | DPO vs base (untrained) |" in verdict
+    assert "better on gsm8k (+37.5)" in verdict  # the summary sentence
+    assert "40 items x 2 seeds (80 paired rows)" in verdict and "over 80 paired items" not in md
+    assert str(run) not in md and str(tmp_path) not in md  # relative paths only
+
+
+def test_verdict_word():
+    from yfpo.report.verdicts import word
+
+    t = {"p": 0.01, "acc_a": 0.3, "acc_b": 0.2}
+    assert word(t, 0.1) == "better" and word(t | {"acc_a": 0.1}, 0.1) == "worse"
+    ns = {"p": 0.4, "acc_a": 0.3, "acc_b": 0.28}
+    assert word(ns, 0.03) == "no detectable difference"
+    assert word(ns, 0.12) == "underpowered" and word(ns, None) == "underpowered"
+
+
+def test_seed_interval_is_clipped_to_0_100():
+    """Three seeds at 0%, 2% and 12%: the t-interval reaches below 0, the report's does not."""
+    from yfpo.report.compare import _cell
+
+    def ev(k):
+        return {
+            "summary": {"primary": "flexible"},
+            "items": [{"id": f"i{i}", "correct": {"flexible": i < k}} for i in range(50)],
+        }
+
+    assert seed_ci([0.0, 0.02, 0.12])[1] < 0
+    c = _cell({0: ev(0), 1: ev(1), 2: ev(6)})
+    assert c["seed_lo"] == 0.0 and 0 < c["seed_hi"] <= 1 and c["acc"] == pytest.approx(7 / 150)
+
+
+def test_truncated_outputs_counted_wrong_beside_the_extractor(tmp_path):
+    """Per method x benchmark: the share of cut-off outputs and the accuracy with them counted wrong, from the
+    items' flags, or from the summary's `truncation` when the eval wrote one."""
+    from yfpo.report.compare import _truncation
+
+    items = [{"id": f"i{i}", "truncated": i < 4, "correct": {"flexible": i in (0, 5)}} for i in range(10)]
+    v = {"summary": {"primary": "flexible"}, "items": items}
+    assert _truncation(v) == pytest.approx((0.4, 0.1))  # item 0 right by accident: cut off
+    v["summary"]["truncation"] = {"n": 3, "rate": 0.3, "accuracy_if_truncated_wrong": {"flexible": 0.2}}
+    assert _truncation(v) == pytest.approx((0.3, 0.2))
+    assert _truncation({"summary": {}, "items": [{"id": "a", "correct": {"letter": True}}]}) is None  # MMLU
+    run = make_run(tmp_path)
+    md = (build_report(run).parent / "report.md").read_text()
+    assert "| YFPO | 0.0% cut; 62.5 → 62.5 |" in md
+
+
+def test_report_html_renders_markdown_and_folds_the_stage_list(tmp_path):
+    """Backticks become <code>, never literal text; the stages table has one row per kind with the full list in a
+    <details>; the config is folded too."""
+    page = build_report(make_run(tmp_path))
+    html = page.read_text()
+    md = (page.parent / "report.md").read_text()
+    text = re.sub(r"<pre>.*?</pre>", "", html, flags=re.S)
+    text = re.sub(r"<[^>]+>", "", re.sub(r"<code>.*?</code>", "", text, flags=re.S))
+    assert "`" not in text and "<code>flexible</code>" in html
+    assert "| stage kind | stages | finished | total time (s) | longest (s) |" in md
+    assert "| eval | 10 | 9 |" in md and "| train | 8 | 8 |" in md
+    assert "<details><summary>all 30 stages</summary>" in md and "<details><summary>all 30 stages</summary>" in html
+    assert html.count("<details>") == 2  # the stage list and the config
+    assert "<table>" in html and "| --- |" not in html  # tables rendered, not shown as Markdown

@@ -14,10 +14,14 @@ import json
 import shutil
 from pathlib import Path
 
+import yaml
+
+from yfpo.eval.power import CHURN, RHO
 from yfpo.report.compare import _primary, comparison, label
+from yfpo.report.plots import CHANCE, accuracy_panels, method_colours, training_curves
 from yfpo.report.read import RunData, read_run
-from yfpo.report.render import Doc, pct
-from yfpo.report.verdicts import verdicts
+from yfpo.report.render import Doc, pct, signed
+from yfpo.report.verdicts import ALPHA, UNDERPOWERED_ABOVE, counts, verdict_rows, verdict_summary, verdicts
 from yfpo.utils import atomic_write_text, now, remove_stale_tmp
 
 
@@ -44,66 +48,71 @@ def _plain(v) -> str:
 
 
 def _header(doc: Doc, rd: RunData) -> None:
-    doc.h(1, f"yfpo run report: {rd.index.get('name', rd.dir.name)}")
+    name = rd.index.get("name", rd.dir.name)
+    doc.h(1, f"yfpo run report: {name}")
+    methods = sorted((rd.config.get("methods") or {}), key=lambda m: (label(m).lower(), m))
     doc.p(
-        f"Run directory {rd.dir} — report built {now()}. Model: {rd.config.get('model')}; seeds: "
-        f"{rd.config.get('seeds')}; methods: {', '.join(rd.config.get('methods', {}) or [])}."
+        f"Run `{name}`, report built {now()}. Model: {rd.config.get('model')}; seeds: "
+        f"{_plain(rd.config.get('seeds'))}; methods: {', '.join(label(m) for m in methods) or 'none'}."
     )
-    unfinished = [s["name"] for s in rd.stages if not s.get("finished")]
+    if rd.index.get("note"):
+        doc.p(rd.index["note"])
+    unfinished = [s["name"] for s in rd.stages if not s.get("finished") and s.get("kept", True)]
     if unfinished:
         doc.p("Unfinished stages (missing from the tables below): " + ", ".join(unfinished) + ".")
 
 
-def _detectable(comp: dict) -> list[str]:
-    """Per benchmark, the MDE of reference-vs-method at the run's items per seed and seeds (needs a reference row:
-    DPO, or plain GRPO in a GRPO-only run)."""
-    from yfpo.eval.power import mde
-
-    ref = comp.get("reference")
-    out = []
-    for b in comp["benches"]:
-        c = comp["table"].get(ref, {}).get(b) if ref else None
-        if not c or c["n_per_seed"] < 2:
-            continue
-        n, seeds = c["n_per_seed"], c["seeds"]
-        p_a = max(c["acc"], 1 / (2 * n))  # at 0 correct the rate is below 1/n, not 0
-        d = mde(n, seeds, p_a, reps=200)
-        what = "none at this size" if d is None else f"{100 * d:.1f} points"
-        out.append(f"{b}: {what} (n = {n}, {seeds} seed{'s' if seeds > 1 else ''}, {label(ref)} {100 * c['acc']:.1f}%)")
-    return out
+def _verdict_section(doc: Doc, rd: RunData, comp: dict) -> None:
+    doc.h(2, "Verdict")
+    rows = verdict_rows(rd, comp)
+    if not rows:
+        doc.p(
+            "No method with the neuron reward was evaluated on the same items as its twin without it, a control "
+            "or the base model, so this run gives no verdict."
+        )
+        return
+    doc.table(
+        [
+            "benchmark",
+            "comparison",
+            "accuracy %",
+            "difference, points [95% CI]",
+            "p (exact)",
+            "smallest detectable, points",
+            "verdict",
+        ],
+        [
+            [
+                r["bench"],
+                f"{label(r['a'])} vs {label(r['b'])}",
+                f"{pct(r['test']['acc_a'])} vs {pct(r['test']['acc_b'])}",
+                f"{signed(r['test']['acc_a'] - r['test']['acc_b'])} "
+                f"[{signed(r['test']['diff_lo'])}, {signed(r['test']['diff_hi'])}]",
+                f"{r['test']['p']:.2g}",
+                "none at this size" if r["mde"] is None else f"{100 * r['mde']:.1f}",
+                f"**{r['word']}**" if r["word"] in ("better", "worse") else r["word"],
+            ]
+            for r in sorted(rows, key=lambda r: (comp["benches"].index(r["bench"]), 0))
+        ],
+    )
+    doc.p(" ".join(verdict_summary(rows)))
+    t0 = rows[0]["test"]
+    doc.p(
+        f"Each row pairs the two methods item by item ({counts(t0)} in the first row). p: McNemar's exact test with "
+        "one seed; with several, an exact sign-flip test on each item's mean difference over the seeds, so an item "
+        "counts once. CI: 95% bootstrap over items. Smallest detectable: the difference this design detects with "
+        f"power 0.8 at alpha {ALPHA} (`yfpo.eval.power`, the second method's accuracy as the baseline, churn "
+        f"{CHURN:.2f}, rho {RHO} assumed). Verdict: better / worse when p < {ALPHA}; otherwise **underpowered** when "
+        f"the smallest detectable difference is over {100 * UNDERPOWERED_ABOVE:.0f} points, else **no detectable "
+        "difference**."
+    )
 
 
 def _comparison_section(doc: Doc, rd: RunData, comp: dict, out: Path) -> None:
-    from yfpo.report.plots import accuracy_bars
-
-    doc.h(2, "Did the neuron reward help?")
-    doc.ul(verdicts(rd, comp))
-    detectable = _detectable(comp)
-    if detectable:
-        ref = label(comp["reference"])
-        doc.p(
-            f"Smallest difference this design could detect (accuracy points over {ref}, two-sided alpha 0.05, power "
-            f"0.8; yfpo.eval.power: {ref}'s accuracy as the baseline, churn 0.21 measured on docs/results/cpu_result, "
-            "rho 0.5 assumed): " + "; ".join(detectable) + ". A non-significant difference smaller than this is "
-            "not evidence of no effect."
-        )
-    doc.h(2, "Comparison")
+    doc.h(2, "Accuracy")
     gen = [e for e in rd.evals.values() if _primary(e["summary"]) != "letter"]  # not MMLU's letter scoring
     ex = next(iter(gen or rd.evals.values()), None)
     prim = _primary(ex["summary"]) if ex else "flexible"
-    doc.p(
-        f"Accuracy (%) with the `{prim}` extractor: mean over seeds [Wilson 95% CI over the items, each item "
-        "counted once]; with 2+ seeds also the t 95% CI over seeds; "
-        + (
-            f"p = exact test against {label(comp['reference'])} on paired items "
-            if comp.get("reference")
-            else "p: none (the run has no reference method: DPO or a plain GRPO method) "
-        )
-        + "(McNemar's with one seed; with several, an exact sign-flip test on each item's mean difference over "
-        "seeds, so an item counts once). mmlu_* (retention, when run): MMLU multiple choice scored by the "
-        "answer letter's log-probability, no generation. Discrimination: how often the model gives the correct solution of a "
-        "held-out (correct, incorrect) pair the higher length-normalised log-likelihood."
-    )
     header = ["method", "seeds"]
     for b in comp["benches"]:
         ns = {c["n_per_seed"] for m in comp["methods"] if (c := comp["table"][m].get(b))}
@@ -122,34 +131,106 @@ def _comparison_section(doc: Doc, rd: RunData, comp: dict, out: Path) -> None:
     if not rows:
         doc.p("No evaluation has finished yet.")
         return
-    doc.table(header, rows)
-    png = accuracy_bars({label(m): comp["table"][m] for m in comp["methods"]}, comp["benches"], out / "accuracy.png")
-    if png:
-        doc.img(png, "accuracy per method and benchmark (error bars: Wilson 95% CI over items)")
-    proto = ex["summary"].get("protocol", {})
     doc.p(
-        "Evaluation protocol: "
-        + "; ".join(f"{k} = {_plain(v)}" for k, v in proto.items() if k != "template")
-        + (f"; template: {proto.get('template')}" if proto.get("template") else "")
-        + "."
+        f"Accuracy (%) with the `{prim}` extractor: mean over seeds [Wilson 95% CI over the items, each item "
+        "counted once]; with 2+ seeds also the t 95% CI over seeds (clipped to [0, 100]); "
+        + (
+            f"p = exact test against {label(comp['reference'])} on paired items (as in the verdict). "
+            if comp.get("reference")
+            else "no p: the run has no reference method (DPO or a plain GRPO method). "
+        )
+        + "mmlu_* (retention, when run): MMLU multiple choice scored by the answer letter's log-probability, no "
+        "generation. Discrimination: how often the model gives the correct solution of a held-out (correct, "
+        "incorrect) pair the higher length-normalised log-likelihood."
     )
+    doc.table(header, rows)
+    panels = {
+        label(m): comp["table"][m]
+        | ({"pair discrimination": comp["discrimination"][m]} if m in comp["discrimination"] else {})
+        for m in comp["methods"]
+    }
+    extra = ["pair discrimination"] if comp["discrimination"] else []
+    colours = method_colours(comp["methods"])
+    png = accuracy_panels(
+        panels, comp["benches"] + extra, out / "accuracy.png", CHANCE, {label(m): c for m, c in colours.items()}
+    )
+    if png:
+        doc.img(
+            png,
+            "accuracy per benchmark (one panel each, own scale; bars: mean over seeds, whiskers: Wilson 95% CI over "
+            "items; dashed: chance)",
+        )
+    _truncation_table(doc, comp, prim)
+    _protocol_table(doc, ex["summary"].get("protocol", {}) if ex else {})
 
 
-def _training_section(doc: Doc, rd: RunData, out: Path) -> None:
-    from yfpo.report.plots import training_curves
+def _truncation_table(doc: Doc, comp: dict, prim: str) -> None:
+    """Per method x benchmark: the share of outputs cut off at the token limit, and the accuracy with those
+    outputs counted wrong beside the extractor's own (a cut-off output's last number can match the gold by
+    accident: the flexible extractor takes it)."""
+    benches = [
+        b for b in comp["benches"] if any("truncated_rate" in comp["table"][m].get(b, {}) for m in comp["methods"])
+    ]
+    if not benches:
+        return
+    rows = []
+    for m in comp["methods"]:
+        cells = []
+        for b in benches:
+            c = comp["table"][m].get(b)
+            cells.append(
+                f"{pct(c['truncated_rate'])}% cut; {pct(c['acc'])} → {pct(c['acc_if_truncated_wrong'])}"
+                if c and "truncated_rate" in c
+                else "—"
+            )
+        rows.append([label(m)] + cells)
+    doc.p(
+        f"Outputs that hit the token limit, mean over seeds: the share cut off, and the `{prim}` accuracy (%) as "
+        "graded → with every cut-off output counted wrong (an output cut off mid-solution can end on a number "
+        "copied from the question that happens to be the answer; the first number is the lm-eval-compatible "
+        "one, the second credits no such accident):"
+    )
+    doc.table(["method"] + benches, rows)
 
+
+def _protocol_table(doc: Doc, proto: dict) -> None:
+    if not proto:
+        return
+    rows = [[str(k).replace("_", " "), _plain(v)] for k, v in proto.items() if k != "template"]
+    if proto.get("template"):
+        rows.append(["template", str(proto["template"])])
+    doc.p("Evaluation protocol (the same for every model):")
+    doc.table(["setting", "value"], rows)
+
+
+def _comparisons_in_words(doc: Doc, rd: RunData, comp: dict) -> None:
+    doc.h(2, "Each comparison in words")
+    doc.ul(verdicts(rd, comp))
+
+
+def _run_order(run: str, methods: list[str]) -> tuple:
+    """'yfpo_random-s2' -> the report's method order (that of the accuracy table), then seed as a number."""
+    method, _, seed = run.rpartition("-s")
+    return (methods.index(method) if method in methods else len(methods), method, int(seed) if seed.isdigit() else -1)
+
+
+def _training_section(doc: Doc, rd: RunData, comp: dict, out: Path) -> None:
     doc.h(2, "Training")
     if not rd.metrics:
         doc.p("No training metrics yet.")
         return
-    png = training_curves(rd.metrics, out / "training_curves.png")
+    order = list(dict.fromkeys(comp["methods"] + sorted(rd.config.get("methods") or {})))
+    metrics = {k: rd.metrics[k] for k in sorted(rd.metrics, key=lambda r: _run_order(r, order))}
+    png = training_curves(
+        metrics, out / "training_curves.png", labels={m: label(m) for m in order}, colours=method_colours(order)
+    )
     if png:
-        doc.img(png, "training curves: loss, DPO reward margin, neuron margin, accuracies")
+        doc.img(png, "training curves: one colour per method, one thin line per seed")
     keys = ["loss", "rewards/margins", "rewards/accuracies", "neuron/margin", "neuron/accuracy"]
     grpo_keys = ["rewards/accuracy/mean", "rewards/neuron/mean", "step_time"]  # GRPO methods (trainer: grpo)
     keys += [k for k in grpo_keys if any(k in r for rows_ in rd.metrics.values() for r in rows_)]
     rows = []
-    for run, mrows in rd.metrics.items():
+    for run, mrows in metrics.items():
         tail = mrows[-max(1, len(mrows) // 10) :]
         vals = []
         for k in keys:
@@ -271,7 +352,7 @@ def _neurons_section(doc: Doc, rd: RunData, out: Path) -> None:
 
     doc.h(2, "Math neurons")
     if rd.neurons is None:
-        doc.p("Neuron stage not finished.")
+        doc.p("No NeuronSet in the run folder (the neuron stage has not finished, or its output was not kept).")
         return
     ns = NeuronSet.load(rd.neurons)
     p = ns.provenance
@@ -397,18 +478,59 @@ def _eval_details_section(doc: Doc, rd: RunData) -> None:
         doc.table(*table)
 
 
-def _config_section(doc: Doc, rd: RunData) -> None:
-    import yaml
+def _stage_kind(s: dict) -> str:
+    return str(s.get("kind") or str(s.get("name", "?")).split("/")[0])
 
+
+def _config_section(doc: Doc, rd: RunData) -> None:
     doc.h(2, "Configuration")
-    doc.pre(yaml.safe_dump(rd.config, sort_keys=False))
+    doc.details("the run configuration (YAML)", lambda d: d.pre(yaml.safe_dump(rd.config, sort_keys=False)))
     doc.h(2, "Stages")
-    doc.table(
-        ["stage", "folder", "status", "time (s)"],
-        [
-            [s["name"], s["dir"], ("done" if s.get("finished") else "unfinished"), str(s.get("time_s", ""))]
-            for s in rd.stages
-        ],
+    if not rd.stages:
+        doc.p("No stages recorded.")
+        return
+    kinds: dict[str, list[dict]] = {}
+    for s in rd.stages:
+        kinds.setdefault(_stage_kind(s), []).append(s)
+
+    def secs(x) -> str:
+        return "—" if x is None else f"{x:.0f}" if x >= 10 else f"{x:.1f}"
+
+    rows = []
+    for kind, ss in kinds.items():
+        times = [float(s["time_s"]) for s in ss if isinstance(s.get("time_s"), (int, float))]
+        done = sum(1 for s in ss if s.get("finished") or not s.get("kept", True))
+        rows.append(
+            [
+                kind,
+                str(len(ss)),
+                str(done),
+                secs(sum(times)) if times else "—",
+                secs(max(times)) if times else "—",
+            ]
+        )
+    doc.p("One row per kind of stage (times: wall seconds of the stage's last run, where recorded):")
+    doc.table(["stage kind", "stages", "finished", "total time (s)", "longest (s)"], rows)
+    doc.details(
+        f"all {len(rd.stages)} stages",
+        lambda d: d.table(
+            ["stage", "folder", "status", "time (s)"],
+            [
+                [
+                    s["name"],
+                    s["dir"],
+                    (
+                        "done"
+                        if s.get("finished")
+                        else "done, outputs not kept"
+                        if not s.get("kept", True)
+                        else "unfinished"
+                    ),
+                    secs(s["time_s"]) if isinstance(s.get("time_s"), (int, float)) else "—",
+                ]
+                for s in rd.stages
+            ],
+        ),
     )
 
 
@@ -422,9 +544,11 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     comp = comparison(rd)
     doc = Doc()
     _header(doc, rd)
+    _verdict_section(doc, rd, comp)
     _comparison_section(doc, rd, comp, out)
+    _comparisons_in_words(doc, rd, comp)
     _eval_details_section(doc, rd)
-    _training_section(doc, rd, out)
+    _training_section(doc, rd, comp, out)
     _pairs_section(doc, rd)
     _neurons_section(doc, rd, out)
     _check_section(doc, rd, out)

@@ -35,9 +35,12 @@ def wilson(k: float, n: int) -> tuple[float, float]:
     return wilson_ci(k, n)
 
 
-def seed_ci(values: list[float]) -> tuple[float, float, float]:
-    """Mean and Student-t 95% interval over seeds (zero width with one seed)."""
+def seed_ci(values: list[float], clip: bool = False) -> tuple[float, float, float]:
+    """Mean and Student-t 95% interval over seeds (zero width with one seed); clip=True keeps the interval of an
+    accuracy inside [0, 1] (a t-interval of three seeds near 0% otherwise reaches below zero)."""
     r = mean_ci(values)
+    if clip:
+        return r["mean"], max(0.0, r["lo"]), min(1.0, r["hi"])
     return r["mean"], r["lo"], r["hi"]
 
 
@@ -68,13 +71,32 @@ def _seed_accuracy(v: dict) -> tuple[float, int]:
     return v["summary"]["accuracy"][ext]["acc"], v["summary"]["n"]
 
 
+def _truncation(v: dict) -> tuple[float, float] | None:
+    """(share of outputs cut off at the token limit, accuracy with those outputs counted wrong) of one
+    evaluation: the summary's `truncation` when it has one, else counted from the items' `truncated` flags;
+    None when neither is recorded (e.g. MMLU, which generates nothing)."""
+    ext = _primary(v["summary"])
+    tr = v["summary"].get("truncation")
+    if isinstance(tr, dict) and "rate" in tr:
+        wrong = (tr.get("accuracy_if_truncated_wrong") or {}).get(ext)
+        if wrong is not None:
+            return float(tr["rate"]), float(wrong)
+    items = [it for it in v["items"] if "truncated" in it]
+    if not items or len(items) != len(v["items"]):
+        return None
+    cut = [bool(it["truncated"]) for it in items]
+    ok = [bool((it.get("correct") or {}).get(ext, False)) and not c for it, c in zip(items, cut)]
+    return sum(cut) / len(cut), sum(ok) / len(ok)
+
+
 def _cell(runs: dict) -> dict:
-    accs, ns = [], []
+    accs, ns, cuts = [], [], []
     for _, v in sorted(runs.items(), key=lambda kv: str(kv[0])):
         acc, n = _seed_accuracy(v)
         accs.append(acc)
         ns.append(n)
-    mean, slo, shi = seed_ci(accs)
+        cuts.append(_truncation(v))
+    mean, slo, shi = seed_ci(accs, clip=True)
     n_per_seed = min(ns)  # the items each seed saw (the same items in every seed)
     lo, hi = wilson(mean * n_per_seed, n_per_seed)  # items count once, not once per seed
     return {
@@ -87,7 +109,14 @@ def _cell(runs: dict) -> dict:
         "n_items": sum(ns),
         "n_per_seed": n_per_seed,
         "per_seed": accs,
-    }
+    } | (
+        {  # means over seeds
+            "truncated_rate": sum(c[0] for c in cuts) / len(cuts),
+            "acc_if_truncated_wrong": sum(c[1] for c in cuts) / len(cuts),
+        }
+        if cuts and all(c is not None for c in cuts)
+        else {}
+    )
 
 
 def _discrimination(rd: RunData, method: str) -> dict | None:

@@ -41,83 +41,169 @@ def smooth(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def training_curves(runs: dict[str, list[dict]], png: str | Path, keys=CURVES) -> Path | None:
-    """One panel per metric (loss, reward margin, neuron margin, accuracies), one line per run label.
+def _method_of(run: str) -> str:
+    """'yfpo_random-s2' -> 'yfpo_random' (a run label without a seed is its own method)."""
+    method, sep, seed = run.rpartition("-s")
+    return method if sep and seed.isdigit() else run
+
+
+def _palette(n: int) -> list:
+    plt = _plt()
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _save(fig, png: str | Path, dpi: int = 100) -> Path:
+    from yfpo.utils import atomic_savefig
+
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    atomic_savefig(fig, png, dpi=dpi)
+    _plt().close(fig)
+    return png
+
+
+def method_colours(methods: Sequence[str]) -> dict:
+    """One distinct colour per method, in the given order (the report passes the same map to every plot)."""
+    return dict(zip(methods, _palette(len(methods))))
+
+
+def training_curves(
+    runs: dict[str, list[dict]], png: str | Path, keys=CURVES, labels=None, colours: dict | None = None
+) -> Path | None:
+    """One panel per metric (loss, reward margin, neuron margin, accuracies); one colour per method, each seed a
+    thin line of its method's colour and the mean over seeds a thick one; integer steps; the legend (methods)
+    in an empty panel or below the panels, never on a curve. runs: 'method-s<seed>' -> metrics rows. labels:
+    method -> legend name; colours: method -> colour (default: method_colours in the order of `runs`).
     Metrics missing from every run are left out; None when nothing can be drawn."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
     present = [(k, t) for k, t in keys if any(k in r and r[k] is not None for rows in runs.values() for r in rows)]
     if not present:
         return None
     plt = _plt()
+    methods = list(dict.fromkeys(_method_of(r) for r in runs))
+    colour = method_colours(methods) | {m: c for m, c in (colours or {}).items() if m in methods}
     n = len(present)
     cols = min(3, n)
     rows_n = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.0 * rows_n), squeeze=False)
-    # one colour per run in every panel (a panel drawn only for the runs that log its metric keeps their colours)
-    colour = {label: f"C{i % 10}" for i, label in enumerate(runs)}
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 2.7 * rows_n), squeeze=False)
+    smoothed = any(len(r) > 20 for r in runs.values())
     for ax, (key, title) in zip(axes.flat, present):
-        for label, rows in runs.items():
-            pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if r.get(key) is not None]
-            if not pts:
-                continue
-            xs, ys = zip(*pts)
-            w = max(1, len(ys) // 20)
-            ax.plot(xs, smooth(ys, w), label=label, lw=1.4, color=colour[label])
-        ax.set_title(title + (" (smoothed)" if any(len(r) > 20 for r in runs.values()) else ""), fontsize=10)
-        ax.set_xlabel("step")
+        for method in methods:
+            curves = []
+            for run, rows in runs.items():
+                if _method_of(run) != method:
+                    continue
+                pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if r.get(key) is not None]
+                if not pts:
+                    continue
+                xs, ys = zip(*pts)
+                ys = smooth(ys, max(1, len(ys) // 20))
+                curves.append(dict(zip(xs, ys)))
+                ax.plot(xs, ys, lw=0.7, alpha=0.45, color=colour[method], label=run)
+            if len(curves) > 1:  # the mean over the seeds at the steps every seed logged
+                steps = sorted(set.intersection(*(set(c) for c in curves)))
+                if steps:
+                    mean = [sum(c[s] for c in curves) / len(curves) for s in steps]
+                    ax.plot(steps, mean, lw=2.0, color=colour[method], label=method)
+        ax.set_title(title + (" (smoothed)" if smoothed else ""), fontsize=10)
+        ax.set_xlabel("step", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    # the legend never sits on a curve: in the first empty panel, else beside the panels on the right
-    from matplotlib.lines import Line2D
-
-    names = list(runs)
-    handles = [Line2D([], [], color=colour[n], lw=1.4) for n in names]
-    if n < axes.size:
-        axes.flat[n].legend(handles, names, fontsize=8, loc="upper left", frameon=False, ncol=1 + len(names) // 12)
+    names = [(labels or {}).get(m, m) for m in methods]
+    handles = [Line2D([], [], color=colour[m], lw=2.0) for m in methods]
+    note = "thin: one seed; thick: mean over seeds"
+    if n < axes.size:  # an empty panel holds the legend (a figure legend, so it is outside every drawn panel)
         fig.tight_layout()
+        box = axes.flat[n].get_position()
+        fig.legend(
+            handles,
+            names,
+            loc="upper left",
+            bbox_to_anchor=(box.x0, box.y1),
+            fontsize=9,
+            frameon=False,
+            title=note,
+            title_fontsize=8,
+            alignment="left",
+        )
     else:
-        fig.legend(handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(0.86, 0.98), frameon=False)
-        fig.tight_layout(rect=(0, 0, 0.85, 1))
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    from yfpo.utils import atomic_savefig
+        ncol = min(len(names), 4)
+        legend_rows = (len(names) + ncol - 1) // ncol
+        bottom = (0.45 + 0.22 * legend_rows) / fig.get_figheight()  # room below the panels for the legend
+        fig.tight_layout(rect=(0, bottom, 1, 1))
+        fig.legend(
+            handles,
+            names,
+            loc="lower center",
+            ncol=ncol,
+            fontsize=9,
+            frameon=False,
+            bbox_to_anchor=(0.5, 0),
+            title=note,
+            title_fontsize=8,
+        )
+    return _save(fig, png)
 
-    atomic_savefig(fig, png, dpi=110)
-    plt.close(fig)
-    return png
+
+# chance accuracy where a benchmark has one (multiple choice with 4 options; a pair: 1 of 2)
+CHANCE = {"mmlu_non_math": 0.25, "mmlu_redux_ok": 0.25, "mmlu": 0.25, "pair discrimination": 0.5}
 
 
-def accuracy_bars(table: dict[str, dict[str, dict]], benches: Sequence[str], png: str | Path) -> Path | None:
-    """Grouped bars: accuracy per method for each benchmark, with the per-item 95% CI as error bars.
-    table[method][bench] = {"acc", "lo", "hi"} (fractions)."""
+def accuracy_panels(
+    table: dict[str, dict[str, dict]],
+    benches: Sequence[str],
+    png: str | Path,
+    chance: dict | None = None,
+    colours: dict | None = None,
+) -> Path | None:
+    """Small multiples: one panel per benchmark, each on its own scale, methods as horizontal bars in the same
+    order in every panel (labels on the left column), the per-item 95% CI as whiskers, the value at the bar's end,
+    and chance as a dashed line where the benchmark has one. table[method][bench] = {"acc", "lo", "hi"}
+    (fractions)."""
     methods = [m for m in table if any(b in table[m] for b in benches)]
+    benches = [b for b in benches if any(b in table[m] for m in methods)]
     if not methods or not benches:
         return None
+    chance = CHANCE if chance is None else chance
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(benches) * len(methods) / 2 + 2), 3.4))
-    width = 0.8 / len(methods)
-    for mi, m in enumerate(methods):
-        xs, ys, lo, hi = [], [], [], []
-        for bi, b in enumerate(benches):
+    cols = min(3, len(benches))
+    rows_n = (len(benches) + cols - 1) // cols
+    h = 0.75 + 0.28 * len(methods)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(10.5, h * rows_n + 0.2), squeeze=False, sharey=True)
+    colours = method_colours(methods) | {m: c for m, c in (colours or {}).items() if m in methods}
+    ys = list(range(len(methods)))[::-1]  # first method on top
+    for ax, b in zip(axes.flat, benches):
+        top = 0.0
+        for y, m in zip(ys, methods):
             c = table[m].get(b)
             if not c:
                 continue
-            xs.append(bi + mi * width)
-            ys.append(100 * c["acc"])
-            lo.append(max(0.0, 100 * (c["acc"] - c["lo"])))  # pooled-item CI vs the seed mean; rounding
-            hi.append(max(0.0, 100 * (c["hi"] - c["acc"])))
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=m)
-    ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(benches))])
-    ax.set_xticklabels(benches)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, min(100, 1.1 * max([100 * c["hi"] for m in methods for c in table[m].values()] + [1])))
-    # the legend sits outside the axes, to the right, so it never covers a bar or an error bar
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
-    ax.grid(axis="y", alpha=0.3)
+            acc = 100 * c["acc"]
+            lo, hi = max(0.0, acc - 100 * c["lo"]), max(0.0, 100 * c["hi"] - acc)
+            ax.barh(y, acc, height=0.7, color=colours[m], xerr=[[lo], [hi]], capsize=2, error_kw={"lw": 0.8})
+            ax.text(acc + hi, y, f" {acc:.1f}", va="center", fontsize=7.5)
+            top = max(top, acc + hi)
+        ch = chance.get(b)
+        if ch is not None:
+            ax.axvline(100 * ch, ls="--", color="#444", lw=0.9)
+            top = max(top, 100 * ch)
+        ax.set_xlim(0, min(100.0, 1.18 * top + 1))
+        ax.set_ylim(-0.6, len(methods) - 0.2)
+        ax.set_title(b, fontsize=10)
+        ax.set_xlabel("accuracy (%)" + (f"; dashed: chance {100 * ch:.0f}%" if ch is not None else ""), fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(ys)
+    axes[0][0].set_yticklabels(methods, fontsize=8.5)
+    for ax in list(axes.flat)[len(benches) :]:
+        ax.axis("off")
+    for r in range(rows_n):  # labels on the left panel of every row (sharey keeps the order)
+        axes[r][0].tick_params(labelleft=True)
     fig.tight_layout()
-    png = Path(png)
-    from yfpo.utils import atomic_savefig
-
-    atomic_savefig(fig, png, dpi=110)
-    plt.close(fig)
-    return png
+    return _save(fig, png)

@@ -103,6 +103,11 @@ def read_run(run_dir: str | Path) -> RunData:
     index = _read_json(idx_path)
     rd = RunData(dir=run_dir, index=index, config=index.get("config", {}), stages=index.get("stages", []))
     for s in rd.stages:
-        s["finished"] = (run_dir / s["dir"] / "done.json").exists()
+        done = run_dir / s["dir"] / "done.json"
+        s["finished"] = done.exists()
+        if s["finished"] and s.get("time_s") is None:  # a cached stage: the time it took when it ran
+            rec = _read_json(done)
+            if isinstance(rec.get("time_s"), (int, float)):
+                s["time_s"] = rec["time_s"]
         _read_stage(rd, s)
     return rd

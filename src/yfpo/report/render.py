@@ -1,33 +1,72 @@
-"""A report as a list of blocks (heading, paragraph, list, table, preformatted text, image), rendered to
-Markdown (images as files beside it) and to one self-contained HTML page (images inlined)."""
+"""A report as a list of blocks (heading, paragraph, list, table, preformatted text, image, a block folded behind
+a `<details>`), rendered to Markdown (images as files beside it) and to one self-contained HTML page (images
+inlined). Text is Markdown (`code`, **bold**, links): the HTML renders it with markdown-it-py (CommonMark +
+tables), so what a reader sees in the browser is formatted, never literal backticks."""
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
+
+from markdown_it import MarkdownIt
 
 CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;"
     "line-height:1.45}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}"
     "table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;"
-    "text-align:left;vertical-align:top}th{background:#f3f3f3}td.num{text-align:right;"
-    "font-variant-numeric:tabular-nums}.wide{overflow-x:auto;max-width:100%}"
+    "text-align:left;vertical-align:top}th{background:#f3f3f3}td[style*=right]{font-variant-numeric:tabular-nums}"
+    ".wide{overflow-x:auto;max-width:100%}code{background:#f3f3f3;padding:0 .2em;border-radius:3px;font-size:90%}"
     "pre{background:#f7f7f7;padding:8px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}"
-    "img{max-width:100%}figure{margin:1em 0}figcaption{font-size:12px;color:#666}li{margin:.25em 0}"
+    "img{max-width:100%;height:auto}figure{margin:1em 0}figcaption{font-size:13px;color:#555}li{margin:.25em 0}"
+    "details{margin:.8em 0}summary{cursor:pointer;color:#333}"
 )
+
+_MD = MarkdownIt("commonmark", {"html": True}).enable("table")
 
 
 def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def signed(x: float) -> str:
+    """A difference of fractions in accuracy points with its sign, never '-0.0'."""
+    v = round(100 * x, 1)
+    return f"{v + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0
+
+
 def _is_num(s: str) -> bool:
+    s = s.strip().replace("%", "").replace("+", "").replace("−", "-")
+    if not s or s in ("—", "-"):
+        return False
     try:
-        float(s.replace("%", "").replace("+", ""))
+        float(s.split()[0])
         return True
     except ValueError:
         return False
+
+
+def _cell(s: str) -> str:
+    """A table cell's text, safe inside a Markdown table row."""
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table; columns whose cells all start with a number are right-aligned."""
+    cols = len(header)
+    align = []
+    for j in range(cols):
+        vals = [r[j] for r in rows if j < len(r) and r[j] not in ("", "—", "-")]
+        align.append(" ---: " if vals and all(_is_num(v) for v in vals) else " --- ")
+    return (
+        "| "
+        + " | ".join(_cell(h) for h in header)
+        + " |\n|"
+        + "|".join(align)
+        + "|\n"
+        + "\n".join("| " + " | ".join(_cell(c) for c in r) + " |" for r in rows)
+    )
 
 
 class Doc:
@@ -52,13 +91,19 @@ class Doc:
     def img(self, path: Path, alt: str) -> None:
         self.blocks.append(("img", Path(path), alt))
 
+    def details(self, summary: str, build) -> None:
+        """Blocks folded behind a `<details>` whose `<summary>` is `summary`: `build(doc)` adds them to a Doc."""
+        inner = Doc()
+        build(inner)
+        self.blocks.append(("details", summary, inner.blocks))
+
     # ------------------------------------------------------------------ Markdown
 
     def markdown(self, base: Path) -> str:
         return "\n\n".join(self._md_block(b, base) for b in self.blocks) + "\n"
 
-    @staticmethod
-    def _md_block(b: tuple, base: Path) -> str:
+    @classmethod
+    def _md_block(cls, b: tuple, base: Path) -> str:
         kind = b[0]
         if kind == "h":
             return "#" * b[1] + " " + b[2]
@@ -69,52 +114,41 @@ class Doc:
         if kind == "pre":
             return "```\n" + b[1].rstrip() + "\n```"
         if kind == "table":
-            return (
-                "| "
-                + " | ".join(b[1])
-                + " |\n|"
-                + "|".join(" --- " for _ in b[1])
-                + "|\n"
-                + "\n".join("| " + " | ".join(r) + " |" for r in b[2])
-            )
-        try:  # img: a path relative to the report folder, so the folder can be copied anywhere
-            rel = b[1].resolve().relative_to(base.resolve())
-        except ValueError:
-            rel = b[1]
-        return f"![{b[2]}]({rel})"
+            return md_table(b[1], b[2])
+        if kind == "details":
+            inner = "\n\n".join(cls._md_block(x, base) for x in b[2])
+            return f"<details><summary>{html.escape(b[1], quote=False)}</summary>\n\n{inner}\n\n</details>"
+        return f"![{b[2]}]({_relative(b[1], base)})"
 
     # ------------------------------------------------------------------ HTML
 
     def html(self, title: str) -> str:
         body = "".join(self._html_block(b) for b in self.blocks)
         return (
-            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{body}</body></html>\n"
         )
 
-    @staticmethod
-    def _html_block(b: tuple) -> str:
-        e = html.escape
+    @classmethod
+    def _html_block(cls, b: tuple) -> str:
         kind = b[0]
-        if kind == "h":
-            return f"<h{b[1]}>{e(b[2])}</h{b[1]}>"
-        if kind == "p":
-            return f"<p>{e(b[1])}</p>"
-        if kind == "ul":
-            return "<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>"
-        if kind == "pre":
-            return f"<pre>{e(b[1])}</pre>"
-        if kind == "table":
-            head = "".join(f"<th>{e(h)}</th>" for h in b[1])
-            rows = "".join(
-                "<tr>"
-                + "".join(f"<td class='num'>{e(c)}</td>" if _is_num(c) else f"<td>{e(c)}</td>" for c in r)
-                + "</tr>"
-                for r in b[2]
+        if kind == "img":
+            data = base64.b64encode(b[1].read_bytes()).decode()
+            alt = html.escape(b[2])
+            return (
+                f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"/><figcaption>{alt}</figcaption></figure>'
             )
-            return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
-        data = base64.b64encode(b[1].read_bytes()).decode()
-        return (
-            f'<figure><img alt="{e(b[2])}" src="data:image/png;base64,{data}"/>'
-            f"<figcaption>{e(b[2])}</figcaption></figure>"
-        )
+        if kind == "details":
+            inner = "".join(cls._html_block(x) for x in b[2])
+            return f"<details><summary>{html.escape(b[1])}</summary>{inner}</details>"
+        out = _MD.render(cls._md_block(b, Path(".")))
+        return re.sub(r"<table>(.*?)</table>", r"<div class='wide'><table>\1</table></div>", out, flags=re.S)
+
+
+def _relative(path: Path, base: Path) -> Path:
+    """An image path relative to the report folder, so the folder can be copied anywhere."""
+    try:
+        return path.resolve().relative_to(base.resolve())
+    except ValueError:
+        return path

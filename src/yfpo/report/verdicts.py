@@ -5,10 +5,17 @@ with its twin whose reward has the signs flipped (`neurons: flipped`: rewards pu
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+from yfpo.eval.power import mde
 from yfpo.report.compare import label, paired_test
 from yfpo.report.read import RunData
+from yfpo.report.render import signed
 
 ALPHA = 0.05
+# A non-significant comparison is called "underpowered" when its design could not detect a difference of this
+# size (accuracy, absolute) with power 0.8, and "no detectable difference" when it could.
+UNDERPOWERED_ABOVE = 0.05
 # (method, its baseline without the neuron reward)
 NEURON_COMPARISONS = (("yfpo", "dpo"), ("yfpo_fdt", "dpo_fdt"))
 MATH_NEURONS = (None, "attnlrp")  # `neurons:` values meaning the run's own (math) NeuronSet
@@ -70,6 +77,12 @@ def random_controls(methods: dict[str, dict]) -> list[tuple[str, str]]:
     return controls(methods, "random")
 
 
+def counts(t: dict) -> str:
+    """How many items and rows a paired test saw, stated once and right: '50 items x 3 seeds (150 rows)'."""
+    k, n_items = t.get("seeds", 1), t.get("n_items", t["n"])
+    return f"{n_items} items" if k == 1 else f"{n_items} items x {k} seeds ({t['n']} paired rows)"
+
+
 def _sentence(t: dict, a: str, b: str, bench: str, effect: str) -> str:
     la, lb = label(a), label(b)
     diff = 100 * (t["acc_a"] - t["acc_b"])
@@ -77,11 +90,12 @@ def _sentence(t: dict, a: str, b: str, bench: str, effect: str) -> str:
         what = f"{effect} {'helped' if diff > 0 else 'hurt'} (significant at {ALPHA})"
     else:
         what = f"not significant at {ALPHA}: no evidence here that {effect} {'helped' if diff >= 0 else 'hurt'}"
+    rows = "rows" if t.get("seeds", 1) > 1 else "items"
     return (
         f"{la} vs {lb} on {bench}: {100 * t['acc_a']:.1f}% vs {100 * t['acc_b']:.1f}% ({diff:+.1f} points"
-        + (f", 95% CI [{100 * t['diff_lo']:+.1f}, {100 * t['diff_hi']:+.1f}]" if "diff_lo" in t else "")
+        + (f", 95% CI [{signed(t['diff_lo'])}, {signed(t['diff_hi'])}]" if "diff_lo" in t else "")
         + ") "
-        f"over {t['n']} paired items ({t['a_only']} only {la} right, {t['b_only']} only {lb} right); "
+        f"over {counts(t)}: {t['a_only']} {rows} only {la} right, {t['b_only']} only {lb} right; "
         f"{t['test']} p = {t['p']:.3g} — {what}."
     )
 
@@ -90,16 +104,14 @@ def _helped(t: dict | None) -> bool:
     return t is not None and t["p"] < ALPHA and t["acc_a"] > t["acc_b"]
 
 
-def _because_math(a: str, base: str, rnd: str, t_base: dict | None, t_rnd: dict | None, bench: str) -> str:
-    """One sentence joining the two questions."""
+def _because_math(a: str, base: str, rnd: str, t_base: dict | None, t_rnd: dict | None, bench: str) -> str | None:
+    """One sentence joining the two questions, where there is something to join: None when the method did not
+    beat its baseline (the verdict table already says so; repeating it per benchmark says nothing new)."""
     la = label(a)
     if t_base is None or t_rnd is None:
         return f"{la} on {bench}: the random-neuron control or the baseline was not evaluated, so the question is open."
     if not _helped(t_base):
-        return (
-            f"So on {bench}: {la} did not significantly beat {label(base)}, so there is no effect to attribute "
-            f"to the math neurons."
-        )
+        return None
     if _helped(t_rnd):
         return (
             f"So on {bench}: {la} beat {label(base)} and also beat the same reward on random neurons "
@@ -135,7 +147,9 @@ def verdicts(rd: RunData, comp: dict) -> list[str]:
                 continue
             out.append(_sentence(t_rnd, a, r, bench, "choosing math neurons over random ones"))
             if a in baselines:
-                out.append(_because_math(a, baselines[a], r, paired_test(rd, a, baselines[a], bench), t_rnd, bench))
+                joined = _because_math(a, baselines[a], r, paired_test(rd, a, baselines[a], bench), t_rnd, bench)
+                if joined:
+                    out.append(joined)
     for a, f in controls(methods, "flipped"):
         for bench in comp["benches"]:
             t_flip = paired_test(rd, a, f, bench)
@@ -145,5 +159,141 @@ def verdicts(rd: RunData, comp: dict) -> list[str]:
         out.append(
             "No YFPO/DPO pair of methods was evaluated on the same items, so the neuron reward's effect "
             "is not measured in this run."
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- the verdict table
+def _methods_evaluated(comp: dict) -> set[str]:
+    return {m for m in comp["methods"] if comp["table"].get(m)}
+
+
+def comparisons(rd: RunData, comp: dict) -> list[tuple[str, str, str]]:
+    """(method, the method it is compared with, kind) for the verdict table, each evaluated pair once: every
+    neuron-reward method against its twin without the reward ("reward"), against each control ("control": random
+    neurons, flipped signs), and against the untrained base model ("base")."""
+    methods = rd.config.get("methods") or {}
+    have = _methods_evaluated(comp)
+    out: list[tuple[str, str, str]] = []
+    for a, b in neuron_comparisons(methods):
+        out.append((a, b, "reward"))
+    for kind in ("random", "flipped"):
+        out += [(a, b, "control") for a, b in controls(methods, kind)]
+    rewarded = list(dict.fromkeys(a for a, _, _ in out))
+    if "base" in have:  # did training move anything at all: the reference method and each rewarded one vs base
+        ref = comp.get("reference")
+        out += [(a, "base", "base") for a in ([ref] if ref and ref not in rewarded else []) + rewarded]
+    seen, kept = set(), []
+    for a, b, kind in out:
+        if a in have and b in have and (a, b) not in seen:
+            seen.add((a, b))
+            kept.append((a, b, kind))
+    return kept
+
+
+def _oriented_test(rd: RunData, a: str, b: str, bench: str) -> dict | None:
+    """paired_test(a, b), also when b is the base model (one run without a seed: the test is run as b vs a, since
+    the seedless side pairs with every seed of the other, then turned round)."""
+    t = paired_test(rd, a, b, bench)
+    if t is not None:
+        return t
+    t = paired_test(rd, b, a, bench)
+    if t is None:
+        return None
+    return t | {
+        "acc_a": t["acc_b"],
+        "acc_b": t["acc_a"],
+        "a_only": t["b_only"],
+        "b_only": t["a_only"],
+        "diff": -t["diff"],
+        "diff_lo": -t["diff_hi"],
+        "diff_hi": -t["diff_lo"],
+    }
+
+
+@lru_cache(maxsize=None)
+def _mde(n: int, seeds: int, p_a: float) -> float | None:
+    return mde(n, seeds, max(p_a, 1 / (2 * n)), reps=200)  # at 0 correct the rate is below 1/n, not 0
+
+
+def word(t: dict, detectable: float | None) -> str:
+    """better / worse (p < ALPHA), else underpowered (the design cannot detect UNDERPOWERED_ABOVE) or no
+    detectable difference."""
+    if t["p"] < ALPHA:
+        return "better" if t["acc_a"] > t["acc_b"] else "worse"
+    if detectable is None or detectable > UNDERPOWERED_ABOVE:
+        return "underpowered"
+    return "no detectable difference"
+
+
+def verdict_rows(rd: RunData, comp: dict) -> list[dict]:
+    """One row per comparison x benchmark: accuracies, the difference with its 95% CI, the exact p, the smallest
+    difference the design could detect (yfpo.eval.power.mde at the comparator's accuracy, the items and seeds of
+    the test) and the word."""
+    rows = []
+    for a, b, kind in comparisons(rd, comp):
+        for bench in comp["benches"]:
+            t = _oriented_test(rd, a, b, bench)
+            if t is None:
+                continue
+            d = _mde(t["n_items"], t["seeds"], round(t["acc_b"], 6)) if t["n_items"] >= 2 else None
+            rows.append({"a": a, "b": b, "kind": kind, "bench": bench, "test": t, "mde": d, "word": word(t, d)})
+    return rows
+
+
+def _points(x: float) -> str:
+    return signed(x)
+
+
+def _group_sentence(rows: list[dict], what: str) -> str:
+    names = ", ".join(dict.fromkeys(f"{label(r['a'])} vs {label(r['b'])}" for r in rows))
+    better = [r for r in rows if r["word"] == "better"]
+    worse = [r for r in rows if r["word"] == "worse"]
+    diffs = [r["test"]["acc_a"] - r["test"]["acc_b"] for r in rows]
+    if len(rows) == 1:
+        r = rows[0]
+        verdict = r["word"] if r["word"] in ("better", "worse") else "no significant difference"
+        return f"{what} ({names}, {r['bench']}): {verdict} ({_points(diffs[0])} points)."
+    span = f"differences {_points(min(diffs))} to {_points(max(diffs))} points"
+
+    def where(rs):
+        return ", ".join(f"{r['bench']} ({_points(r['test']['acc_a'] - r['test']['acc_b'])})" for r in rs)
+
+    if not better and not worse:
+        return f"{what} ({names}): no significant difference in any of the {len(rows)} comparisons ({span})."
+    parts = []
+    if better:
+        parts.append(f"better on {where(better)}")
+    if worse:
+        parts.append(f"worse on {where(worse)}")
+    rest = len(rows) - len(better) - len(worse)
+    tail = f"; no significant difference in the other {rest}" if rest else ""
+    return f"{what} ({names}): " + "; ".join(parts) + f"{tail} ({span})."
+
+
+def verdict_summary(rows: list[dict]) -> list[str]:
+    """Two to four plain sentences: one per kind of comparison, and one on power."""
+    if not rows:
+        return []
+    out = []
+    for kind, what in (
+        ("reward", "With the neuron reward against without it"),
+        ("control", "Against the controls"),
+        ("base", "Against the untrained base model"),
+    ):
+        rs = [r for r in rows if r["kind"] == kind]
+        if rs:
+            out.append(_group_sentence(rs, what))
+    under = [r for r in rows if r["word"] == "underpowered"]
+    if under:
+        ds = [r["mde"] for r in under if r["mde"] is not None]
+        size = (
+            f"smallest detectable differences {100 * min(ds):.1f} to {100 * max(ds):.1f} points"
+            if ds
+            else "no difference detectable at this size"
+        )
+        out.append(
+            f"{len(under)} of the {len(rows)} comparisons are underpowered ({size}): there a non-significant result "
+            "rules out only large effects, and is not evidence that the methods are the same."
         )
     return out
