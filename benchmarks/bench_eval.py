@@ -77,10 +77,10 @@ def run_batched(model, tok, probs, args) -> tuple[Clock, list[dict]]:
 def run_naive(model, tok, probs, prompts, args) -> tuple[Clock, list[dict]]:
     import torch
 
-    from yfpo.engine.answers import grade
-    from yfpo.engine.generate import _eos_ids
+    from yfpo.engine.common import eos_ids
+    from yfpo.grading import grade
 
-    eos = _eos_ids(model, tok)
+    eos = eos_ids(model, tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     rows = []
     with Clock() as c, torch.no_grad():

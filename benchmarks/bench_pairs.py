@@ -85,7 +85,7 @@ def main() -> int:
             add_generation_prompt=True,
         )
     try:
-        from yfpo.engine.answers import is_correct
+        from yfpo.grading import is_correct
     except ImportError:
         import re
 

@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from yfpo.engine.answers import PRIMARY
     from yfpo.engine.generate import generate
     from yfpo.engine.prompts import build_prompt
     from yfpo.eval.bench import compare_items, load_items, run_eval
     from yfpo.eval.stats import wilson_ci
+    from yfpo.grading import PRIMARY
     from yfpo.models import load_model
 
     if args.threads:

@@ -10,8 +10,9 @@ import pytest
 from conftest import QUESTIONS
 
 from yfpo.engine import backends, fast
+from yfpo.engine.common import eos_ids
 from yfpo.engine.fast import fill_order, pack_batches
-from yfpo.engine.generate import _eos_ids, generate
+from yfpo.engine.generate import generate
 from yfpo.engine.prompts import build_prompt
 from yfpo.models.tiny import tiny_model
 
@@ -287,7 +288,7 @@ def test_ct2_greedy_equals_hf(tmp_path, tiny):
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     m = AutoModelForCausalLM.from_pretrained(tmp_path / "m", dtype="float32")
-    m.generation_config.eos_token_id = _eos_ids(model, tok)
+    m.generation_config.eos_token_id = eos_ids(model, tok)
     ps = _prompts(tok)
     ref = generate(m, tok, ps, max_new_tokens=10, backend="hf", progress=False)
     got = generate(m, tok, ps, max_new_tokens=10, backend="ct2", progress=False)

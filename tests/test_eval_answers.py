@@ -1,4 +1,4 @@
-"""Answer extraction and grading (yfpo.engine.answers) against a table of known outputs."""
+"""Answer extraction and grading (yfpo.grading) against a table of known outputs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from yfpo.engine.answers import (
+from yfpo.grading import (
     EXTRACTORS,
     PRIMARY,
     extract_boxed,

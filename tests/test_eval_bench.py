@@ -8,10 +8,10 @@ import pytest
 
 import yfpo.eval.bench as bench_mod
 from yfpo.data.problems import load_benchmark
-from yfpo.engine.answers import EXTRACTORS, grade
-from yfpo.engine.generate import Generation
+from yfpo.engine.common import Generation
 from yfpo.eval.bench import compare_items, load_items, run_eval, run_evals
 from yfpo.eval.stats import wilson_ci
+from yfpo.grading import EXTRACTORS, grade
 from yfpo.models.tiny import save_tiny, tiny_model
 
 ROW_KEYS = {"id", "question", "gold", "prompt", "output", "n_tokens", "truncated", "finish", "extracted", "correct"}

@@ -6,7 +6,8 @@ import pytest
 import torch
 from conftest import QUESTIONS
 
-from yfpo.engine.generate import _eos_ids, generate
+from yfpo.engine.common import eos_ids
+from yfpo.engine.generate import generate
 from yfpo.engine.prompts import INSTRUCTION, build_prompt, format_gold_response, format_user_message
 from yfpo.models.tiny import tiny_model
 
@@ -24,7 +25,7 @@ def _reference(model, tok, prompt: str, max_new_tokens: int, **kw) -> list[int]:
         max_new_tokens=max_new_tokens,
         do_sample=False,
         pad_token_id=tok.pad_token_id,
-        eos_token_id=_eos_ids(model, tok),
+        eos_token_id=eos_ids(model, tok),
         **kw,
     )
     return out[0, enc.input_ids.shape[1] :].tolist()

@@ -117,7 +117,7 @@ def test_robustness_resumes_controls_stability_and_refuses_other_settings(tmp_pa
     missing and gives the same result; an item answered wrongly when asked again unchanged is not attacked;
     a folder made with other settings is refused."""
     import yfpo.engine.generate as gen_mod
-    from yfpo.engine.generate import Generation
+    from yfpo.engine.common import Generation
     from yfpo.models.tiny import tiny_model
 
     model, tok = tiny_model()

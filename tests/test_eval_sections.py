@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from yfpo.engine.answers import EXTRACTORS
 from yfpo.eval.bench import summarize
 from yfpo.eval.sampled import item_metrics
+from yfpo.grading import EXTRACTORS
 from yfpo.report.eval_sections import (
     group_table,
     length_table,

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from yfpo.models import arch
-from yfpo.models.loading import load_model
-from yfpo.models.tiny import save_tiny, state_hash, tiny_model
+from yfpo.models.loading import load_model, state_hash
+from yfpo.models.tiny import save_tiny, tiny_model
 
 FAMILIES = ["llama", "qwen2", "qwen3", "gemma3", "gpt2"]
 

@@ -12,8 +12,9 @@ import yfpo.data.problems as problems_mod
 import yfpo.eval.bench as bench_mod
 from yfpo.data.pairs import load_pairs
 from yfpo.data.problems import DataFormatError, DataNotFoundError, load_benchmark
-from yfpo.engine.generate import Generation
-from yfpo.models.tiny import save_tiny, state_hash, tiny_model
+from yfpo.engine.common import Generation
+from yfpo.models.loading import state_hash
+from yfpo.models.tiny import save_tiny, tiny_model
 from yfpo.neurons.neuronset import NeuronSet, NeuronSetError
 
 PLAIN = {"prompt": "q", "chosen": "a", "rejected": "b"}

@@ -165,7 +165,7 @@ def test_check_accuracy_uses_eval_contract(found, tmp_path, monkeypatch):
     import types
     from dataclasses import dataclass
 
-    import yfpo.engine.answers as answers
+    import yfpo.grading as answers
 
     @dataclass
     class Generation:

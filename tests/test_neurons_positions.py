@@ -11,8 +11,8 @@ import yfpo.neurons.relevance as R
 from yfpo.data.corpora import math_corpus
 from yfpo.models import arch
 from yfpo.models.tiny import tiny_model
+from yfpo.neurons.capture import NeuronCapture
 from yfpo.neurons.neuronset import FORMAT, NeuronSet, floor_sigma
-from yfpo.train.neuron_reward import NeuronCapture
 
 
 def _one_record():

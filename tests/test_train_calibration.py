@@ -256,7 +256,7 @@ def test_calibration_reused_on_resume(files, tmp_path):
 
 @pytest.mark.parametrize("variant", ["yoked", "yoked_ref"])
 def test_reference_file_equals_live_and_trl_precompute(files, tmp_path, variant):
-    from yfpo.train.reference import compute_reference
+    from yfpo.train.precompute import compute_reference
 
     d, pairs, npath = files
     model, tok = tiny_model("llama", seed=0)
@@ -320,7 +320,7 @@ def test_held_out_margin_measure_equals_the_trainers_m_ref(files, tmp_path):
     """yfpo.eval.margin (held-out pairs, after training) measures what the trainer's reference pass measures."""
     from yfpo.data.pairs import load_pairs
     from yfpo.eval.margin import neuron_margins, summarize
-    from yfpo.train.reference import compute_reference
+    from yfpo.train.precompute import compute_reference
 
     d, pairs, npath = files
     model, tok = tiny_model("llama", seed=0)

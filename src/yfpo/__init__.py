@@ -1,3 +1,5 @@
 """yfpo: neuron-guided preference optimization for mathematical reasoning."""
 
-__version__ = "0.1.0"
+from yfpo.version import __version__
+
+__all__ = ["__version__"]

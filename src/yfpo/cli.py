@@ -26,7 +26,7 @@ STAGE_CLIS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from yfpo import __version__
+    from yfpo.version import __version__
 
     p = argparse.ArgumentParser(
         prog="yfpo",

@@ -133,19 +133,11 @@ def load_run_config(path: str | Path | None, overrides: list[str] | dict | None 
 
 
 def model_identity(name_or_path: str) -> dict:
-    """What a model's hash depends on: the name, and for a local folder its config and weight files."""
-    p = Path(name_or_path)
-    if p.is_dir():
-        from yfpo.utils import sha256_file
+    """What a model's stage hash depends on: {"name": yfpo.resume.model_identity} (the one model fingerprint: a hub
+    id or alias as itself, a local folder by its name and a fingerprint of its files)."""
+    from yfpo import resume
 
-        files = {}
-        for f in sorted(p.iterdir()):
-            if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".model", ".txt"):
-                files[f.name] = (
-                    sha256_file(f) if f.stat().st_size < (64 << 20) else f"{f.stat().st_size}:{f.stat().st_mtime_ns}"
-                )
-        return {"path": str(p.resolve()), "files": files}
-    return {"name": name_or_path}
+    return {"name": resume.model_identity(name_or_path)}
 
 
 def stage_hash(kind: str, config: dict, inputs: dict) -> str:
@@ -294,7 +286,7 @@ def reference_supported() -> bool:
     if "ref_logps" not in _fields(TrainConfig):
         return False
     try:
-        from yfpo.train.reference import compute_reference  # noqa: F401
+        from yfpo.train.precompute import compute_reference  # noqa: F401
     except ImportError:
         return False
     return True
@@ -432,7 +424,7 @@ def _run_reference(cfg, neurons: dict[str, str], out_dir: Path) -> Path:
     random-s0, ...) for `cfg`, one (method, seed) of a group with the same REF_KEYS (model and pairs set); the
     file is what TrainConfig.ref_logps takes (a training finds its m_ref by its NeuronSet's digest)."""
     from yfpo.neurons.neuronset import NeuronSet
-    from yfpo.train.reference import compute_reference
+    from yfpo.train.precompute import compute_reference
 
     sets = {label: NeuronSet.load(path) for label, path in neurons.items()}
     return compute_reference(cfg, neuron_sets=sets, out=Path(out_dir) / "reference.json")

@@ -102,7 +102,7 @@ def _parse_gsm8k(path: Path, name: str) -> list[Problem]:
 
 
 def _parse_math(path: Path, name: str) -> list[Problem]:
-    from yfpo.engine.answers import last_boxed  # tiny pure helper
+    from yfpo.grading import last_boxed  # tiny pure helper
 
     out = []
     for n, o in read_jsonl(path):

@@ -13,9 +13,23 @@ when neither can serve the model.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
+
+import torch
+
+from yfpo.engine import attn_kernel
+from yfpo.engine.common import model_dir
+from yfpo.engine.ct2 import generate_ct2
+from yfpo.engine.fast import generate_fast, generate_fast_attn, generate_fast_bf16
+from yfpo.engine.hf import generate_hf
+from yfpo.engine.llamacpp import generate_llamacpp
+from yfpo.engine.vllm import generate_vllm_backend
+from yfpo.utils import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -37,8 +51,6 @@ def _always(model) -> str | None:
 
 
 def _vllm_missing(model) -> str | None:
-    import torch
-
     if not _has("vllm"):
         return "the vllm package is not installed (pip install vllm; GPU only)"
     if not torch.cuda.is_available():
@@ -56,17 +68,13 @@ def _fast_attn_missing(model) -> str | None:
     why = _fast_missing(model)
     if why:
         return why
-    from yfpo.engine import attn_kernel
-
     return attn_kernel.usable(model)
 
 
 def _ct2_missing(model) -> str | None:
     if not _has("ctranslate2"):
         return "the ctranslate2 package is not installed (pip install ctranslate2)"
-    from yfpo.engine.generate import _model_dir
-
-    if _model_dir(model) is None:
+    if model_dir(model) is None:
         return "ctranslate2 converts the model from its HF folder, and this model has none (name_or_path)"
     return None
 
@@ -79,37 +87,18 @@ def _llamacpp_missing(model) -> str | None:
         )
     if not _has("gguf"):
         return "the gguf package is needed to convert the HF folder to GGUF (pip install gguf)"
-    from yfpo.engine.generate import _model_dir
-
-    if _model_dir(model) is None:
+    if model_dir(model) is None:
         return "llama.cpp converts the model from its HF folder, and this model has none (name_or_path)"
     return None
 
 
 def _registry() -> dict[str, Backend]:
-    from yfpo.engine import generate as g
-
-    def ct2_run(*a, **k):
-        from yfpo.engine.ct2 import generate_ct2
-
-        return generate_ct2(*a, **k)
-
-    def ct2_int8_run(*a, **k):
-        from yfpo.engine.ct2 import generate_ct2
-
-        return generate_ct2(*a, compute_type="int8", **k)
-
-    def llamacpp_run(*a, **k):
-        from yfpo.engine.llamacpp import generate_llamacpp
-
-        return generate_llamacpp(*a, **k)
-
     return {
         b.name: b
         for b in [
             Backend(
                 "hf",
-                g._generate_hf,
+                generate_hf,
                 True,
                 False,
                 _always,
@@ -117,7 +106,7 @@ def _registry() -> dict[str, Backend]:
             ),
             Backend(
                 "fast",
-                g._generate_fast,
+                generate_fast,
                 True,
                 False,
                 _fast_missing,
@@ -125,7 +114,7 @@ def _registry() -> dict[str, Backend]:
             ),
             Backend(
                 "fast-attn",
-                g._generate_fast_attn,
+                generate_fast_attn,
                 True,
                 False,
                 _fast_attn_missing,
@@ -134,23 +123,32 @@ def _registry() -> dict[str, Backend]:
             ),
             Backend(
                 "fast-bf16",
-                g._generate_fast_bf16,
+                generate_fast_bf16,
                 False,
                 True,
                 _fast_missing,
                 "the fast loop on a bfloat16 copy of the model (AVX-512 BF16 GEMMs; reduced precision, on request)",
             ),
-            Backend("ct2", ct2_run, True, False, _ct2_missing, "CTranslate2, float32, converted from the HF folder"),
-            Backend("ct2-int8", ct2_int8_run, False, True, _ct2_missing, "CTranslate2 with int8 weights (quantized)"),
+            Backend(
+                "ct2", generate_ct2, True, False, _ct2_missing, "CTranslate2, float32, converted from the HF folder"
+            ),
+            Backend(
+                "ct2-int8",
+                functools.partial(generate_ct2, compute_type="int8"),
+                False,
+                True,
+                _ct2_missing,
+                "CTranslate2 with int8 weights (quantized)",
+            ),
             Backend(
                 "llamacpp",
-                llamacpp_run,
+                generate_llamacpp,
                 True,
                 False,
                 _llamacpp_missing,
                 "llama.cpp (llama-cpp-python) on an f32 GGUF converted from the HF folder",
             ),
-            Backend("vllm", g._generate_vllm_backend, False, False, _vllm_missing, "vLLM (GPU)"),
+            Backend("vllm", generate_vllm_backend, False, False, _vllm_missing, "vLLM (GPU)"),
         ]
     }
 
@@ -166,11 +164,9 @@ def resolve(name: str, model) -> Backend:
         raise ValueError(f"backend {name!r}: expected one of {', '.join(BACKEND_NAMES)}")
     reg = _registry()
     if name == "auto":
-        from yfpo.engine.generate import _model_dir
-
         for cand in AUTO_ORDER:
             b = reg[cand]
-            if b.missing(model) is None and (cand != "vllm" or _model_dir(model)):
+            if b.missing(model) is None and (cand != "vllm" or model_dir(model)):
                 return b
         return reg["hf"]
     b = reg[name]
@@ -190,11 +186,6 @@ def pin(folder, requested: str, model) -> str:
     """Resolve `requested` for `model` and pin the result in FOLDER/backend.json: work started with one backend
     is never continued with another (`auto` can resolve differently on another machine or install). Returns the
     backend that runs; a mismatch is a one-line error naming the folder."""
-    import json
-    from pathlib import Path
-
-    from yfpo.utils import atomic_write_json
-
     rec = record(requested, model)
     f = Path(folder) / "backend.json"
     if f.exists():

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from yfpo.engine.common import Generation, cut_at_stop, eos_ids, finish_row, model_dir
+
 _GENERATORS: dict = {}
 
 
@@ -52,19 +54,6 @@ def _generator(model_dir: str, compute_type: str):
     return _GENERATORS[key]
 
 
-def cut_at_stop(row: list[int], tokenizer, stop: list[str] | None) -> list[int]:
-    """The row up to and including the first token whose text completes a stop string (HF's StopStringCriteria)."""
-    from yfpo.engine.fast import _StopWatch
-
-    sw = _StopWatch(tokenizer, stop)
-    if not sw.stop:
-        return row
-    for j in range(1, len(row) + 1):
-        if sw.hit(row[:j]):
-            return row[:j]
-    return row
-
-
 def generate_ct2(
     model,
     tokenizer,
@@ -81,16 +70,15 @@ def generate_ct2(
     compute_type: str = "float32",
     **_,
 ):
-    from yfpo.engine.generate import Generation, _eos_ids, _finish_row, _model_dir
 
-    gen = _generator(_model_dir(model), compute_type)
-    eos_ids = _eos_ids(model, tokenizer)
+    gen = _generator(model_dir(model), compute_type)
+    eos = eos_ids(model, tokenizer)
     n = num_return_sequences
     toks = [tokenizer.convert_ids_to_tokens(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
     opts = dict(
         max_length=max_new_tokens,
         include_prompt_in_result=False,
-        end_token=eos_ids,
+        end_token=eos,
         return_end_token=True,
         max_batch_size=batch_size,
     )
@@ -114,7 +102,7 @@ def generate_ct2(
     for r in res:
         for ids in r.sequences_ids[:1] if not do_sample or n == 1 else r.sequences_ids[:1]:
             row = cut_at_stop(list(ids), tokenizer, stop)
-            n_tok, text, finish = _finish_row(row, tokenizer, eos_ids, None, stop)
+            n_tok, text, finish = finish_row(row, tokenizer, eos, None, stop)
             out.append(Generation(text, n_tok, finish == "length", finish))
     if not do_sample and n > 1:  # greedy: the n copies are the same
         out = [g for g in out for _ in range(n)]

@@ -31,12 +31,18 @@ transformers' continuous batching (`generate_batch`), once it runs well on CPU (
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import hashlib
+import time
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+
+from yfpo.engine import attn_kernel as ak
+from yfpo.engine.common import Generation, PaddingSide, StopWatch, batch_seed, eos_ids, finish_row
+from yfpo.utils import progress as bar
 
 KV_BUDGET_BYTES = 6 << 30  # the KV cache one batch may reserve (pages are committed only as positions fill)
 # measured on the default model, 256 eval prompts x 256 new tokens: 256 rows 10% faster than 128 on a 2-core AVX2
@@ -290,23 +296,6 @@ def _gc_paused():
             gc.enable()
 
 
-class _StopWatch:
-    """Per-row stop-string check on the decoded tail: finds the first token that completes a stop string (what
-    HF's StopStringCriteria stops at), decoding only the last few tokens of the row each step."""
-
-    def __init__(self, tokenizer, stop: list[str] | None):
-        self.tok = tokenizer
-        self.stop = [s for s in (stop or []) if s]
-        self.window = max((len(s) for s in self.stop), default=0) + 4  # tokens; every token is >= 1 character
-
-    def hit(self, row: list[int]) -> bool:
-        if not self.stop:
-            return False
-        # checked after every token, so the first step whose tail holds a stop string is the one that completed it
-        tail = self.tok.decode(row[-self.window :], skip_special_tokens=True)
-        return any(s in tail for s in self.stop)
-
-
 @torch.no_grad()
 @_gc_paused()
 def decode_batch(
@@ -321,7 +310,7 @@ def decode_batch(
     temperature: float = 1.0,
     top_p: float = 1.0,
     gen: torch.Generator | None = None,
-    stopper: _StopWatch | None = None,
+    stopper: StopWatch | None = None,
     attn_kernel: bool = False,
     streams: RowStreams | None = None,
 ) -> list[tuple[list[int], str]]:
@@ -347,8 +336,6 @@ def decode_batch(
     head = _PackedHead.maybe(model, rows) if max_new_tokens > 2 else None
     kernel_ctx = contextlib.nullcontext()
     if attn_kernel:
-        from yfpo.engine import attn_kernel as ak
-
         kernel_ctx = ak.decoding(model, cache)
     try:
         with kernel_ctx:
@@ -496,6 +483,94 @@ def _prefill(model, input_ids, attention_mask, pos, cache) -> tuple[torch.Tensor
     return torch.cat(parts), mask
 
 
-def batch_seed(seed: int, prompts: list[str]) -> int:
-    h = hashlib.sha256(("\x00".join(prompts) + f"|{seed}").encode()).digest()
-    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+@torch.no_grad()
+def generate_fast(
+    model,
+    tokenizer,
+    prompts,
+    *,
+    max_new_tokens,
+    batch_size,
+    stop,
+    do_sample,
+    temperature,
+    top_p,
+    num_return_sequences,
+    seed,
+    progress,
+    desc,
+    token_budget=None,
+    attn_kernel=False,
+    seeds=None,
+    **_,
+) -> list[Generation]:
+    """The "fast" backend: the HF model driven by yfpo.engine.fast's decode loop (see there for what it changes);
+    with attn_kernel ("fast-attn"), its decode steps attend through yfpo.engine.attn_kernel's compiled kernel."""
+    n = num_return_sequences
+    results: list[Generation | None] = [None] * (len(prompts) * n)
+    eos = eos_ids(model, tokenizer)
+    device = next(model.parameters()).device
+    lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+    budget = (token_budget or default_token_budget(model)) // n  # n samples share a prompt's prefill, not its cache
+    batches = pack_batches(lengths, max_new_tokens, budget, min_rows=max(1, batch_size // n))
+    stopper = StopWatch(tokenizer, stop) if stop else None
+    was_training = model.training
+    model.eval()
+    total_new, t0 = 0, time.time()
+    pbar = bar(total=len(prompts) * n, desc=desc, unit="seq", disable=None if progress else True)
+    try:
+        with PaddingSide(tokenizer):
+            for idx in batches:
+                texts = [prompts[i] for i in idx]
+                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+                gen = streams = None
+                if do_sample and seeds is not None:
+                    streams = RowStreams([seeds[i] for i in idx], n, max_new_tokens)
+                elif do_sample:
+                    gen = torch.Generator(device=device).manual_seed(batch_seed(seed, texts))
+                rows = decode_batch(
+                    model,
+                    enc.input_ids,
+                    enc.attention_mask,
+                    max_new_tokens=max_new_tokens,
+                    eos_ids=eos,
+                    n=n,
+                    do_sample=do_sample,
+                    temperature=temperature,
+                    top_p=top_p,
+                    gen=gen,
+                    stopper=stopper,
+                    attn_kernel=attn_kernel,
+                    streams=streams,
+                )
+                for r, (toks, _finish) in enumerate(rows):
+                    n_tok, text, finish = finish_row(toks, tokenizer, eos, None, stop)
+                    results[idx[r // n] * n + (r % n)] = Generation(text, n_tok, finish == "length", finish)
+                    total_new += n_tok
+                pbar.update(len(rows))
+                pbar.set_postfix(tok_s=f"{total_new / max(time.time() - t0, 1e-9):.0f}")
+    finally:
+        pbar.close()
+        if was_training:
+            model.train()
+    return results  # type: ignore[return-value]
+
+
+def generate_fast_attn(model, tokenizer, prompts, **kw) -> list[Generation]:
+    """The "fast-attn" backend: the fast loop with the compiled decode-attention kernel."""
+    return generate_fast(model, tokenizer, prompts, attn_kernel=True, **kw)
+
+
+_BF16_COPIES: dict = {}
+
+
+def generate_fast_bf16(model, tokenizer, prompts, **kw) -> list[Generation]:
+    """The fast loop on a bfloat16 copy of the model (made once per model and weight version, kept for the process:
+    a model updated in place since, as in training, gets a fresh copy)."""
+    if model.dtype != torch.bfloat16:
+        key = (id(model), sum(p._version for p in model.parameters()))
+        if _BF16_COPIES.get("key") != key:
+            _BF16_COPIES.clear()
+            _BF16_COPIES.update(key=key, model=copy.deepcopy(model).to(torch.bfloat16).eval())
+        model = _BF16_COPIES["model"]
+    return generate_fast(model, tokenizer, prompts, **kw)

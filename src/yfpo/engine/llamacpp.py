@@ -14,6 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from yfpo.engine.common import Generation, cut_at_stop, eos_ids, finish_row, model_dir
+
 _LLMS: dict = {}
 
 
@@ -40,13 +44,9 @@ def gguf_path(model_dir: str) -> Path:
 def generate_llamacpp(
     model, tokenizer, prompts, *, max_new_tokens, stop, do_sample, temperature, top_p, num_return_sequences, seed, **_
 ):
-    import torch
     from llama_cpp import Llama
 
-    from yfpo.engine.ct2 import cut_at_stop
-    from yfpo.engine.generate import Generation, _eos_ids, _finish_row, _model_dir
-
-    path = gguf_path(_model_dir(model))
+    path = gguf_path(model_dir(model))
     key = (str(path), torch.get_num_threads())
     if key not in _LLMS:
         _LLMS.clear()
@@ -54,7 +54,7 @@ def generate_llamacpp(
             model_path=str(path), n_ctx=4096, n_threads=torch.get_num_threads(), seed=seed, verbose=False
         )
     llm = _LLMS[key]
-    eos = set(_eos_ids(model, tokenizer))
+    eos = set(eos_ids(model, tokenizer))
     out = []
     for p in prompts:
         ids = tokenizer(p, add_special_tokens=False).input_ids  # the HF tokenizer's ids: same vocabulary in the GGUF
@@ -72,6 +72,6 @@ def generate_llamacpp(
                 if t in eos or len(row) >= max_new_tokens:
                     break
             row = cut_at_stop(row, tokenizer, stop)
-            n_tok, text, finish = _finish_row(row, tokenizer, sorted(eos), None, stop)
+            n_tok, text, finish = finish_row(row, tokenizer, sorted(eos), None, stop)
             out.append(Generation(text, n_tok, finish == "length", finish))
     return out

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 import time
 from pathlib import Path
 
 from yfpo.data.problems import Problem, benchmark_kind, benchmark_provenance, load_benchmark
-from yfpo.engine.answers import EXTRACTORS, PRIMARY, grade
 from yfpo.engine.generate import generate
 from yfpo.engine.prompts import TEMPLATE_NAME, build_prompt, get_protocol
 from yfpo.eval.sampled import item_metrics, sample_seed, summarize_sampled
 from yfpo.eval.stats import accuracy, mcnemar_exact, paired_bootstrap, paired_diff_ci, sign_flip_exact
+from yfpo.grading import EXTRACTORS, PRIMARY, grade_item
 from yfpo.utils import append_jsonl, atomic_write_json, now, read_jsonl_resume, versions
 from yfpo.utils import progress as bar
 
@@ -97,35 +96,6 @@ def answer_length(rows: list[dict]) -> dict:
         "mean_tokens_correct": sum(right) / len(right) if right else None,
         "n": len(lens),
     }
-
-
-# an output that declines to answer (graded as correct on a "no answer" gold under answer_kind none-allowed)
-_ABSTAIN = re.compile(
-    r"cannot be (?:answered|determined|solved)|can't be (?:answered|determined)|not answerable|"
-    r"unanswerable|not enough information|insufficient information|missing information|"
-    r"the answer is:?\s*none\b",
-    re.IGNORECASE,
-)
-NO_ANSWER = "<no answer>"
-
-
-def grade_item(output: str, gold: str, kind: str, no_answer_allowed: bool, gold_is_none: bool) -> dict:
-    """grade() plus the "no answer" rule: under none-allowed, an output that says the question cannot be
-    answered extracts as NO_ANSWER for every extractor; it is correct exactly when the gold is no-answer."""
-    if not no_answer_allowed:
-        return grade(output, gold, kind)
-    abstains = bool(_ABSTAIN.search(output or ""))
-    if gold_is_none:
-        return {
-            "extracted": {
-                e: NO_ANSWER if abstains else v for e, v in grade(output, "0", "number")["extracted"].items()
-            },
-            "correct": {e: abstains for e in EXTRACTORS},
-        }
-    g = grade(output, gold, kind)
-    if abstains:
-        g = {"extracted": {e: NO_ANSWER for e in EXTRACTORS}, "correct": {e: False for e in EXTRACTORS}}
-    return g
 
 
 # protocol fields that change outputs: a rerun into the same folder must match them to resume

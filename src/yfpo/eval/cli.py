@@ -167,8 +167,8 @@ def _eval(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from yfpo.engine.answers import EXTRACTORS
     from yfpo.eval.bench import run_evals
+    from yfpo.grading import EXTRACTORS
     from yfpo.models import load_model
 
     spec = _spec(args)

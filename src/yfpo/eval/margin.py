@@ -18,8 +18,8 @@ def neuron_margins(
 ) -> list[float]:
     """Per pair, phi(chosen) - phi(rejected) under `model` with NeuronSet `neurons` (a path or a NeuronSet).
     allow_other_weights: the set was found on other weights (a trained model measured with its base's set)."""
+    from yfpo.neurons.capture import NeuronCapture
     from yfpo.neurons.neuronset import NeuronSet
-    from yfpo.train.neuron_reward import NeuronCapture
 
     ns = (
         neurons

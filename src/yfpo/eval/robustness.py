@@ -299,10 +299,10 @@ def run_robustness(
 
     import torch
 
-    from yfpo.engine.answers import PRIMARY, grade
     from yfpo.engine.backends import record as backend_record
     from yfpo.engine.generate import generate
     from yfpo.engine.prompts import TEMPLATE_NAME, build_prompt, get_protocol
+    from yfpo.grading import PRIMARY, grade
     from yfpo.utils import (
         append_jsonl,
         atomic_write_json,

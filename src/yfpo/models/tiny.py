@@ -6,7 +6,6 @@ second on a built-in corpus of word problems, and cached on disk; models are bui
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -150,13 +149,3 @@ def save_tiny(path: str | os.PathLike, family: str = "llama", seed: int = 0, **o
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
-
-
-def state_hash(model: torch.nn.Module) -> str:
-    """sha256 over parameter names, shapes and bytes (first 16 hex): identifies weights."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]

@@ -90,9 +90,9 @@ def response_nll(
 
 def _eval_tools() -> tuple[Any, Any, Any] | str:
     try:
-        from yfpo.engine.answers import is_correct
         from yfpo.engine.generate import generate
         from yfpo.engine.prompts import build_prompt
+        from yfpo.grading import is_correct
     except ImportError as e:
         return f"accuracy not measured: {e} (yfpo.eval generate/prompts/answers not available in this build)"
     return generate, build_prompt, is_correct

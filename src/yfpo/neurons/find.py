@@ -31,16 +31,15 @@ def work_dir_for(out: str | Path) -> Path:
 def find_neurons(cfg: NeuronsConfig, overwrite: bool = False) -> Path:
     """Run the find stage; returns the path of the NeuronSet file (cfg.out). Resumable; a work folder made by
     another config is refused (yfpo.resume) unless overwrite, which empties it."""
-    from yfpo import __version__
     from yfpo.config import save_config, to_dict
     from yfpo.data.corpora import contrast_corpus, math_corpus
     from yfpo.models import arch
-    from yfpo.models.loading import load_model
-    from yfpo.models.tiny import state_hash
+    from yfpo.models.loading import load_model, state_hash
     from yfpo.neurons.neuronset import NeuronSet
     from yfpo.neurons.relevance import POSITIONS, POSITIONS_TEXT, corpus_relevance
     from yfpo.neurons.select import CRITERIA, criterion_score, math_score, resolve_k, select_random, select_top
     from yfpo.utils import atomic_write_json, now, versions
+    from yfpo.version import __version__
 
     if cfg.method not in METHODS:
         raise ValueError(f"neurons find: method must be one of {', '.join(METHODS)}, got {cfg.method!r}")

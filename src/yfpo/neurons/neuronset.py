@@ -187,7 +187,7 @@ class NeuronSet:
         import warnings
 
         from yfpo.models import arch
-        from yfpo.models.tiny import state_hash
+        from yfpo.models.loading import state_hash
 
         want = self.provenance.get("weight_hash")
         found_dtype = (self.provenance.get("config") or {}).get("dtype", "float32")

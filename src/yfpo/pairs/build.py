@@ -202,12 +202,12 @@ def build_pairs(
     grade_fn(output, gold) -> bool and message_fn(question) -> user message default to yfpo.eval
     (generate / build_prompt / is_correct / format_user_message) with cfg.model loaded; tests inject fakes. `problems` overrides the benchmark questions.
     """
-    from yfpo import __version__
     from yfpo.config import save_config, to_dict
     from yfpo.data.problems import benchmark_kind, load_benchmark
     from yfpo.pairs.steps import step_pair
     from yfpo.resume import claim
     from yfpo.utils import append_jsonl, atomic_write_json, atomic_write_text, now, progress, versions
+    from yfpo.version import __version__
 
     t0 = time.time()
     out = Path(cfg.out_dir)
@@ -261,7 +261,7 @@ def build_pairs(
                     return build_prompt(tok, q)
 
     if grade_fn is None:
-        from yfpo.engine.answers import is_correct
+        from yfpo.grading import is_correct
 
         def grade_fn(output, gold):
             return is_correct(output, gold, kind)

@@ -105,7 +105,7 @@ def _train(args) -> int:
 
 def _precompute_ref(args) -> int:
     from yfpo.neurons.neuronset import NeuronSet
-    from yfpo.train.reference import compute_reference
+    from yfpo.train.precompute import compute_reference
 
     cfg = _load_cfg(args)
     sets = {}
@@ -149,7 +149,7 @@ def _load_cfg(args):
 
 
 def _plot(args) -> int:
-    from yfpo.train.plot import plot_runs
+    from yfpo.report.train_plots import plot_runs
 
     path = plot_runs(args.runs, args.out)
     print(f"wrote {path}")

@@ -3,7 +3,7 @@
 `NeuronGRPOTrainer` subclasses trl.GRPOTrainer (trl 1.16); generation, advantages, the clipped policy loss,
 KL, vLLM (`use_vllm`), checkpoints and resume stay TRL's. It adds:
 
-(a) a reward function `NeuronReward`: phi(x, y) (SPEC section 3, `neuron_reward.phi_from_acts`) of each completion
+(a) a reward function `NeuronReward`: phi(x, y) (SPEC section 3, `neurons.capture.phi_from_acts`) of each completion
     under the current policy, computed without grad from hooks on the NeuronSet's down projections, standardised
     within its group of `num_generations` completions, and combined with accuracy through TRL's `reward_weights`.
 (b) a differentiable loss term in `_compute_loss`: the activations come from the policy forward that computes the
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from trl import GRPOConfig, GRPOTrainer
 
+from yfpo.neurons.capture import NeuronCapture
 from yfpo.train.grpo_config import GRPORunConfig
-from yfpo.train.neuron_reward import NeuronCapture
 
 NEURON_SCALE_FILE = "neuron_scale.json"
 
@@ -77,7 +77,7 @@ def neuron_pair_loss(margins: torch.Tensor, gamma: float, scale: float) -> torch
 
 def accuracy_reward_fn(extractor: str = "math_verify"):
     """TRL reward function: 1.0 when the completion's answer (by `extractor`) equals the gold `answer` column."""
-    from yfpo.engine.answers import grade  # math-verify with its signal timeouts off (parsing_timeout=None)
+    from yfpo.grading import grade  # math-verify with its signal timeouts off (parsing_timeout=None)
 
     def accuracy(prompts, completions, answer, kind=None, **kwargs):
         kinds = kind or ["number"] * len(completions)

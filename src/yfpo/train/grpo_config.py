@@ -26,7 +26,7 @@ class GRPORunConfig:
     name: str = "run"
 
     # rewards
-    extractor: str = "math_verify"  # which grader of yfpo.engine.answers decides the accuracy reward
+    extractor: str = "math_verify"  # which grader of yfpo.grading decides the accuracy reward
     accuracy_weight: float = 1.0
     neuron_reward_weight: float = 0.0  # (a) phi of each completion, standardised within its group, as a reward
     # (b) differentiable term: lam * mean over (pos, neg) same-group pairs of -log sigmoid(gamma * (phi+ - phi-) / s)

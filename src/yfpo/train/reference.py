@@ -1,7 +1,7 @@
 """Reference log-probs (and the reference neuron margin m_ref) computed once, stored in a file, checked on load.
 
     compute_reference(cfg: TrainConfig, neuron_sets: dict[str, NeuronSet] | None = None,
-                      out: str | Path | None = None) -> Path
+                      out: str | Path | None = None) -> Path          (train/precompute.py: it builds a trainer)
 
 runs the reference model (cfg.model, no adapters, no grad) once over cfg.pairs, tokenized exactly as
 `yfpo train` tokenizes them, and writes a JSON file (default OUT = cfg.output_dir/reference.json) with
@@ -21,7 +21,6 @@ neurons_sha256 equals its NeuronSet's, and computes it itself when there is none
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -93,7 +92,7 @@ def reference_pass(trainer, dataset, captures: dict | None = None, batch_size: i
     each NeuronCapture in `captures` (hooked on the reference module), phi chosen / rejected and m_ref."""
     from torch.utils.data import DataLoader
 
-    from yfpo.train.neuron_reward import neuron_margin
+    from yfpo.neurons.capture import neuron_margin
 
     captures = captures or {}
     bs = batch_size or trainer.args.per_device_train_batch_size
@@ -127,63 +126,3 @@ def reference_pass(trainer, dataset, captures: dict | None = None, batch_size: i
         w, l = torch.cat(w), torch.cat(l)
         res["m_ref"][name] = {"phi_chosen": w, "phi_rejected": l, "m_ref": w - l}
     return res
-
-
-def compute_reference(
-    cfg, neuron_sets: dict | None = None, out: str | Path | None = None, *, model=None, tokenizer=None
-) -> Path:
-    """Compute the reference file for `cfg` (model, pairs, tokenization) and each NeuronSet; returns its path.
-
-    cfg: a TrainConfig (its model, pairs, limit_pairs, step_dpo, max_length and batch_size are used; gamma, lora
-    and the loss settings are irrelevant). neuron_sets: {name: NeuronSet} whose m_ref ride on the same pass.
-    out: file path (default cfg.output_dir/reference.json). Written atomically; the same file serves every method
-    and seed that shares the model, pairs and tokenization (`yfpo train --ref_logps FILE`).
-    model/tokenizer: an already loaded cfg.model (tests); it is not modified.
-    """
-    from trl.trainer.utils import hash_module
-
-    from yfpo.models import load_model
-    from yfpo.train.neuron_reward import NeuronCapture
-    from yfpo.train.trainer import make_trainer
-    from yfpo.utils import atomic_write_json
-
-    base = dataclasses.replace(
-        cfg,
-        gamma=0.0,
-        neurons=None,
-        ref_logps=None,
-        precompute_ref=False,
-        lora=False,
-        fdt=False,
-        gamma_mode="fixed",
-        eval_pairs=None,
-    )
-    base.validate()
-    if model is None:
-        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
-    tok = tokenizer
-    model_sha = hash_module(model)
-    out = Path(out) if out is not None else Path(cfg.output_dir) / "reference.json"
-    trainer, _ = make_trainer(base, model=model, tokenizer=tok, out=out.parent / ".reference_tmp")
-    ref_module = trainer.ref_model if trainer.ref_model is not None else trainer.model
-    captures = {name: NeuronCapture(ref_module, ns) for name, ns in (neuron_sets or {}).items()}
-    try:
-        res = reference_pass(trainer, trainer.train_dataset, captures)
-    finally:
-        for cap in captures.values():
-            cap.remove()
-    inputs = key_inputs(cfg, model_sha, trainer.train_dataset, trainer.args)
-    data = {
-        "format": FORMAT,
-        "key": key_of(inputs),
-        "key_inputs": inputs,
-        "n_pairs": len(res["ref_chosen_logps"]),
-        "ref_chosen_logps": res["ref_chosen_logps"].tolist(),
-        "ref_rejected_logps": res["ref_rejected_logps"].tolist(),
-        "m_ref": {
-            name: {"neurons_sha256": neuronset_digest(neuron_sets[name]), **{k: v.tolist() for k, v in d.items()}}
-            for name, d in res["m_ref"].items()
-        },
-    }
-    atomic_write_json(out, data)
-    return out

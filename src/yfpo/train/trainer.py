@@ -37,10 +37,10 @@ from trl import DPOConfig, DPOTrainer
 
 from yfpo.models import arch
 from yfpo.models.packing import PACKABLE_ATTENTION, backbone_of, pack_pairs, run_packed
+from yfpo.neurons.capture import NeuronCapture, neuron_margin
 from yfpo.train.config import TrainConfig
 from yfpo.train.fdt import add_fdt_head, check_fdt_supported
 from yfpo.train.losses import LOSS_TYPES, VARIANTS, aux_neuron_loss, pairwise_loss
-from yfpo.train.neuron_reward import NeuronCapture, neuron_margin
 
 
 class YFPOTrainer(DPOTrainer):

@@ -1,4 +1,4 @@
-"""Answer extraction and grading. Pure functions: strings in, strings/bools out.
+"""Answer extraction and grading (the ground floor: no yfpo import). Pure functions: strings in, strings/bools out.
 
 Four extractors, reported side by side (SPEC section 7):
   strict       the number after the last `#### ` or `The answer is` (the format the prompt asks for)
@@ -6,6 +6,7 @@ Four extractors, reported side by side (SPEC section 7):
   boxed        the content of the last `\\boxed{...}`
   math_verify  math-verify's parse + verify of the whole output against the gold answer (LaTeX/expr aware)
 PRIMARY is the extractor used to decide correctness when one flag is needed (the pairs builder).
+`grade_item` adds the "no answer" rule of task specs with answer_kind none-allowed.
 """
 
 from __future__ import annotations
@@ -197,3 +198,32 @@ def _norm_tex(s: str) -> str:
 def is_correct(output: str, gold: str, kind: str = "number") -> bool:
     """The PRIMARY grader (one flag), used by the pairs builder."""
     return grade(output, gold, kind)["correct"][PRIMARY]
+
+
+# an output that declines to answer (graded as correct on a "no answer" gold under answer_kind none-allowed)
+_ABSTAIN = re.compile(
+    r"cannot be (?:answered|determined|solved)|can't be (?:answered|determined)|not answerable|"
+    r"unanswerable|not enough information|insufficient information|missing information|"
+    r"the answer is:?\s*none\b",
+    re.IGNORECASE,
+)
+NO_ANSWER = "<no answer>"
+
+
+def grade_item(output: str, gold: str, kind: str, no_answer_allowed: bool, gold_is_none: bool) -> dict:
+    """grade() plus the "no answer" rule: under none-allowed, an output that says the question cannot be
+    answered extracts as NO_ANSWER for every extractor; it is correct exactly when the gold is no-answer."""
+    if not no_answer_allowed:
+        return grade(output, gold, kind)
+    abstains = bool(_ABSTAIN.search(output or ""))
+    if gold_is_none:
+        return {
+            "extracted": {
+                e: NO_ANSWER if abstains else v for e, v in grade(output, "0", "number")["extracted"].items()
+            },
+            "correct": {e: abstains for e in EXTRACTORS},
+        }
+    g = grade(output, gold, kind)
+    if abstains:
+        g = {"extracted": {e: NO_ANSWER for e in EXTRACTORS}, "correct": {e: False for e in EXTRACTORS}}
+    return g
