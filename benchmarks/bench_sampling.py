@@ -52,9 +52,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from yfpo.data.problems import load_benchmark
     from yfpo.engine.backends import resolve
+    from yfpo.engine.common import sample_seed
     from yfpo.engine.generate import generate
     from yfpo.engine.prompts import build_prompt
-    from yfpo.eval.sampled import sample_seed
     from yfpo.models.loading import load_model
 
     model, tok = load_model()

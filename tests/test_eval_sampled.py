@@ -10,9 +10,9 @@ import pytest
 
 import yfpo.eval.bench as bench_mod
 from yfpo.data.problems import load_benchmark
-from yfpo.engine.common import Generation
+from yfpo.engine.common import Generation, sample_seed
 from yfpo.eval.bench import compare_items, run_eval
-from yfpo.eval.sampled import ks_for, maj_at_k, majority_answer, pass_at_k, sample_seed
+from yfpo.eval.sampled import ks_for, maj_at_k, majority_answer, pass_at_k
 from yfpo.grading import EXTRACTORS
 
 

@@ -213,13 +213,16 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
+# filled by yfpo.data.splits when it loads (yfpo/data/__init__.py imports it, so every `yfpo.data.*` import has it):
+# load_part (the split's loader) and sources (the benchmarks it is built from); splits sits above this module
+SPLIT_HOOKS: dict[str, Any] = {}
+
+
 def _parse_split_part(part: str):
     """A part of yfpo.data.splits' deduplicated word-problem split; `path` is its anchor file in the data dir."""
 
     def parse(path: Path, name: str) -> list[Problem]:
-        from yfpo.data.splits import load_part
-
-        return load_part(part, data_dir=path.parents[1])
+        return SPLIT_HOOKS["load_part"](part, data_dir=path.parents[1])
 
     return parse
 
@@ -291,9 +294,7 @@ def benchmark_provenance(
     if path is not None:
         files = [Path(path)]
     elif name in SPLIT_BENCHMARKS:  # built from every source and evaluation set
-        from yfpo.data.splits import EVAL_SETS, SOURCES
-
-        return [r for sub in (*SOURCES, *EVAL_SETS) for r in benchmark_provenance(sub, data_dir)]
+        return [r for sub in SPLIT_HOOKS["sources"] for r in benchmark_provenance(sub, data_dir)]
     elif name in GROUPS:
         return [r for sub in GROUPS[name] for r in benchmark_provenance(sub, data_dir)]
     else:

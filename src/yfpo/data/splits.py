@@ -24,6 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yfpo.data.problems import SPLIT_HOOKS, Problem, benchmark_provenance, load_benchmark
+
 SOURCES = ("mawps_addsub", "mawps_multiarith", "mawps_singleeq", "mawps_singleop", "asdiv")
 EVAL_SETS = ("svamp", "gsm8k")
 SEED, N_TEST, N_VAL = 0, 1000, 400
@@ -109,8 +111,6 @@ def _order_key(seed: int, pid: str) -> bytes:
 def build_split(data_dir=None, seed: int = SEED, n_test: int = N_TEST, n_val: int = N_VAL) -> tuple[dict, dict]:
     """({"train"|"val"|"test": [Problem]}, contamination report). Ids are prefixed by their source
     ("mawps_singleop-3", "asdiv:nluds-0001") so they are unique across the pool."""
-    from yfpo.data.problems import Problem, benchmark_provenance, load_benchmark
-
     if n_test < 1 or n_val < 1:
         raise ValueError(f"split: n_test and n_val must be >= 1, got {n_test} and {n_val}")
     evals = _Index()
@@ -195,3 +195,6 @@ def write_split(out_dir, data_dir=None, seed: int = SEED, n_test: int = N_TEST, 
         )
     atomic_write_json(out / "contamination.json", report)
     return {k: v for k, v in report.items() if k != "dropped"}
+
+
+SPLIT_HOOKS.update(load_part=load_part, sources=(*SOURCES, *EVAL_SETS))  # the wordprob_* benchmarks read through these

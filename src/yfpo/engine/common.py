@@ -22,6 +22,12 @@ def batch_seed(seed: int, prompts: list[str]) -> int:
     return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
 
 
+def sample_seed(seed: int, item_id: str) -> int:
+    """A per-item seed (for generate's seeds=) from the run seed and the item id (independent of batching and resume)."""
+    h = hashlib.sha256(f"{seed}|{item_id}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
 def model_dir(model) -> str | None:
     p = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "name_or_path", None)
     return p if p and os.path.isdir(p) else None

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 from yfpo.data.problems import Problem, benchmark_kind, benchmark_provenance, load_benchmark
+from yfpo.engine.common import sample_seed
 from yfpo.engine.generate import generate
 from yfpo.engine.prompts import TEMPLATE_NAME, build_prompt, get_protocol
-from yfpo.eval.sampled import item_metrics, sample_seed, summarize_sampled
+from yfpo.eval.sampled import item_metrics, summarize_sampled
 from yfpo.eval.stats import accuracy, mcnemar_exact, paired_bootstrap, paired_diff_ci, sign_flip_exact
 from yfpo.grading import EXTRACTORS, PRIMARY, grade_item
 from yfpo.utils import append_jsonl, atomic_write_json, now, read_jsonl_resume, versions

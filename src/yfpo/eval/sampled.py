@@ -16,7 +16,6 @@ items were already done (a resumed run writes exactly the samples an uninterrupt
 
 from __future__ import annotations
 
-import hashlib
 from math import comb
 from typing import Sequence
 
@@ -71,12 +70,6 @@ def ks_for(n: int) -> list[int]:
         k *= 2
     ks.append(n)
     return ks
-
-
-def sample_seed(seed: int, item_id: str) -> int:
-    """A per-item seed from the run seed and the item id (independent of batching and resume)."""
-    h = hashlib.sha256(f"{seed}|{item_id}".encode()).digest()
-    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
 
 
 def item_metrics(samples: list[dict], extractors: Sequence[str]) -> dict:

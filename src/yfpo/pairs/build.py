@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
 
-from yfpo.eval.sampled import sample_seed
+from yfpo.engine.common import sample_seed
 from yfpo.pairs.config import PairsConfig
 
 SAMPLES, PAIRS, STEP_PAIRS, SUMMARY = "samples.jsonl", "pairs.jsonl", "step_pairs.jsonl", "summary.json"
