@@ -39,9 +39,11 @@ def test_cli_train_writes_run_dir_and_plot(setup, capsys):
         "metrics.jsonl",
         "train_done.json",
         "config.hash.json",
-        "final/config.json",
+        "final/adapter_config.json",  # a LoRA run keeps its adapter (merge_final: false, the default)
     ):
         assert (out / name).exists(), name
+    assert not (out / "final" / "config.json").exists()
+    assert not (out / "checkpoints").exists()  # pruned once the run finished (keep_checkpoints: false)
     import yaml
 
     saved = yaml.safe_load((out / "config.yaml").read_text())
@@ -61,7 +63,7 @@ def test_cli_train_writes_run_dir_and_plot(setup, capsys):
         assert k in steps[0], k
     vers = json.loads((out / "versions.json").read_text())
     assert {"torch", "transformers", "trl", "peft"} <= set(vers)
-    model, tok = load_model(str(out / "final"))  # merged LoRA: a plain model folder
+    model, tok = load_model(str(out / "final"))  # the adapter, loaded on its base model and merged
     assert not any("lora" in n for n, _ in model.named_parameters())
     # a rerun of the same command finds the run done and leaves it alone
     assert main(["train", str(cfg), "--out", str(out), "--gamma", "0.5", "--neurons", str(d / "n.json")]) == 0

@@ -355,7 +355,8 @@ def test_tiny_run_finishes_logs_and_resumes(files, tmp_path):
     assert not (out / "train_done.json").exists() and (out / "checkpoints" / "checkpoint-1").exists()
     out = grpo(cfg)  # resumes at step 1
     done = json.loads((out / "train_done.json").read_text())
-    assert done["steps"] == 2 and (out / "final" / "config.json").exists()
+    assert done["steps"] == 2 and (out / "final" / "adapter_config.json").exists()
+    assert not (out / "checkpoints").exists()  # pruned once finished
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2]

@@ -42,6 +42,7 @@ def test_resume_matches_uninterrupted(tmp_path, lora):
         neurons=str(tmp_path / "n.json"),
         lr_scheduler="linear",
         warmup_ratio=0.25,
+        merge_final=True,  # final/ holds full weights (LoRA merged), compared below with the base model's
     )
     a = cfg_for(tmp_path / "a", pairs, **common)
     b = cfg_for(tmp_path / "b", pairs, **common)

@@ -56,8 +56,12 @@ _NO_HASH = {
     "neurons_selection": {"model", "out", "progress"},  # another selection a method names (e.g. neurons: lape)
     "check": {"model", "neurons", "out_dir", "progress"},
     "pairs": {"model", "out_dir", "progress"},
-    "train": {"model", "pairs", "neurons", "output_dir", "name", "ref_logps"},
+    "train": {"model", "pairs", "neurons", "output_dir", "name", "ref_logps", "keep_checkpoints"},
 }
+# keys that choose only the form a result is stored in (a LoRA run's final/: adapter or merged; loaders take both),
+# hashed at the value every folder made before they were storage keys was hashed with, so that changing them (or
+# their default, merge_final: True -> False on 2026-12-08) redoes no stage
+_HASH_AS = {"train": {"merge_final": True}}
 
 # per stage kind, config fields added after runs were made: left out of the hash at their defaults (those runs stay
 # cached), part of it otherwise
@@ -146,6 +150,7 @@ def stage_hash(kind: str, config: dict, inputs: dict) -> str:
 
     added = _ADDED_AT_DEFAULT.get(kind, {})
     cfg = {k: v for k, v in config.items() if k not in _NO_HASH.get(kind, ()) and not (k in added and v == added[k])}
+    cfg.update({k: v for k, v in _HASH_AS.get(kind, {}).items() if k in cfg})
     return stable_hash({"kind": kind, "config": cfg, "inputs": inputs}, n=10)
 
 

@@ -8,6 +8,8 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+from yfpo.models.loading import is_adapter_dir, merged_copy
+
 
 @dataclass
 class Generation:
@@ -29,7 +31,11 @@ def sample_seed(seed: int, item_id: str) -> int:
 
 
 def model_dir(model) -> str | None:
+    """The model's HF folder (for the backends that read one); a LoRA adapter folder (a training's final/) gets a
+    merged copy, written once (models.loading.merged_copy), never its base model's folder."""
     p = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "name_or_path", None)
+    if p and is_adapter_dir(p):
+        return str(merged_copy(model, p))
     return p if p and os.path.isdir(p) else None
 
 

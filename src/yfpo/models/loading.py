@@ -181,6 +181,36 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
+def is_adapter_dir(path: str | Path) -> bool:
+    """A folder holding a PEFT adapter only (a LoRA training's final/), not a full model."""
+    p = Path(path)
+    return p.is_dir() and (p / "adapter_config.json").exists() and not (p / "config.json").exists()
+
+
+def merged_copy(model, adapter_dir: str | Path) -> Path:
+    """A full HF folder of `model` (loaded by load_model from `adapter_dir`, so already merged in memory), for the
+    backends that read a model folder (ctranslate2, llama.cpp, vLLM). Written once under the cache, keyed by the
+    adapter's content; the adapter folder's other files (tokenizer) are copied beside it."""
+    import shutil
+
+    src = Path(adapter_dir)
+    h = hashlib.sha256()
+    for f in sorted(src.iterdir()):
+        if f.is_file():
+            h.update(f.name.encode() + _sha256_file(f).encode())
+    out = cache_root() / "merged" / f"{src.parent.name}-{src.name}-{h.hexdigest()[:12]}"
+    if not (out / "config.json").exists():
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        model.save_pretrained(tmp, safe_serialization=True)
+        for f in src.iterdir():
+            if f.is_file() and not f.name.startswith("adapter_") and not (tmp / f.name).exists():
+                shutil.copy2(f, tmp / f.name)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    return out
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     dtype: str | torch.dtype = "float32",
@@ -197,12 +227,13 @@ def load_model(
     path = resolve_model_path(name_or_path)
     device = resolve_device(device)
     p = Path(path)
-    if p.is_dir() and (p / "adapter_config.json").exists() and not (p / "config.json").exists():
+    if is_adapter_dir(p):
         from peft import PeftModel
 
         base_name = json.loads((p / "adapter_config.json").read_text())["base_model_name_or_path"]
         base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_name), dtype=_dtype(dtype))
         model = PeftModel.from_pretrained(base, str(p)).merge_and_unload()
+        model.name_or_path = model.config.name_or_path = str(p)  # not the base's: backends that read the folder
         tok_src = str(p) if (p / "tokenizer_config.json").exists() else resolve_model_path(base_name)
     else:
         if not p.exists() and (path.startswith((".", "/")) or os.sep in path and not path.count("/") == 1):

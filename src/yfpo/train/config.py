@@ -83,7 +83,9 @@ class TrainConfig:
     lora_targets: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    merge_final: bool = True  # final/ holds a merged full model (loadable anywhere) instead of an adapter
+    # final/ of a LoRA run: the adapter (a few MB; load_model and every stage load it on its base model) or, with
+    # merge_final, the merged full model (loadable by tools that take only a full folder)
+    merge_final: bool = False
     dtype: str = "float32"
     device: str = "auto"
 
@@ -109,6 +111,7 @@ class TrainConfig:
     logging_steps: int = 1
     save_steps: int = 25
     save_total_limit: int = 2
+    keep_checkpoints: bool = False  # False: checkpoints/ (weights + optimizer state) is deleted once final/ is written
     num_workers: int = 0
     # any other trl.DPOConfig / transformers.TrainingArguments option, passed through unchanged, e.g.
     # `trl: {truncation_mode: keep_end, pad_to_multiple_of: 8, padding_free: true}` (CLI: --trl '{truncation_mode: keep_end}').

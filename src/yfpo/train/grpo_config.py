@@ -54,7 +54,7 @@ class GRPORunConfig:
     lora_targets: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    merge_final: bool = True
+    merge_final: bool = False  # as TrainConfig: final/ holds the LoRA adapter unless asked to merge
     dtype: str = "float32"
     device: str = "auto"
 
@@ -71,6 +71,7 @@ class GRPORunConfig:
     logging_steps: int = 1
     save_steps: int = 5
     save_total_limit: int = 2
+    keep_checkpoints: bool = False  # as TrainConfig
 
     def validate(self) -> "GRPORunConfig":
         if self.extractor not in EXTRACTORS:

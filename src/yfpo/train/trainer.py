@@ -789,8 +789,18 @@ def make_trainer(
 
 
 DONE = "train_done.json"  # not done.json: that name is the pipeline's stage record in the same folder
-# keys that change no weight: where and how often the run logs and saves
-_NOT_RESULT = frozenset({"logging_steps", "save_steps", "save_total_limit"})
+# keys that change no weight: where and how often the run logs and saves, and in which form it keeps them
+_NOT_RESULT = frozenset({"logging_steps", "save_steps", "save_total_limit", "merge_final", "keep_checkpoints"})
+
+
+def prune_checkpoints(out: Path, cfg) -> None:
+    """A finished run needs no checkpoint (each is the weights plus the optimizer state: 3x the model for full
+    fine-tuning with Adam); they are deleted unless cfg.keep_checkpoints. Called after DONE is written, so a
+    process killed while deleting leaves a finished run, whose next call deletes the rest."""
+    import shutil
+
+    if not getattr(cfg, "keep_checkpoints", False) and (out / "checkpoints").exists():
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 
 def run_training(
@@ -807,8 +817,8 @@ def run_training(
     """The run-directory lifecycle `yfpo train` and `yfpo grpo` share: strict resume (a folder made by another
     config is refused, unless overwrite empties it), build the trainer (a bad input fails before anything is
     written), claim the folder, config + versions, append-only metrics with a resume marker, train from the last
-    checkpoint, a checkpoint when stopped early, final/ (LoRA merged when cfg.merge_final) and DONE with the
-    summary. `record` is the config as identities (model/pairs/neurons by content); `build(out)` returns
+    checkpoint, a checkpoint when stopped early, final/ (a LoRA run's adapter, merged when cfg.merge_final), DONE
+    with the summary, and checkpoints/ deleted (unless cfg.keep_checkpoints). `record` is the config as identities (model/pairs/neurons by content); `build(out)` returns
     (trainer, out)."""
     from yfpo import resume as strict
     from yfpo.config import save_config
@@ -819,6 +829,7 @@ def run_training(
     if not overwrite:
         strict.check(out, stage, record, ignored=ignored)
         if (out / DONE).exists():
+            prune_checkpoints(out, cfg)
             return out
     seed_everything(cfg.seed)
     trainer, out = build(out)
@@ -865,6 +876,7 @@ def run_training(
             **(summary(trainer) if summary else {}),
         }
         atomic_write_json(out / DONE, done)
+        prune_checkpoints(out, cfg)
     acc.wait_for_everyone()
     return out
 
