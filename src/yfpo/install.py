@@ -1,7 +1,8 @@
 """Which torch build (and extras) `scripts/setup.sh` installs on this machine: the choice as a tested function.
 
 Standard library only: setup.sh runs this file with the system python before the virtual environment exists
-(`python3 src/yfpo/install.py plan --mode auto`): it prints the mode, then one shell-quoted pip command per line.
+(`python3 src/yfpo/install.py plan --mode auto`): it prints the mode, then one shell-quoted pip command per line
+(a leading `after` marks one to run after yfpo itself is installed).
 
   cpu   torch==2.13.0+cpu, the CPU wheel (no CUDA libraries). PyPI's Linux torch wheel is the CUDA build: the CPU
         wheel comes from PyTorch's CPU index, given as YFPO_TORCH_CPU_INDEX (an --extra-index-url), or from a wheel
@@ -28,6 +29,9 @@ import sys
 TORCH_VERSION = "2.13.0"
 VLLM_VERSION = "0.30.0"
 MODES = ("auto", "cpu", "cuda")
+# installed with vllm so that it moves none of them (this set resolved with vllm==0.30.0 in a dry run); it does move
+# numpy below requirements.lock's 2.4.6 (to 2.3.5: vllm's numba caps numpy), so it is not installed under the lock
+VLLM_KEEP = (f"torch=={TORCH_VERSION}", "transformers==5.23.0", "trl==1.16.0", "peft==0.21.2", "accelerate==1.15.0")
 
 
 def gpu_visible(nvidia_smi: str | None = None, run=subprocess.run) -> bool:
@@ -71,7 +75,8 @@ def torch_pip_commands(mode: str, installed: str | None = None, env: dict | None
 
 
 def plan(requested: str = "auto", vllm: bool = False, installed: str | None = None, has_gpu: bool | None = None):
-    """(mode, [pip commands]) for setup.sh: torch first, then the vLLM extra when asked for."""
+    """(mode, [pip commands]) for setup.sh: torch first; the vLLM extra (asked for) is marked "after": setup.sh
+    runs it after yfpo and its locked dependencies."""
     mode = choose_mode(requested, gpu_visible() if has_gpu is None and requested == "auto" else bool(has_gpu))
     steps = []
     steps += torch_pip_commands(mode, installed)
@@ -82,7 +87,7 @@ def plan(requested: str = "auto", vllm: bool = False, installed: str | None = No
                 "but cannot start (yfpo's `auto` backend then keeps the CPU backends)",
                 file=sys.stderr,
             )
-        steps.append(["install", "-c", "requirements.lock", f"vllm=={VLLM_VERSION}"])
+        steps.append(["after", "install", f"vllm=={VLLM_VERSION}", *VLLM_KEEP])
     return mode, steps
 
 
