@@ -17,6 +17,7 @@ FLOORS = {
     "yfpo.config": 0,
     "yfpo.grading": 0,
     "yfpo.resume": 0,
+    "yfpo.install": 0,
     "yfpo.data": 1,
     "yfpo.models": 2,
     "yfpo.engine": 3,
