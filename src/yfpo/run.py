@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from yfpo.eval.config import EvalConfig, check_bench
+from yfpo.eval.config import field_names as eval_field_names
+
 DEFAULT_METHODS = {
     "dpo": {"gamma": 0.0},
     "yfpo": {"gamma": 1.0},
@@ -69,23 +72,14 @@ _ADDED_AT_DEFAULT = {"pairs": {"mode": "default"}}
 
 
 @dataclass
-class EvalSection:
-    benches: list[str] = field(default_factory=lambda: ["gsm8k"])
+class EvalSection(EvalConfig):
+    """The run config's `eval:` section: an EvalConfig (benches, tasks, limit, protocol, sampling, ...: one
+    definition, yfpo.eval.config) plus what only a run has. dtype and device are the run's own (top level)."""
+
     limit: int | None = 50
-    shots: int = 0
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    backend: str = "auto"
     discrimination: int = 200  # held-out solution pairs for pair discrimination (0 = skip)
     discrimination_batch_size: int = 8
     base: bool = True  # also evaluate the untrained model (method "base")
-    data_dir: str | None = None
-    # sampled metrics (avg@n, pass@k, maj@k with CIs in the report) when samples > 1 or temperature > 0
-    samples: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    protocol: str = "chat-zero-shot-cot-v1"  # prompt protocol (engine/prompts.py): boxed-v1, self-doubt-v1, ...
-    tasks: list[str] = field(default_factory=list)  # task spec YAMLs (any benchmark file), evaluated like benches
     # MMLU retention (yfpo.eval.mmlu, no generation): this many questions per subject of the non-math MMLU test
     # subjects and of MMLU-Redux "ok"; the report shows them as benches mmlu_non_math / mmlu_redux_ok (0 = skip)
     mmlu: int = 0
@@ -93,7 +87,22 @@ class EvalSection:
 
 
 # eval keys added after runs were made: left out of the stage hash at their defaults, so those runs stay cached
-_EVAL_KEY_DEFAULTS = {"samples": 1, "temperature": 0.0, "top_p": 1.0, "protocol": "chat-zero-shot-cot-v1", "tasks": []}
+_EVAL_KEY_DEFAULTS = {
+    "samples": 1,
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "protocol": "chat-zero-shot-cot-v1",
+    "tasks": [],
+    "shots_file": None,
+    "seed": 0,
+    "dtype": "float32",
+    "device": "cpu",
+    "hub": None,
+    "overwrite": False,
+}
+# EvalConfig keys a run sets itself (dtype, device: the top-level ones; hub: YFPO_HUB; overwrite: the stages):
+# refused in the eval section, so always at their defaults above
+_EVAL_RUN_OWNED = ("dtype", "device", "hub", "overwrite")
 
 
 @dataclass
@@ -311,22 +320,9 @@ def check_model_name(model: str) -> None:
 
 
 def check_benches(benches: list[str], data_dir: str | None, where: str) -> None:
-    """Every benchmark named is known and its data file is on disk (the Hub is not a silent fallback)."""
-    from yfpo.data.problems import BENCHMARKS, GROUPS, candidate_data_dirs, find_data_file
-
+    """Every benchmark named is known and its data file is on disk (the Hub only when YFPO_HUB=1)."""
     for bench in benches:
-        if bench not in BENCHMARKS and bench not in GROUPS:
-            raise ValueError(
-                f"run config: {where}: unknown benchmark {bench!r}; known: {', '.join(list(BENCHMARKS) + list(GROUPS))}"
-            )
-        for sub in GROUPS.get(bench, [bench]):
-            rel = BENCHMARKS[sub].relpath
-            if find_data_file(rel, data_dir) is None:
-                looked = ", ".join(str(d / rel) for d in candidate_data_dirs(data_dir))
-                raise FileNotFoundError(
-                    f"run config: {where}: benchmark {sub!r} has no data file (looked in "
-                    f"{looked}); set eval.data_dir or YFPO_DATA_DIR"
-                )
+        check_bench(bench, data_dir, f"run config: {where}")
 
 
 def check_mmlu(ev: EvalSection) -> None:
@@ -354,34 +350,6 @@ def check_grpo_overlap(train: dict, ev: EvalSection) -> None:
                 f"#{cfg.skip_questions}, which overlap the evaluation's first {ev.limit or 'all'} items; set "
                 f"grpo.skip_questions >= eval.limit ({ev.limit}) or train on another benchmark"
             )
-
-
-def check_eval_sampling(ev: EvalSection) -> None:
-    """eval.samples / temperature / top_p / protocol / tasks, before anything runs."""
-    from yfpo.engine.prompts import get_protocol
-    from yfpo.eval.taskspec import load_spec
-
-    if not isinstance(ev.samples, int) or ev.samples < 1:
-        raise ValueError(f"eval.samples must be an integer >= 1, got {ev.samples!r}")
-    if ev.temperature < 0 or not 0 < ev.top_p <= 1:
-        raise ValueError(f"eval.temperature must be >= 0 and eval.top_p in (0, 1], got {ev.temperature}, {ev.top_p}")
-    if ev.samples > 1 and ev.temperature == 0:
-        raise ValueError(
-            f"eval.samples is {ev.samples} at temperature 0: greedy samples are identical; set eval.temperature"
-        )
-    try:
-        get_protocol(ev.protocol)
-    except ValueError as e:
-        raise ValueError(f"eval.protocol: {e}") from None
-    names = [*ev.benches]
-    for path in ev.tasks:
-        if not Path(path).is_file():
-            raise ValueError(f"eval.tasks: task spec {path} does not exist")
-        spec = load_spec(path)  # a bad spec names its file:line
-        names.append(spec.name or Path(path).stem)
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ValueError(f"eval.benches/tasks: {', '.join(dup)} named twice (give each task spec its own name)")
 
 
 def check_neurons_inputs(ncfg) -> None:
@@ -525,7 +493,7 @@ def make_plan(rc: RunConfig) -> Plan:
     if not rc.seeds:
         raise ValueError("run config: `seeds` is empty")
     ev = rc.eval
-    for name in ("limit", "max_new_tokens", "batch_size", "discrimination_batch_size"):
+    for name in ("discrimination_batch_size",):
         v = getattr(ev, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(
@@ -560,8 +528,12 @@ def make_plan(rc: RunConfig) -> Plan:
         for m, keys in methods.items()
         for seed in rc.seeds
     }
-    check_benches(rc.eval.benches, rc.eval.data_dir, "eval.benches")
-    check_eval_sampling(rc.eval)
+    owned = [k for k in _EVAL_RUN_OWNED if getattr(ev, k) != getattr(EvalConfig(), k)]
+    if owned:
+        raise ValueError(f"run config: eval.{owned[0]} is set by the run (dtype, device: the top-level keys)")
+    ev.validate(
+        prefix="run config: eval."
+    )  # benchmarks (did-you-mean), their data, limits, sampling, protocol, task specs
     check_mmlu(rc.eval)
     check_grpo_overlap(train, rc.eval)
     return Plan(methods, ncfg, selections, controls, ccfg, pcfg, train, ref)
@@ -1114,25 +1086,11 @@ class Pipeline:
 
         from yfpo.resume import file_identity as _file_id
 
-        specs = {}
-        for path in ev.tasks:
-            from yfpo.eval.taskspec import load_spec
-
-            spec = load_spec(path)
-            specs[spec.name or Path(path).stem] = (spec, path)
-        sampling = {k: getattr(ev, k) for k in ("samples", "temperature", "top_p", "protocol")}
-        sampling = {k: v for k, v in sampling.items() if v != _EVAL_KEY_DEFAULTS[k]}
-        common = dict(
-            **sampling,
-            limit=ev.limit,
-            shots=ev.shots,
-            batch_size=ev.batch_size,
-            max_new_tokens=ev.max_new_tokens,
-            data_dir=ev.data_dir,
-            backend=ev.backend,
-            dtype=rc.dtype,
-            device=rc.device,
-        )
+        specs = {name: (spec, path) for (name, spec), path in zip(ev.task_specs("eval.tasks").items(), ev.tasks)}
+        # the EvalConfig every benchmark of this model is evaluated under, as keyword settings (run_evals'), with
+        # the run's dtype and device
+        common = {k: getattr(ev, k) for k in eval_field_names() if k not in ("benches", "tasks", "hub", "overwrite")}
+        common.update(dtype=rc.dtype, device=rc.device)
 
         def outputs(s: dict) -> dict:
             prim = s.get("primary", "flexible")

@@ -14,7 +14,7 @@ whose text is saved in the summary's protocol. Mean answer length (tokens) sits 
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -22,7 +22,8 @@ from pathlib import Path
 from yfpo.data.problems import Problem, benchmark_kind, benchmark_provenance, load_benchmark
 from yfpo.engine.common import sample_seed
 from yfpo.engine.generate import generate
-from yfpo.engine.prompts import TEMPLATE_NAME, build_prompt, get_protocol
+from yfpo.engine.prompts import build_prompt, get_protocol
+from yfpo.eval.config import EvalConfig
 from yfpo.eval.sampled import item_metrics, summarize_sampled
 from yfpo.eval.stats import accuracy, mcnemar_exact, paired_bootstrap, paired_diff_ci, sign_flip_exact
 from yfpo.grading import EXTRACTORS, PRIMARY, grade_item
@@ -99,6 +100,21 @@ def answer_length(rows: list[dict]) -> dict:
     }
 
 
+# the EvalConfig fields an output folder is claimed under (yfpo.resume.claim): another value is refused, not mixed
+# in; limit is not one (items are graded one by one, so another limit only adds or leaves out items)
+_CLAIM_KEYS = (
+    "shots",
+    "shots_file",
+    "max_new_tokens",
+    "backend",
+    "dtype",
+    "protocol",
+    "samples",
+    "temperature",
+    "top_p",
+    "seed",
+)
+
 # protocol fields that change outputs: a rerun into the same folder must match them to resume
 _RESUME_KEYS = (
     "bench",
@@ -137,23 +153,9 @@ def _check_protocol(out: Path, protocol: dict, resuming: bool) -> None:
     atomic_write_json(p, protocol)
 
 
-def _make_protocol(
-    tok,
-    *,
-    protocol: str,
-    shots: int,
-    shots_file,
-    max_new_tokens: int,
-    batch_size: int,
-    kind: str,
-    samples: int,
-    temperature: float,
-    top_p: float,
-    seed: int,
-    spec,
-) -> dict:
-    proto = get_protocol(protocol)
-    sampled = samples > 1 or temperature > 0
+def _make_protocol(tok, cfg: EvalConfig, kind: str, spec) -> dict:
+    proto = get_protocol(cfg.protocol)
+    sampled, shots, shots_file = cfg.sampled, cfg.shots, cfg.shots_file
     d = {
         "template": proto.name,
         "instruction": proto.instruction,
@@ -164,19 +166,19 @@ def _make_protocol(
         "shots_file": shots_file,
         "shot_source": (shots_file or "gsm8k_train") + f"[:{shots}]" if shots else None,
         "decoding": "sampling" if sampled else "greedy",
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": cfg.max_new_tokens,
         "extractors": list(EXTRACTORS),
         "primary": PRIMARY,
         "stop": "end-of-turn token",
-        "batch_size": batch_size,
+        "batch_size": cfg.batch_size,
         "kind": kind,
     }
     if sampled:
         d.update(
-            samples=samples,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
+            samples=cfg.samples,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            seed=cfg.seed,
             sample_seeds="sample_seed(seed, item id) per item, row_seed(it, sample) per sample (generate's seeds=): "
             "independent of batching/resume",
             correct_is="sample 0 (an unbiased one-sample accuracy); pass@k, maj@k, avg@n under 'sampled'",
@@ -226,29 +228,15 @@ class _EvalJob:
         tok,
         model_name: str,
         bench: str,
+        cfg: EvalConfig,
         *,
-        limit,
-        shots,
-        out_dir,
-        batch_size,
-        max_new_tokens,
-        data_dir,
-        backend,
-        dtype,
-        bench_file,
-        problems,
-        hub,
-        overwrite,
-        samples,
-        temperature,
-        top_p,
-        seed,
-        protocol,
-        shots_file,
-        spec,
+        out_dir=None,
+        bench_file=None,
+        problems=None,
+        spec=None,
     ):
-        self.tok, self.model_name = tok, model_name
-        self.shots, self.data_dir, self.protocol, self.shots_file = shots, data_dir, protocol, shots_file
+        self.tok, self.model_name, self.cfg = tok, model_name, cfg
+        limit, data_dir = cfg.limit, cfg.data_dir
         if spec is not None:
             from yfpo.eval.taskspec import load_task
             from yfpo.utils import sha256_file
@@ -260,7 +248,7 @@ class _EvalJob:
             probs = (
                 problems
                 if problems is not None
-                else load_benchmark(bench, data_dir=data_dir, limit=limit, path=bench_file, hub=hub)
+                else load_benchmark(bench, data_dir=data_dir, limit=limit, path=bench_file, hub=cfg.hub)
             )
             kind, none_ok = benchmark_kind(bench), False
             data = benchmark_provenance(bench, data_dir, bench_file)
@@ -272,11 +260,9 @@ class _EvalJob:
                 "(the benchmark file has no rows)"
             )
         self.bench, self.probs, self.kind, self.none_ok, self.data = bench, probs, kind, none_ok, data
-        self.sampled = samples > 1 or temperature > 0
+        self.sampled = cfg.sampled
         out = self.out = Path(out_dir) if out_dir else None
         if out:
-            import dataclasses
-
             from yfpo.resume import claim, model_identity
 
             # items are graded one by one, so another limit only adds or leaves out items: not part of the record
@@ -287,53 +273,27 @@ class _EvalJob:
                     "model": model_identity(model_name),
                     "bench": bench,
                     "data": [d.get("sha256") for d in data],
-                    "shots": shots,
-                    "shots_file": shots_file,
-                    "max_new_tokens": max_new_tokens,
-                    "backend": backend,
-                    "dtype": dtype,
-                    "protocol": protocol,
-                    "samples": samples,
-                    "temperature": temperature,
-                    "top_p": top_p,
-                    "seed": seed,
+                    **{k: getattr(cfg, k) for k in _CLAIM_KEYS},
                     "spec": dataclasses.asdict(spec) if spec is not None else None,
                 },
-                overwrite=overwrite,
+                overwrite=cfg.overwrite,
             )
         self.items_path = out / "items.jsonl" if out else None
         done = {r["id"]: r for r in read_jsonl_resume(self.items_path)} if self.items_path else {}
         self.todo = [p for p in probs if p.id not in done]
-        self.prot = _make_protocol(
-            tok,
-            protocol=protocol,
-            shots=shots,
-            shots_file=shots_file,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            kind=kind,
-            samples=samples,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            spec=spec,
-        )
+        self.prot = _make_protocol(tok, cfg, kind, spec)
         from yfpo.engine.backends import record
 
-        self.prot["backend"] = record(backend, m)
+        self.prot["backend"] = record(cfg.backend, m)
         if out:
             _check_protocol(out, {**self.prot, "model": model_name, "bench": bench}, resuming=bool(done))
         self.rows = [done[p.id] for p in probs if p.id in done]
         self.new_tokens = 0
 
     def prompt(self, p: Problem) -> str:
+        c = self.cfg
         return build_prompt(
-            self.tok,
-            p.question,
-            shots=self.shots,
-            data_dir=self.data_dir,
-            protocol=self.protocol,
-            shots_file=self.shots_file,
+            self.tok, p.question, shots=c.shots, data_dir=c.data_dir, protocol=c.protocol, shots_file=c.shots_file
         )
 
     def add(self, part: list[Problem], prompts: list[str], per_item: list[list]) -> None:
@@ -374,14 +334,12 @@ class _EvalJob:
         return summary
 
 
-def _check_args(samples: int, limit: int | None, temperature: float) -> None:
-    """Refuse bad sampling / limit arguments before any model is loaded."""
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1 (or None for all items), got {limit}")
-    if samples > 1 and temperature <= 0:
-        raise ValueError(f"--samples {samples} needs --temperature > 0 (greedy samples would all be the same)")
+def _settings(config: EvalConfig | None, settings: dict, bench: str | None = None) -> EvalConfig:
+    """`config` with keyword `settings` on top, validated (no model I/O) before any model is loaded: bad limits or
+    sampling settings, an unknown benchmark (did-you-mean) or its missing data file, a missing shots file."""
+    cfg = (config or EvalConfig()).replace(**settings)
+    cfg.replace(benches=[bench] if bench else [], tasks=[]).validate()
+    return cfg
 
 
 def _chunk(chunk: int | None, batch_size: int) -> int:
@@ -395,67 +353,35 @@ def run_eval(
     bench: str,
     *,
     tokenizer=None,
-    limit: int | None = None,
-    shots: int = 0,
+    config: EvalConfig | None = None,
     out_dir=None,
-    batch_size: int = 16,
-    max_new_tokens: int = 256,
-    data_dir=None,
-    backend: str = "auto",
-    dtype: str = "float32",
-    device: str = "cpu",
     bench_file: str | None = None,
     problems: list[Problem] | None = None,
+    spec=None,
     chunk: int | None = None,
     progress: bool = True,
-    hub: bool | None = None,
-    overwrite: bool = False,
-    samples: int = 1,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    seed: int = 0,
-    protocol: str = TEMPLATE_NAME,
-    shots_file: str | None = None,
-    spec=None,
+    **settings,
 ) -> dict:
-    """Evaluate `model` (alias/path, or a loaded model with tokenizer=) on `bench` (or on a TaskSpec `spec`).
+    """Evaluate `model` (alias/path, or a loaded model with tokenizer=) on `bench` (or on a TaskSpec `spec`) into
+    `out_dir`, under `config` (an EvalConfig; its benches/tasks are not read here) with any EvalConfig field given
+    as a keyword on top (run_eval(m, "gsm8k", limit=3, max_new_tokens=64)). Settings are validated before the
+    model loads.
 
     Greedy by default. samples > 1 or temperature > 0: `samples` sampled answers per item, each kept,
     seeded per item (sample_seed), with pass@k / maj@k / avg@n in the summary. Returns the summary."""
-    _check_args(samples, limit, temperature)
-    m, tok, model_name = _load(model, tokenizer, dtype, device)
-    job = _EvalJob(
-        m,
-        tok,
-        model_name,
-        bench,
-        limit=limit,
-        shots=shots,
-        out_dir=out_dir,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        data_dir=data_dir,
-        backend=backend,
-        dtype=dtype,
-        bench_file=bench_file,
-        problems=problems,
-        hub=hub,
-        overwrite=overwrite,
-        samples=samples,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        protocol=protocol,
-        shots_file=shots_file,
-        spec=spec,
-    )
-    if not job.sampled:
-        return job.finish(
-            _greedy_pass(m, tok, [job], _chunk(chunk, batch_size), max_new_tokens, batch_size, backend, progress)
-        )
-    sampling = {"samples": samples, "temperature": temperature, "top_p": top_p, "seed": seed}
-    size = max(1, _chunk(chunk, batch_size) // samples)  # items per call: about as many rows as a greedy chunk
-    return job.finish(_greedy_pass(m, tok, [job], size, max_new_tokens, batch_size, backend, progress, sampling))
+    builtin = bench if bench_file is None and problems is None and spec is None else None
+    cfg = _settings(config, settings, builtin)
+    m, tok, model_name = _load(model, tokenizer, cfg.dtype, cfg.device)
+    job = _EvalJob(m, tok, model_name, bench, cfg, out_dir=out_dir, bench_file=bench_file, problems=problems, spec=spec)
+    return job.finish(_pass(m, tok, [job], cfg, chunk, progress))
+
+
+def _pass(m, tok, jobs: list, cfg: EvalConfig, chunk: int | None, progress) -> float:
+    """One generation pass over the jobs' pending items: greedy, or sampled with about as many rows per call as a
+    greedy chunk."""
+    sampling = {k: getattr(cfg, k) for k in ("samples", "temperature", "top_p", "seed")} if cfg.sampled else None
+    size = max(1, _chunk(chunk, cfg.batch_size) // cfg.samples)
+    return _greedy_pass(m, tok, jobs, size, cfg.max_new_tokens, cfg.batch_size, cfg.backend, progress, sampling)
 
 
 def _greedy_pass(
@@ -509,17 +435,19 @@ def _greedy_pass(
     return time.time() - t0
 
 
-_JOB_DEFAULTS = {"bench_file": None, "problems": None, "spec": None}  # + bench, out_dir: one benchmark's arguments
-_JOB_KEYS = ("bench", "out_dir", *_JOB_DEFAULTS)
-# run_eval's other keyword arguments with their defaults, common to every benchmark of a run_evals pass
-_COMMON_DEFAULTS = {
-    k: v.default
-    for k, v in inspect.signature(run_eval).parameters.items()
-    if v.default is not inspect.Parameter.empty and k not in ("tokenizer", "chunk", "progress", *_JOB_KEYS)
-}
+_JOB_KEYS = ("bench", "out_dir", "bench_file", "problems", "spec")  # one benchmark's arguments
 
 
-def run_evals(model, jobs: list[dict], *, tokenizer=None, chunk: int | None = None, **kw) -> list[dict]:
+def run_evals(
+    model,
+    jobs: list[dict],
+    *,
+    tokenizer=None,
+    config: EvalConfig | None = None,
+    chunk: int | None = None,
+    progress: bool = True,
+    **settings,
+) -> list[dict]:
     """Several benchmarks of one model, the model loaded once and generated in ONE pass (greedy or sampled): the
     pending items of every benchmark share the generate calls (a decode step costs about the same for 12 rows as
     for 24 on a CPU, so two small benchmarks take about the time of one). Each benchmark keeps its own folder,
@@ -527,38 +455,23 @@ def run_evals(model, jobs: list[dict], *, tokenizer=None, chunk: int | None = No
     of the joint pass, recorded under `joint_pass`.
 
     jobs: one dict per benchmark of run_eval's per-benchmark arguments (bench, out_dir, and optionally bench_file,
-    problems, spec); kw: run_eval's other keyword arguments, common to all. Returns the summaries in jobs' order.
-    Sampled items are seeded per item (generate's seeds=), so sharing calls changes none of their samples."""
+    problems, spec); config/settings: the EvalConfig common to all, as in run_eval. Returns the summaries in jobs'
+    order. Sampled items are seeded per item (generate's seeds=), so sharing calls changes none of their samples."""
     bad = [k for j in jobs for k in j if k not in _JOB_KEYS]
     if bad:
         raise TypeError(f"run_evals: a job takes {', '.join(_JOB_KEYS)}, not {bad[0]!r}")
     if not jobs:
         return []
-    _check_args(kw.get("samples", 1), kw.get("limit"), kw.get("temperature", 0.0))
-    m, tok, model_name = _load(model, tokenizer, kw.get("dtype", "float32"), kw.get("device", "cpu"))
+    cfg = (config or EvalConfig()).replace(**settings)
+    builtin = [j["bench"] for j in jobs if not any(j.get(k) is not None for k in ("bench_file", "problems", "spec"))]
+    cfg.replace(benches=list(dict.fromkeys(builtin)), tasks=[]).validate()
+    m, tok, model_name = _load(model, tokenizer, cfg.dtype, cfg.device)
     if len(jobs) == 1:
-        return [run_eval(m, tokenizer=tok, chunk=chunk, **kw, **j) for j in jobs]
-    progress = kw.pop("progress", True)
-    unknown = [k for k in kw if k not in _COMMON_DEFAULTS]
-    if unknown:
-        raise TypeError(f"run_evals: unexpected keyword argument {unknown[0]!r}")
-    args = {**_COMMON_DEFAULTS, **kw}
-    args.pop("device")  # (used to load the model only)
-    ejobs = [_EvalJob(m, tok, model_name, **{**_JOB_DEFAULTS, **j}, **args) for j in jobs]
-    sampling = None
-    if args["samples"] > 1 or args["temperature"] > 0:
-        sampling = {k: args[k] for k in ("samples", "temperature", "top_p", "seed")}
-    elapsed = _greedy_pass(
-        m,
-        tok,
-        ejobs,
-        max(1, _chunk(chunk, args["batch_size"]) // args["samples"]),
-        args["max_new_tokens"],
-        args["batch_size"],
-        args["backend"],
-        progress,
-        sampling,
-    )
+        return [run_eval(m, tokenizer=tok, config=cfg, chunk=chunk, progress=progress, **jobs[0])]
+    ejobs = [
+        _EvalJob(m, tok, model_name, j["bench"], cfg, **{k: v for k, v in j.items() if k != "bench"}) for j in jobs
+    ]
+    elapsed = _pass(m, tok, ejobs, cfg, chunk, progress)
     total = sum(j.new_tokens for j in ejobs)
     joint = {"benches": [j.bench for j in ejobs], "time_s": round(elapsed, 2), "tokens_generated": total}
     # (so each benchmark's tokens_per_s is the pass's)

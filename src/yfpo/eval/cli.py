@@ -175,6 +175,12 @@ def _eval(args) -> int:
     benches = [spec.name] if spec is not None else _benches(args)
     if args.bench_file and len(benches) != 1:
         raise ValueError("--bench-file needs exactly one --bench name (the file's format)")
+    if args.bench_file and not Path(args.bench_file).is_file():
+        raise FileNotFoundError(f"--bench-file: {args.bench_file} does not exist")
+    if spec is not None and not Path(spec.file).is_file():
+        raise FileNotFoundError(f"{args.task or '--task-file'}: benchmark file {spec.file} does not exist")
+    cfg = eval_config(args, benches if spec is None and not args.bench_file else [])
+    cfg.validate(prefix="--", extra_benches=("discrimination", "mmlu"))  # before the model loads
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
     safe = args.model.strip("/").replace("/", "__")
     out_root = Path(args.out or f"runs/eval/{safe}")
@@ -195,20 +201,7 @@ def _eval(args) -> int:
                 model,
                 [{"bench": b, "out_dir": out_root / b, "bench_file": args.bench_file, "spec": spec} for b in gen],
                 tokenizer=tok,
-                limit=args.limit,
-                shots=args.shots,
-                batch_size=args.batch_size,
-                max_new_tokens=args.max_new_tokens,
-                data_dir=args.data_dir,
-                backend=args.backend,
-                hub=args.hub or None,
-                overwrite=args.overwrite,
-                samples=args.samples,
-                temperature=args.temperature,
-                top_p=args.top_p,
-                seed=args.seed,
-                protocol=args.protocol,
-                shots_file=args.shots_file,
+                config=cfg,
             ),
         )
     )
@@ -263,6 +256,31 @@ def _eval(args) -> int:
         _print_extras(console, b, s)
     console.print(f"per-item outputs and summaries in {out_root}/")
     return 0
+
+
+def eval_config(args, benches: list[str]):
+    """The EvalConfig of `yfpo eval`'s flags (the device is resolved when the model loads)."""
+    from yfpo.eval.config import EvalConfig
+
+    return EvalConfig(
+        benches=benches,
+        limit=args.limit,
+        shots=args.shots,
+        shots_file=args.shots_file,
+        protocol=args.protocol,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        dtype=args.dtype,
+        device=args.device,
+        data_dir=args.data_dir,
+        hub=args.hub or None,
+        overwrite=args.overwrite,
+        samples=args.samples,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
 
 
 def _spec(args):
