@@ -113,6 +113,48 @@ def test_no_answer_grading():
     assert grade_item("The answer is 5.", "5", "number", True, False)["correct"]["strict"]
 
 
+CONFLICTED = "The answer is 2. The question is not answerable."
+
+
+@pytest.mark.parametrize("gold, gold_is_none", [("None", True), ("2", False), ("7", False)])
+def test_answer_and_abstention_at_once_is_conflicted(gold, gold_is_none):
+    """An output that commits to a final answer AND abstains is neither a right abstention on a no-answer item nor
+    a right answer (or a wrong abstention) on an answerable one: every flag False, marked conflicted."""
+    g = grade_item(CONFLICTED, gold, "number", True, gold_is_none)
+    assert g["conflicted"] is True and not any(g["correct"].values())
+    assert g["extracted"]["strict"] == "2"  # what it answered is kept
+    # the same abstention without an answer line, or the answer without the abstention, is not conflicted
+    abstain = grade_item("The question is not answerable.", gold, "number", True, gold_is_none)
+    answer = grade_item("The answer is 2.", gold, "number", True, gold_is_none)
+    assert not abstain["conflicted"] and not answer["conflicted"]
+    assert all(abstain["correct"].values()) == gold_is_none
+    assert answer["correct"]["strict"] == (gold == "2")
+    # a boxed answer commits too; a number merely mentioned does not
+    assert grade_item("\\boxed{2}. It cannot be determined.", gold, "number", True, gold_is_none)["conflicted"]
+    assert not grade_item("Tom has 3 apples; it cannot be determined.", gold, "number", True, gold_is_none)[
+        "conflicted"
+    ]
+
+
+def test_conflicted_items_counted_apart(tmp_path, monkeypatch):
+    from yfpo.models.tiny import tiny_model
+
+    model, tok = tiny_model()
+    f = _write(tmp_path, ".jsonl")  # a: gold 5, b: no answer, c: gold 3
+    outs = {"Tom has 3": CONFLICTED, "Tom has some": CONFLICTED, "Ann": "The answer is 3."}
+
+    def fake(model, tok, prompts, **kw):
+        return [Generation(next(v for k, v in outs.items() if k in p), 6, False, "eos") for p in prompts]
+
+    monkeypatch.setattr(bench_mod, "generate", fake)
+    spec = spec_from_flags(str(f), answer_kind="none-allowed", id_field="qid")
+    s = run_eval(model, "ignored", tokenizer=tok, spec=spec, out_dir=tmp_path / "out", progress=False)
+    rows = {r["id"]: r for r in bench_mod.load_items(tmp_path / "out")}
+    assert [rows[i]["conflicted"] for i in "abc"] == [True, True, False]
+    assert s["conflicted"] == 2
+    assert s["no_answer"]["strict"]["n_correct"] == 0 and s["answerable"]["strict"]["n_correct"] == 1
+
+
 def test_run_eval_spec_groups_and_no_answer(tmp_path, monkeypatch):
     from yfpo.models.tiny import tiny_model
 

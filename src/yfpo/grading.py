@@ -210,20 +210,33 @@ _ABSTAIN = re.compile(
 NO_ANSWER = "<no answer>"
 
 
+def commits_to_answer(output: str) -> bool:
+    """The output gives a final answer in a form the prompt asks for: an answer line ("The answer is 2", "#### 2",
+    "Answer: 2") or a \\boxed{} answer. A number merely mentioned (flexible) does not count."""
+    return extract_strict(output or "") is not None or extract_boxed(output or "") is not None
+
+
 def grade_item(output: str, gold: str, kind: str, no_answer_allowed: bool, gold_is_none: bool) -> dict:
     """grade() plus the "no answer" rule: under none-allowed, an output that says the question cannot be
-    answered extracts as NO_ANSWER for every extractor; it is correct exactly when the gold is no-answer."""
+    answered (and gives no final answer) extracts as NO_ANSWER for every extractor; it is correct exactly when the
+    gold is no-answer. An output that both commits to a final answer and abstains ("The answer is 2. The question is
+    not answerable.") is `conflicted`: graded as neither a right answer nor a right (or wrong) abstention, every
+    extractor's flag False whatever the gold, and counted apart (summary's `conflicted`)."""
     if not no_answer_allowed:
         return grade(output, gold, kind)
     abstains = bool(_ABSTAIN.search(output or ""))
+    if abstains and commits_to_answer(output):
+        g = grade(output, "0" if gold_is_none else gold, "number" if gold_is_none else kind)
+        return {"extracted": g["extracted"], "correct": {e: False for e in EXTRACTORS}, "conflicted": True}
     if gold_is_none:
         return {
             "extracted": {
                 e: NO_ANSWER if abstains else v for e, v in grade(output, "0", "number")["extracted"].items()
             },
             "correct": {e: abstains for e in EXTRACTORS},
+            "conflicted": False,
         }
     g = grade(output, gold, kind)
     if abstains:
         g = {"extracted": {e: NO_ANSWER for e in EXTRACTORS}, "correct": {e: False for e in EXTRACTORS}}
-    return g
+    return {**g, "conflicted": False}

@@ -10,6 +10,11 @@ Beyond greedy: `samples`/`temperature` keep every sample per item with pass@k, m
 (eval/sampled.py); a TaskSpec (eval/taskspec.py) evaluates any benchmark file, with per-group accuracy
 and "no answer" golds graded as such; `protocol` picks a named prompting protocol (engine/prompts.py),
 whose text is saved in the summary's protocol. Mean answer length (tokens) sits beside accuracy.
+
+Grading faults are stated, not hidden: each item is marked `truncated` (it hit max_new_tokens without a stop/eos),
+the summary's `truncation` gives their number, rate and each extractor's accuracy with them counted wrong; under
+answer_kind none-allowed an output that both answers and abstains is `conflicted` (yfpo.grading.grade_item),
+counted apart in the summary.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ def summarize(rows: list[dict], bench: str, model_name: str, protocol: dict, ext
             g: {e: accuracy([r["correct"][e] for r in rows if r.get("group") == g]) for e in EXTRACTORS}
             for g in sorted({str(r.get("group")) for r in rows})
         }
+    if any("conflicted" in r for r in rows):  # answer_kind none-allowed: answer and abstention at once, apart
+        out["conflicted"] = sum(1 for r in rows if r.get("conflicted"))
     if any(r.get("no_answer") for r in rows):
         for part, keep in (("no_answer", True), ("answerable", False)):
             sub = [r for r in rows if bool(r.get("no_answer")) == keep]
@@ -208,6 +215,7 @@ def _row(p: Problem, prompt: str, gens: list, kind: str, none_ok: bool, sampled:
         row["group"] = p.meta["group"]
     if none_ok:
         row["no_answer"] = bool(p.meta.get("no_answer"))
+        row["conflicted"] = bool(gr0.get("conflicted"))
     if sampled:
         row["samples"] = [
             {"output": g.text, "n_tokens": g.n_tokens, "truncated": g.truncated, "finish": g.finish, **gr}
