@@ -46,7 +46,10 @@ class TrainConfig:
     name: str = "run"
 
     # loss
-    loss_type: str = "sigmoid"  # any TRL pairwise loss type: sigmoid, hinge, ipo, robust, exo_pair, nca_pair, ...
+    # any TRL pairwise loss type: sigmoid, hinge, ipo, robust, exo_pair, nca_pair, ...; or several as TRL takes them,
+    # e.g. [sigmoid, sft] (RPO: DPO + NLL of the chosen answer) with `trl: {loss_weights: [1.0, 1.0]}`; the neuron
+    # term acts on the preference types only
+    loss_type: str | list[str] = "sigmoid"
     beta: float = 0.1
     label_smoothing: float = 0.0
     # YFPO neuron reward (SPEC section 3): gamma = 0 is the plain loss
@@ -118,12 +121,24 @@ class TrainConfig:
     # Options this config sets itself under its own name (learning_rate = lr, ...) are refused here: set those keys.
     trl: dict[str, Any] = field(default_factory=dict)
 
+    def loss_types(self) -> list[str]:
+        """loss_type as TRL's list ("sigmoid,sft" from a command line is two types)."""
+        lt = self.loss_type
+        return [t.strip() for t in lt.split(",") if t.strip()] if isinstance(lt, str) else list(lt)
+
     def validate(self) -> "TrainConfig":
         """Refuse inconsistent settings before any work (or any file) is done; returns self."""
         from yfpo.train.losses import LOSS_TYPES, VARIANTS
 
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type {self.loss_type!r} is not supported; choose one of {', '.join(LOSS_TYPES)}")
+        lts = self.loss_types()
+        bad = [t for t in lts if t not in LOSS_TYPES] if lts else ["(none)"]
+        if bad:
+            raise ValueError(f"loss_type {bad[0]!r} is not supported; choose one of {', '.join(LOSS_TYPES)}")
+        if len(set(lts)) != len(lts):
+            raise ValueError(f"loss_type {lts}: a loss type is listed twice")
+        weights = self.trl.get("loss_weights") if isinstance(self.trl, dict) else None
+        if weights is not None and (not isinstance(weights, list) or len(weights) != len(lts)):
+            raise ValueError(f"trl.loss_weights {weights!r}: expected a list of {len(lts)} numbers, one per loss_type")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant {self.variant!r} is not supported; choose one of {', '.join(VARIANTS)}")
         if (
@@ -140,7 +155,7 @@ class TrainConfig:
             )
         if self.gamma_mode not in GAMMA_MODES:
             raise ValueError(f"gamma_mode {self.gamma_mode!r} is not supported; choose one of {', '.join(GAMMA_MODES)}")
-        if self.loss_type == "sft" and self.gamma != 0:
+        if all(t == "sft" for t in lts) and self.gamma != 0:
             raise ValueError(
                 "loss_type sft ignores the preference logit, so gamma != 0 would have no effect: use gamma 0 "
                 "or a pairwise loss type"
@@ -168,9 +183,9 @@ class TrainConfig:
                 "gradient of the output layer (SPEC section 4), and LoRA keeps the output layer frozen. "
                 "Use fdt with full fine-tuning (lora: false; a lower lr, e.g. 5e-6)."
             )
-        if self.loss_type == "robust" and not 0 <= self.label_smoothing < 0.5:
+        if "robust" in lts and not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"loss_type robust needs 0 <= label_smoothing < 0.5, got {self.label_smoothing}")
-        if self.loss_type == "exo_pair" and not 0 < self.label_smoothing < 1:
+        if "exo_pair" in lts and not 0 < self.label_smoothing < 1:
             raise ValueError(f"loss_type exo_pair needs 0 < label_smoothing < 1, got {self.label_smoothing}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")

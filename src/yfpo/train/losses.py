@@ -7,6 +7,9 @@ log-ratio gets + gamma*m/(2 beta) and the rejected one - gamma*m/(2 beta), so ev
 sees beta * delta' + gamma * m, exactly SPEC's `yoked` form for the sigmoid loss (delta' = the log-ratio
 margin, per token for ipo / sigmoid_norm), and losses that read the two rewards separately see the same
 margin split symmetrically.
+Several loss types with weights (TRL's `loss_type: [sigmoid, sft]`, `loss_weights: [1.0, 1.0]`: RPO, DPO plus
+an NLL term on the chosen answer) are `combined_loss`: the weighted sum of each type's batch mean, the neuron term
+entering only the preference types (sft reads no logit).
 If TRL grows a hook for an extra reward term, this module becomes a call to it.
 """
 
@@ -60,6 +63,43 @@ def pairwise_loss(
     if neuron is not None:
         c, r = yoke(c, r, neuron, 1.0, beta)
     return _pairwise(loss_type, c, r, beta, label_smoothing, discopop_tau, sft_loss)
+
+
+def combined_loss(
+    loss_types: list[str],
+    loss_weights: list[float] | None,
+    chosen_logratios: torch.Tensor,
+    rejected_logratios: torch.Tensor,
+    beta: float,
+    *,
+    neuron: torch.Tensor | None = None,
+    sft_loss: torch.Tensor | None = None,
+    **kw,
+) -> torch.Tensor:
+    """TRL's multi-loss objective (scalar): sum over loss types of weight x the batch mean of that type's per-pair
+    loss (weights default to 1 each). The neuron term gamma*m acts on the preference types only: an `sft` term
+    (mean NLL of the chosen tokens, sft_loss) is the same with or without it. kw: pairwise_loss's other options."""
+    weights = list(loss_weights) if loss_weights is not None else [1.0] * len(loss_types)
+    if len(weights) != len(loss_types):
+        raise ValueError(f"{len(loss_types)} loss types ({', '.join(loss_types)}) but {len(weights)} loss weights")
+    total = chosen_logratios.new_zeros(())
+    for lt, w in zip(loss_types, weights):
+        per_pair = pairwise_loss(
+            lt,
+            chosen_logratios,
+            rejected_logratios,
+            beta,
+            neuron=None if lt == "sft" else neuron,
+            sft_loss=sft_loss,
+            **kw,
+        )
+        total = total + w * per_pair.mean()
+    return total
+
+
+def preference_type(loss_types: list[str]) -> str | None:
+    """The first loss type that reads the preference logit (not sft): the one the neuron-share metrics describe."""
+    return next((t for t in loss_types if t != "sft"), None)
 
 
 def _pairwise(loss_type, chosen_logratios, rejected_logratios, beta, label_smoothing, discopop_tau, sft_loss):

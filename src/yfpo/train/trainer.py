@@ -40,7 +40,7 @@ from yfpo.models.packing import PACKABLE_ATTENTION, backbone_of, pack_pairs, run
 from yfpo.neurons.capture import NeuronCapture, neuron_margin
 from yfpo.train.config import TrainConfig
 from yfpo.train.fdt import add_fdt_head, check_fdt_supported
-from yfpo.train.losses import LOSS_TYPES, VARIANTS, aux_neuron_loss, pairwise_loss
+from yfpo.train.losses import LOSS_TYPES, VARIANTS, aux_neuron_loss, combined_loss, preference_type
 
 
 class YFPOTrainer(DPOTrainer):
@@ -59,8 +59,9 @@ class YFPOTrainer(DPOTrainer):
     ):
         self.ycfg = yfpo
         self.step_dpo = step_dpo
-        if yfpo.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type {yfpo.loss_type!r}: supported {', '.join(LOSS_TYPES)}")
+        bad = [t for t in yfpo.loss_types() if t not in LOSS_TYPES]
+        if bad:
+            raise ValueError(f"loss_type {bad[0]!r}: supported {', '.join(LOSS_TYPES)}")
         if yfpo.variant not in VARIANTS:
             raise ValueError(f"variant {yfpo.variant!r}: expected one of {', '.join(VARIANTS)}")
         if yfpo.gamma != 0 and neuron_set is None:
@@ -441,13 +442,12 @@ class YFPOTrainer(DPOTrainer):
             or self.ld_alpha is not None
             or self.f_divergence_type != "reverse_kl"
             or self.use_weighting
-            or len(self.loss_types) != 1
             or self.aux_loss_enabled
         ):
             if cfg.gamma or cfg.fdt:
                 raise NotImplementedError(
-                    "the neuron reward / FDT support the standard reverse-KL reward with one loss "
-                    "type (no ld_alpha, no WPO weighting, no MoE router loss)"
+                    "the neuron reward / FDT support the standard reverse-KL reward (no ld_alpha, no WPO "
+                    "weighting, no MoE router loss)"
                 )
             return super()._compute_loss(model, inputs, return_outputs)
         mode = "train" if self.model.training else "eval"
@@ -522,7 +522,7 @@ class YFPOTrainer(DPOTrainer):
 
         chosen_mask, rejected_mask = completion_mask.chunk(2, dim=0)
         sft = None
-        if self.loss_types[0] == "sft":
+        if "sft" in self.loss_types:
             if per_token_logps is None:
                 per_token_logps = self._sft_token_logps(model, inputs)
             c_tok, _ = per_token_logps.chunk(2, dim=0)
@@ -535,8 +535,11 @@ class YFPOTrainer(DPOTrainer):
             discopop_tau=getattr(self.args, "discopop_tau", 0.05),
             sft_loss=sft,
         )
-        per_pair = pairwise_loss(self.loss_types[0], chosen_lr, rejected_lr, self.beta, neuron=neuron, **loss_kw)
-        loss = per_pair.mean() * self.loss_weights[0]
+        loss = combined_loss(
+            self.loss_types, self.loss_weights, chosen_lr, rejected_lr, self.beta, neuron=neuron, **loss_kw
+        )
+        if sft is not None and len(self.loss_types) > 1:
+            self._metric(mode, "loss/sft", sft.detach())
         aux = None
         if m_n is not None and gamma != 0 and cfg.variant == "aux":
             aux = aux_neuron_loss(m_n, gamma).mean()
@@ -546,7 +549,7 @@ class YFPOTrainer(DPOTrainer):
 
         if m_n is not None and gamma != 0:
             logit = self.beta * _normalised_delta(
-                self.loss_types[0], chosen_lr, rejected_lr, chosen_mask, rejected_mask
+                preference_type(self.loss_types), chosen_lr, rejected_lr, chosen_mask, rejected_mask
             )
             n_abs = (gamma * m_n).abs()
             self._metric(mode, "neuron/gamma_eff", torch.tensor(gamma))
@@ -585,15 +588,17 @@ class YFPOTrainer(DPOTrainer):
         """neuron/grad_share = ||g_neuron|| / (||g_pref|| + ||g_neuron||): the loss gradient split by the chain rule
         into the part through the log-ratios (neuron term held fixed) and the part through the neuron margin."""
         params = [p for p in model.parameters() if p.requires_grad]
-        lt = self.loss_types[0]
+        # g_pref: every loss term but the neuron path (an sft term included); g_neur: through the neuron margin only
+        lts, lws = self.loss_types, self.loss_weights
         if aux is not None:
-            g_pref = pairwise_loss(lt, chosen_lr, rejected_lr, self.beta, **loss_kw).mean()
+            g_pref = combined_loss(lts, lws, chosen_lr, rejected_lr, self.beta, **loss_kw)
             g_neur = self.ycfg.lam * aux
         else:
-            g_pref = pairwise_loss(lt, chosen_lr, rejected_lr, self.beta, neuron=neuron.detach(), **loss_kw).mean()
-            g_neur = pairwise_loss(
-                lt, chosen_lr.detach(), rejected_lr.detach(), self.beta, neuron=neuron, **loss_kw
-            ).mean()
+            g_pref = combined_loss(lts, lws, chosen_lr, rejected_lr, self.beta, neuron=neuron.detach(), **loss_kw)
+            fixed = {**loss_kw, "sft_loss": None if loss_kw.get("sft_loss") is None else loss_kw["sft_loss"].detach()}
+            g_neur = combined_loss(
+                lts, lws, chosen_lr.detach(), rejected_lr.detach(), self.beta, neuron=neuron, **fixed
+            )
         gp = _norm(torch.autograd.grad(g_pref, params, retain_graph=True, allow_unused=True))
         gn = _norm(torch.autograd.grad(g_neur, params, retain_graph=True, allow_unused=True))
         self._metric("train", "neuron/grad_share", torch.tensor(gn / max(gp + gn, 1e-30)))
@@ -752,7 +757,7 @@ def make_trainer(
         seed=cfg.seed,
         data_seed=cfg.seed,
         beta=cfg.beta,
-        loss_type=[cfg.loss_type],
+        loss_type=cfg.loss_types(),
         label_smoothing=cfg.label_smoothing,
         max_length=cfg.max_length,
         gradient_checkpointing=cfg.gradient_checkpointing,
