@@ -163,11 +163,12 @@ def test_neuron_weight_zero_equals_trl_grpo(files, tmp_path):
 
 
 def test_generation_and_scoring_equal_trl_with_weight_zero(files, tmp_path):
-    """Same seed, same prompts: same completions, rewards and advantages as TRL's own GRPOTrainer."""
+    """Same seed, same prompts: same completions, rewards and advantages as TRL's own GRPOTrainer (rollout: trl, TRL's
+    model.generate; the engine's rollouts are compared with it in test_grpo_online.py)."""
     from trl import GRPOTrainer
 
     d, q, ns = files
-    cfg = cfg_for(tmp_path, q, neurons=str(ns))
+    cfg = cfg_for(tmp_path, q, neurons=str(ns), rollout="trl")
     ours = make(cfg)
     model, tok = tiny_model("llama", seed=0)
     trl_tr = GRPOTrainer(

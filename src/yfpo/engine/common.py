@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from yfpo.models.loading import is_adapter_dir, merged_copy
 
@@ -17,6 +17,8 @@ class Generation:
     n_tokens: int
     truncated: bool  # stopped by max_new_tokens (no end-of-turn token, no stop string)
     finish: str = "eos"  # eos | stop | length
+    # generated tokens (end-of-turn included) where the backend gives them; not part of equality (texts are compared)
+    token_ids: list[int] | None = field(default=None, compare=False)
 
 
 def batch_seed(seed: int, prompts: list[str]) -> int:

@@ -545,7 +545,9 @@ def generate_fast(
                 )
                 for r, (toks, _finish) in enumerate(rows):
                     n_tok, text, finish = finish_row(toks, tokenizer, eos, None, stop)
-                    results[idx[r // n] * n + (r % n)] = Generation(text, n_tok, finish == "length", finish)
+                    results[idx[r // n] * n + (r % n)] = Generation(
+                        text, n_tok, finish == "length", finish, toks[:n_tok]
+                    )
                     total_new += n_tok
                 pbar.update(len(rows))
                 pbar.set_postfix(tok_s=f"{total_new / max(time.time() - t0, 1e-9):.0f}")

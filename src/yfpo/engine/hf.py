@@ -73,9 +73,10 @@ def generate_hf(
             out = model.generate(**enc, **gen_kwargs)
             new = out[:, enc.input_ids.shape[1] :]
             for r in range(new.shape[0]):
-                n_tok, text, finish = finish_row(new[r].tolist(), tokenizer, eos, pad_id, stop)
+                row = new[r].tolist()
+                n_tok, text, finish = finish_row(row, tokenizer, eos, pad_id, stop)
                 prompt_i = idx[r // n]
-                results[prompt_i * n + (r % n)] = Generation(text, n_tok, finish == "length", finish)
+                results[prompt_i * n + (r % n)] = Generation(text, n_tok, finish == "length", finish, row[:n_tok])
                 total_new += n_tok
             pbar.update(new.shape[0])
             pbar.set_postfix(tok_s=f"{total_new / max(time.time() - t0, 1e-9):.0f}")

@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from trl import GRPOConfig, GRPOTrainer
 
 from yfpo.neurons.capture import NeuronCapture
-from yfpo.train.grpo_config import GRPORunConfig
+from yfpo.train.grpo_config import METHOD_LOSS_TYPES, GRPORunConfig
+from yfpo.train.online.hooks import MerciReward, OnlineMethods, RLPTReward, rlpt_dataset
+from yfpo.train.online.rollout import make_engine_rollout
 
 NEURON_SCALE_FILE = "neuron_scale.json"
 
@@ -139,20 +141,51 @@ class NeuronReward:
 # ---------------------------------------------------------------- trainer
 
 
+def neuron_loss_term(tr: "NeuronGRPOTrainer", inputs) -> torch.Tensor:
+    """(b): lam * mean -log sigmoid(gamma (phi_i - phi_j) / s) over the micro-batch's same-group (pos, neg) pairs, from
+    the activations the policy forward captured (divided by the accumulation steps like TRL's loss); logs it."""
+    cmask = inputs["completion_mask"]
+    if "tool_mask" in inputs:
+        cmask = cmask * inputs["tool_mask"]
+    mask = torch.cat([torch.zeros_like(inputs["prompt_mask"]), cmask], dim=1)
+    phi = tr.capture.phi("policy", mask)
+    tr.capture.clear()
+    adv = inputs["advantages"]
+    adv = adv if adv.dim() == 1 else adv.mean(-1)
+    m = pair_margins(phi, adv, inputs["group_ids"], valid=cmask.sum(1) > 0)
+    scale = tr._scale(m)
+    mode = "train" if tr.model.training else "eval"
+    if scale is None:  # no pair yet to calibrate on: the term waits (logged as 0)
+        term = phi.sum() * 0.0
+    else:
+        term = neuron_pair_loss(m, tr.ycfg.neuron_gamma, scale)
+    normalizer = tr.current_gradient_accumulation_steps if mode == "train" else 1.0
+    met = tr._metrics[mode]
+    met["neuron/loss_term"].append(term.item())
+    met["neuron/pairs"].append(float(m.numel()))
+    if m.numel():
+        met["neuron/pair_margin"].append(m.mean().item())
+        met["neuron/pair_accuracy"].append((m > 0).float().mean().item())
+    met["neuron/phi_policy"].append(phi.mean().item())
+    return tr.ycfg.neuron_loss_weight * term / normalizer
+
+
 class NeuronGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer + neuron reward (a) and neuron loss term (b). Both weights 0: exactly TRL's GRPOTrainer."""
+    """GRPOTrainer + neuron reward (a) and loss term (b) + the yfpo.train.online methods (hooks only; the logic is in
+    those modules). Both neuron weights 0, loss_type a TRL one, no intrinsic reward: exactly TRL's GRPOTrainer."""
 
     def __init__(self, *args, ycfg: GRPORunConfig, neuron_set=None, run_dir: str | Path | None = None, **kwargs):
         self.ycfg = ycfg
         self.run_dir = Path(run_dir) if run_dir else None
-        self._last_prompt_ids = None
+        self._last_prompt_ids = self._last_rewards = None
         self.neuron_scale: float | None = None
         if (ycfg.neuron_reward_weight or ycfg.neuron_loss_weight) and neuron_set is None:
             raise ValueError("a neuron weight != 0 needs a NeuronSet (--neurons PATH)")
         super().__init__(*args, **kwargs)
         self.capture = NeuronCapture(self.model, neuron_set) if neuron_set is not None else None
+        self.online = OnlineMethods(self, ycfg, neuron_set)
         for f in self.reward_funcs:
-            if isinstance(f, NeuronReward):
+            if hasattr(f, "trainer"):
                 f.trainer = self
         if ycfg.neuron_loss_weight and ycfg.neuron_norm == "raw":
             self.neuron_scale = 1.0
@@ -161,47 +194,40 @@ class NeuronGRPOTrainer(GRPOTrainer):
 
     def _generate(self, prompts):
         out = super()._generate(prompts)
-        self._last_prompt_ids = out[0]  # the prompt ids of this generation batch, for NeuronReward
+        self._last_prompt_ids = out[0]  # the prompt ids of this generation batch, for NeuronReward / MERCI
         return out
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        self._last_rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return self._last_rewards
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
         n = out["advantages"].size(0)
         g = self.num_generations if self.model.training else self.num_generations_eval
-        # TRL shuffles and splits the batch after this; the group id travels with each completion
+        # TRL shuffles and splits the batch after this; the group id and the outcome travel with each completion
         out["group_ids"] = torch.arange(n, device=out["advantages"].device) // g
+        k = self.accelerator.process_index * n  # this process's slice of the gathered rewards (column 0: the task)
+        out["outcome"] = torch.nan_to_num(self._last_rewards[k : k + n, 0]).to(out["advantages"].device)
         return out
 
     def _compute_loss(self, model, inputs):
-        lam = self.ycfg.neuron_loss_weight
-        if not lam or self.capture is None:
-            return super()._compute_loss(model, inputs)
+        own = self.ycfg.loss_type in METHOD_LOSS_TYPES
+        if not self.ycfg.neuron_loss_weight or self.capture is None:
+            return self.online.loss(model, inputs) if own else super()._compute_loss(model, inputs)
         with self.capture.window("policy"):
-            loss = super()._compute_loss(model, inputs)
-        cmask = inputs["completion_mask"]
-        if "tool_mask" in inputs:
-            cmask = cmask * inputs["tool_mask"]
-        mask = torch.cat([torch.zeros_like(inputs["prompt_mask"]), cmask], dim=1)
-        phi = self.capture.phi("policy", mask)
-        self.capture.clear()
-        adv = inputs["advantages"]
-        adv = adv if adv.dim() == 1 else adv.mean(-1)
-        m = pair_margins(phi, adv, inputs["group_ids"], valid=cmask.sum(1) > 0)
-        scale = self._scale(m)
-        mode = "train" if self.model.training else "eval"
-        if scale is None:  # no pair yet to calibrate on: the term waits (logged as 0)
-            term = phi.sum() * 0.0
-        else:
-            term = neuron_pair_loss(m, self.ycfg.neuron_gamma, scale)
-        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-        met = self._metrics[mode]
-        met["neuron/loss_term"].append(term.item())
-        met["neuron/pairs"].append(float(m.numel()))
-        if m.numel():
-            met["neuron/pair_margin"].append(m.mean().item())
-            met["neuron/pair_accuracy"].append((m > 0).float().mean().item())
-        met["neuron/phi_policy"].append(phi.mean().item())
-        return loss + lam * term / normalizer
+            loss = self.online.loss(model, inputs) if own else super()._compute_loss(model, inputs)
+        return loss + neuron_loss_term(self, inputs)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            self.online.save(Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}")
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.online.load(checkpoint)
 
     def _scale(self, margins: torch.Tensor) -> float | None:
         """s of the loss term: frozen at the first batch with >= 2 pairs (ref_std), stored for resume."""
@@ -253,6 +279,7 @@ def build_question_dataset(cfg: GRPORunConfig, tokenizer):
 def make_grpo_args(cfg: GRPORunConfig, out: Path) -> GRPOConfig:
     use_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
     weights = [cfg.accuracy_weight] + ([cfg.neuron_reward_weight] if cfg.neuron_reward_weight else [])
+    weights += [cfg.merci_weight] if cfg.intrinsic == "merci" else []
     return GRPOConfig(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=cfg.batch_size,
@@ -273,7 +300,7 @@ def make_grpo_args(cfg: GRPORunConfig, out: Path) -> GRPOConfig:
         temperature=cfg.temperature,
         top_p=cfg.top_p,
         beta=cfg.beta,
-        loss_type=cfg.loss_type,
+        loss_type="grpo" if cfg.loss_type in METHOD_LOSS_TYPES else cfg.loss_type,  # (TRL's loss is not used then)
         epsilon=cfg.epsilon,
         scale_rewards=cfg.scale_rewards,
         mask_truncated_completions=cfg.mask_truncated_completions,
@@ -307,7 +334,7 @@ def make_grpo_trainer(cfg: GRPORunConfig, model=None, tokenizer=None, callbacks=
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dataset = build_question_dataset(cfg, tokenizer)
+    dataset = rlpt_dataset(cfg, tokenizer) if cfg.mode == "rlpt" else build_question_dataset(cfg, tokenizer)
     neuron_set = NeuronSet.load(cfg.neurons, model) if cfg.neurons else None
     peft_config = None
     if cfg.lora:
@@ -320,9 +347,18 @@ def make_grpo_trainer(cfg: GRPORunConfig, model=None, tokenizer=None, callbacks=
             target_modules=list(cfg.lora_targets),
             task_type="CAUSAL_LM",
         )
-    rewards = [accuracy_reward_fn(cfg.extractor)]
+    if cfg.mode == "rlpt":
+        device = "cpu" if cfg.device == "cpu" else "auto"
+        rewards = [RLPTReward(cfg.rlpt_judge, cfg.rlpt_judge_tokens, cfg.rollout_backend, cfg.dtype, device)]
+    else:
+        rewards = [accuracy_reward_fn(cfg.extractor)]
     if cfg.neuron_reward_weight:
         rewards.append(NeuronReward(cfg.num_generations, mask_truncated=cfg.mask_truncated_completions))
+    if cfg.intrinsic == "merci":
+        rewards.append(MerciReward())
+    rollout = None
+    if cfg.rollout == "engine" and not cfg.use_vllm:  # TRL's vLLM path stays TRL's
+        rollout = make_engine_rollout(cfg.seed, cfg.rollout_backend)
     trainer = NeuronGRPOTrainer(
         model=model,
         reward_funcs=rewards,
@@ -330,6 +366,7 @@ def make_grpo_trainer(cfg: GRPORunConfig, model=None, tokenizer=None, callbacks=
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
+        rollout_func=rollout,
         callbacks=[MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])],
         ycfg=cfg,
         neuron_set=neuron_set,

@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 
 EXTRACTORS = ("math_verify", "strict", "flexible", "boxed")
 NEURON_NORMS = ("ref_std", "raw")
+TRL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL 1.16's own
+METHOD_LOSS_TYPES = ("pacs", "oreal")  # yfpo.train.online: these replace TRL's policy loss
+INTRINSICS = ("none", "merci")
+MODES = ("questions", "rlpt")
+ROLLOUTS = ("engine", "trl")
 
 
 @dataclass
@@ -35,7 +40,7 @@ class GRPORunConfig:
     neuron_norm: str = "ref_std"  # ref_std: s = std of the pair margins at the first step (frozen); raw: s = 1
 
     # GRPO (trl.GRPOConfig names)
-    loss_type: str = "dapo"  # grpo | dr_grpo | dapo | bnpo | ...
+    loss_type: str = "dapo"  # TRL's grpo | dr_grpo | dapo | bnpo | ..., or pacs | oreal (yfpo.train.online)
     beta: float = 0.0
     num_generations: int = 4
     max_new_tokens: int = 256  # -> max_completion_length
@@ -45,6 +50,42 @@ class GRPORunConfig:
     mask_truncated_completions: bool = False
     epsilon: float = 0.2
     use_vllm: bool = False
+    # rollouts: engine = yfpo.engine.generate (fast-attn on CPU), seeded per generation batch; trl = TRL's
+    # model.generate. With use_vllm TRL's vLLM path generates either way.
+    rollout: str = "engine"
+    rollout_backend: str = "auto"  # the yfpo.engine backend of rollout: engine
+
+    # PACS (yfpo.train.online.pacs): score beta * sum log(pi/pi_old), RLOO or GRPO advantage, weighted BCE
+    pacs_beta: float = 1.0
+    pacs_adv: str = "rloo"  # rloo | grpo
+    pacs_weight: str = "question"  # question (class-balanced within each group) | none
+    # OREAL (yfpo.train.online.oreal): BC on positives, reshaped PG on negatives, token weights; KL coefficient = beta
+    oreal_pos_factor: float = 1.0
+    oreal_neg_factor: float = 0.5
+    oreal_pos_mult_adv: bool = True
+    oreal_filter: bool = False  # drop groups whose completions are all correct or all wrong
+    oreal_token_weights: str = "none"  # none | probe (online-trained substitute token RM) | neuron (NeuronSet margin)
+    oreal_threshold: float = 0.5  # threshold_rescale of the token weights
+    oreal_probe_lr: float = 1e-3
+    # MERCI (yfpo.train.online.merci): count-based intrinsic reward from a Coin Flipping Network trained online
+    intrinsic: str = "none"  # none | merci
+    merci_weight: float = 0.1  # reward weight of the intrinsic reward beside accuracy_weight
+    merci_features: str = "hidden"  # hidden (frozen base model's last hidden state) | neurons (NeuronSet activations)
+    merci_aggregate: str = "sum"  # sum over completion tokens (UBE accumulation) | mean
+    merci_coins: int = 32
+    merci_hidden: int = 128
+    merci_lr: float = 1e-3
+    merci_updates: int = 4  # CFN minibatch updates per step
+    merci_batch: int = 256  # tokens per CFN minibatch
+    merci_buffer: int = 20000  # replay buffer of (state, coin flips), tokens
+    # RLPT (yfpo.train.online.rlpt): next-segment reasoning on a text corpus, rewarded by a generative judge
+    mode: str = "questions"  # questions (benchmark questions, accuracy reward) | rlpt
+    rlpt_corpus: str = "gsm8k"  # gsm8k (train solutions) | dolly (Wikipedia contexts) | mix
+    rlpt_task: str = "mix"  # asr (next segment) | msr (middle segment) | mix (alternating)
+    rlpt_texts: int = 200  # texts drawn from the corpus (seeded)
+    rlpt_context: int = 4  # at most this many preceding segments as context
+    rlpt_judge: str = "policy"  # policy (the model being trained, no grad) | a model name/path (load_model)
+    rlpt_judge_tokens: int = 8  # verdict tokens the judge generates (greedy)
 
     # model / adapters
     lora: bool = True
@@ -97,4 +138,51 @@ class GRPORunConfig:
             raise ValueError(f"max_steps must be > 0, got {self.max_steps}")
         if self.scale_rewards not in ("group", "batch", "none"):
             raise ValueError(f"scale_rewards {self.scale_rewards!r}: expected group, batch or none")
+        self._validate_methods()
         return self
+
+    def _validate_methods(self) -> None:
+        def one_of(key: str, allowed: tuple[str, ...]) -> None:
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} {getattr(self, key)!r}: expected one of {', '.join(allowed)}")
+
+        one_of("loss_type", TRL_LOSS_TYPES + METHOD_LOSS_TYPES)
+        one_of("intrinsic", INTRINSICS)
+        one_of("mode", MODES)
+        one_of("rollout", ROLLOUTS)
+        one_of("pacs_adv", ("rloo", "grpo"))
+        one_of("pacs_weight", ("question", "none"))
+        one_of("oreal_token_weights", ("none", "probe", "neuron"))
+        one_of("merci_features", ("hidden", "neurons"))
+        one_of("merci_aggregate", ("sum", "mean"))
+        one_of("rlpt_corpus", ("gsm8k", "dolly", "mix"))
+        one_of("rlpt_task", ("asr", "msr", "mix"))
+        if self.loss_type in METHOD_LOSS_TYPES and self.grad_accum != 1:
+            raise ValueError(
+                f"loss_type {self.loss_type} compares the completions of a group inside one micro-batch: "
+                f"grad_accum must be 1, got {self.grad_accum}"
+            )
+        if self.loss_type in METHOD_LOSS_TYPES and (self.neuron_reward_weight or self.intrinsic != "none"):
+            raise ValueError(
+                f"loss_type {self.loss_type} learns from the binary outcome label, so a shaped reward "
+                "(neuron_reward_weight, intrinsic: merci) would not enter it: use the neuron loss term "
+                "(neuron_loss_weight) or a TRL loss type"
+            )
+        if self.oreal_token_weights != "none" and self.loss_type != "oreal":
+            raise ValueError(f"oreal_token_weights {self.oreal_token_weights!r} needs loss_type: oreal")
+        if not 0.0 <= self.oreal_threshold < 1.0:
+            raise ValueError(f"oreal_threshold must be in [0, 1), got {self.oreal_threshold}")
+        needs_neurons = self.oreal_token_weights == "neuron" or (
+            self.intrinsic == "merci" and self.merci_features == "neurons"
+        )
+        if needs_neurons and not self.neurons:
+            raise ValueError(
+                "oreal_token_weights: neuron / merci_features: neurons need a NeuronSet: pass --neurons PATH"
+            )
+        if self.intrinsic == "merci" and not self.merci_weight:
+            raise ValueError("intrinsic: merci needs merci_weight != 0 (its weight beside accuracy_weight)")
+        for key in ("merci_coins", "merci_hidden", "merci_updates", "merci_batch", "merci_buffer", "rlpt_texts"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.rlpt_context < 1 or self.rlpt_judge_tokens < 1:
+            raise ValueError("rlpt_context and rlpt_judge_tokens must be >= 1")
