@@ -182,6 +182,7 @@ def test_merci_resumed_run_equals_uninterrupted(files, tmp_path):
         merci_updates=2,
         merci_coins=8,
         merci_hidden=8,
+        keep_checkpoints=True,
     )
     full = grpo(cfg_for(tmp_path / "full", q, **kw))
     cut = cfg_for(tmp_path / "cut", q, **kw)
