@@ -344,6 +344,8 @@ def check_grpo_overlap(train: dict, ev: EvalSection) -> None:
     for (method, _seed), cfg in train.items():
         if not hasattr(cfg, "skip_questions") or cfg.questions_file or cfg.questions not in ev.benches:
             continue
+        if getattr(cfg, "mode", "questions") == "rlpt":  # trains on rlpt_corpus texts, not on these questions
+            continue
         if ev.limit is None or cfg.skip_questions < ev.limit:
             raise ValueError(
                 f"run config: methods.{method} (trainer: grpo) trains on {cfg.questions} questions from "
