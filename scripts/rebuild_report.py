@@ -108,8 +108,8 @@ def lay_out(data: Path, config: dict, run: Path, primary: str = "flexible") -> l
             stages.append(_stage(run, "pairs", "pairs", times.get("pairs"), {"summary.json": f}))
     laid = {s["name"] for s in stages}
     missing = sorted(n for n in times if n not in laid)
-    if not any(s["kind"] == "pairs" for s in stages) and "pairs" not in missing:
-        missing.append("pairs (its summary)")
+    if not times:  # an older collection: no stage list, so what else the run had is not known
+        missing.append("the stage list and times (so any stage without kept outputs, e.g. the NeuronSet)")
     for s, t in times.items():  # stages whose outputs were not kept: listed with their times, not as finished
         if s in missing:
             stages.append({"name": s, "kind": s.split("/")[0], "dir": f"not-kept/{s}", "time_s": t, "kept": False})
@@ -133,7 +133,7 @@ def _kinds(names: list[str]) -> list[str]:
     """['neurons', 'neurons_control/random-s0', ...] -> ['neurons', 'neurons_control (2 stages)'] (stable order)."""
     counts: dict[str, int] = {}
     for n in names:
-        k = n.split("/")[0].split(" ")[0]
+        k = n.split("/")[0]
         counts[k] = counts.get(k, 0) + 1
     return [k if c == 1 else f"{k} ({c} stages)" for k, c in counts.items()]
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Look at report.html in a real browser: headless Chromium screenshots of the page.
+# Look at report.html in a real browser: build the report, then scripts/check_report.py renders it in headless
+# Chromium, fails on what a reader would trip over (overflow, unreadably small images, Python reprs, literal
+# backticks) and writes screenshots.
 #   scripts/report_screenshot.sh [RUN_DIR] [OUT_DIR]
 # RUN_DIR: a `yfpo run` directory (default: a synthetic run in the documented schemas, built by
-# tests/test_report_build.py::make_run). Writes OUT_DIR/report.png (full page, 1200 px wide) and
-# OUT_DIR/report_narrow.png (700 px wide, to catch content overflowing sideways). Fails (non-zero) when
-# Chromium is missing (`apt-get install -y chromium`), the report cannot be built or a screenshot is empty.
+# tests/test_report_build.py::make_run). Writes OUT_DIR/report/ and OUT_DIR/shots/{top,figure-N,page}.png.
+# Fails (non-zero) when Chromium is missing (`apt-get install -y chromium`), the report cannot be built or the
+# check finds a problem.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 py="${PYTHON:-python}"
@@ -29,12 +31,5 @@ Path(sys.argv[1], "run").symlink_to(run)
 PY
 fi
 PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}" "$py" -m yfpo.cli report "$run" --out "$out/report"
-page="$out/report/report.html"
-shoot() {  # width height file
-  "$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --virtual-time-budget=3000 \
-    --window-size="$1,$2" --screenshot="$3" "file://$page" >/dev/null 2>&1
-  [ -s "$3" ] || { echo "report_screenshot: $3 was not written" >&2; exit 1; }
-}
-shoot 1200 6000 "$out/report.png"
-shoot 700 9000 "$out/report_narrow.png"
-echo "report_screenshot: $out/report.png $out/report_narrow.png (from $page)"
+PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}" "$py" "$here/scripts/check_report.py" "$out/report/report.html" \
+  --shots "$out/shots" --full-page

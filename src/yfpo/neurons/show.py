@@ -49,7 +49,14 @@ def plot_layer_counts(path: str | os.PathLike, png: str | os.PathLike) -> Path:
     ax.bar(range(len(counts)), counts, color="tab:blue")
     ax.set_xlabel("layer")
     ax.set_ylabel("selected neurons")
-    ax.set_title(f"{len(ns)} neurons ({ns.provenance.get('method')}, {ns.provenance.get('model')})")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    model = str(ns.provenance.get("model"))
+    model = (
+        Path(model).name if "/" in model and Path(model).is_absolute() else model
+    )  # a folder: not the machine's path
+    ax.set_title(f"{len(ns)} neurons ({ns.provenance.get('method')}, {model})")
     fig.tight_layout()
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)

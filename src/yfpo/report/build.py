@@ -47,12 +47,25 @@ def _plain(v) -> str:
     return str(v)
 
 
+def _short_path(v):
+    """Config values as the report shows them: an absolute path (of the machine that ran it) as its last two parts,
+    '.../runs/quick'; dicts and lists walked."""
+    if isinstance(v, dict):
+        return {k: _short_path(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_short_path(x) for x in v]
+    if isinstance(v, str) and v.startswith("/") and "\n" not in v and " " not in v:
+        parts = Path(v).parts
+        return ".../" + "/".join(parts[-2:]) if len(parts) > 3 else v
+    return v
+
+
 def _header(doc: Doc, rd: RunData) -> None:
     name = rd.index.get("name", rd.dir.name)
     doc.h(1, f"yfpo run report: {name}")
     methods = sorted((rd.config.get("methods") or {}), key=lambda m: (label(m).lower(), m))
     doc.p(
-        f"Run `{name}`, report built {now()}. Model: {rd.config.get('model')}; seeds: "
+        f"Run `{name}`, report built {now()}. Model: {_short_path(rd.config.get('model'))}; seeds: "
         f"{_plain(rd.config.get('seeds'))}; methods: {', '.join(label(m) for m in methods) or 'none'}."
     )
     if rd.index.get("note"):
@@ -100,7 +113,8 @@ def _verdict_section(doc: Doc, rd: RunData, comp: dict) -> None:
     doc.p(
         f"Each row pairs the two methods item by item ({counts(t0)} in the first row). p: McNemar's exact test with "
         "one seed; with several, an exact sign-flip test on each item's mean difference over the seeds, so an item "
-        "counts once. CI: 95% bootstrap over items. Smallest detectable: the difference this design detects with "
+        "counts once. CI: Newcombe's hybrid score 95% interval over items (each item's mean over the seeds; never zero "
+        "width while items are few). Smallest detectable: the difference this design detects with "
         f"power 0.8 at alpha {ALPHA} (`yfpo.eval.power`, the second method's accuracy as the baseline, churn "
         f"{CHURN:.2f}, rho {RHO} assumed). Verdict: better / worse when p < {ALPHA}; otherwise **underpowered** when "
         f"the smallest detectable difference is over {100 * UNDERPOWERED_ABOVE:.0f} points, else **no detectable "
@@ -311,7 +325,7 @@ def _pairs_section(doc: Doc, rd: RunData) -> None:
         methods = (rd.config.get("methods") or {}).values()
         grpo_only = bool(methods) and all((k or {}).get("trainer") == "grpo" for k in methods)
         doc.p(
-            f"Pairs read from {rd.config['pairs_file']}."
+            f"Pairs read from {_short_path(rd.config['pairs_file'])}."
             if rd.config.get("pairs_file")
             else "No preference pairs: every method is GRPO (online sampling on its own questions)."
             if grpo_only
@@ -359,7 +373,7 @@ def _neurons_section(doc: Doc, rd: RunData, out: Path) -> None:
     n_layers, width = ns.shape
     doc.p(
         f"{len(ns)} neurons selected out of {n_layers} layers x {width} MLP neurons "
-        f"({len(ns) / (n_layers * width):.2%}) of {p.get('model')} ({p.get('family')}), by {p.get('method')}"
+        f"({len(ns) / (n_layers * width):.2%}) of {_short_path(p.get('model'))} ({p.get('family')}), by {p.get('method')}"
         + (f", selection {p['selection']}" if p.get("selection") else "")
         + (f", k = {p['k']}" if p.get("k") is not None else "")
         + "."
@@ -484,7 +498,9 @@ def _stage_kind(s: dict) -> str:
 
 def _config_section(doc: Doc, rd: RunData) -> None:
     doc.h(2, "Configuration")
-    doc.details("the run configuration (YAML)", lambda d: d.pre(yaml.safe_dump(rd.config, sort_keys=False)))
+    doc.details(
+        "the run configuration (YAML)", lambda d: d.pre(yaml.safe_dump(_short_path(rd.config), sort_keys=False))
+    )
     doc.h(2, "Stages")
     if not rd.stages:
         doc.p("No stages recorded.")

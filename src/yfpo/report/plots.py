@@ -89,7 +89,8 @@ def training_curves(
     cols = min(3, n)
     rows_n = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 2.7 * rows_n), squeeze=False)
-    smoothed = any(len(r) > 20 for r in runs.values())
+    smoothed = any(len(r) // 20 > 1 for r in runs.values())  # the window below is len // 20
+    seeds = {m: sum(1 for r in runs if _method_of(r) == m) for m in methods}
     for ax, (key, title) in zip(axes.flat, present):
         for method in methods:
             curves = []
@@ -102,7 +103,8 @@ def training_curves(
                 xs, ys = zip(*pts)
                 ys = smooth(ys, max(1, len(ys) // 20))
                 curves.append(dict(zip(xs, ys)))
-                ax.plot(xs, ys, lw=0.7, alpha=0.45, color=colour[method], label=run)
+                one = seeds[method] == 1  # a lone seed is the method's line: drawn full
+                ax.plot(xs, ys, lw=1.6 if one else 0.7, alpha=1.0 if one else 0.45, color=colour[method], label=run)
             if len(curves) > 1:  # the mean over the seeds at the steps every seed logged
                 steps = sorted(set.intersection(*(set(c) for c in curves)))
                 if steps:
@@ -117,7 +119,7 @@ def training_curves(
         ax.axis("off")
     names = [(labels or {}).get(m, m) for m in methods]
     handles = [Line2D([], [], color=colour[m], lw=2.0) for m in methods]
-    note = "thin: one seed; thick: mean over seeds"
+    note = "thin: one seed; thick: mean over seeds" if max(seeds.values()) > 1 else None
     if n < axes.size:  # an empty panel holds the legend (a figure legend, so it is outside every drawn panel)
         fig.tight_layout()
         box = axes.flat[n].get_position()

@@ -254,7 +254,8 @@ def _group_sentence(rows: list[dict], what: str) -> str:
         r = rows[0]
         verdict = r["word"] if r["word"] in ("better", "worse") else "no significant difference"
         return f"{what} ({names}, {r['bench']}): {verdict} ({_points(diffs[0])} points)."
-    span = f"differences {_points(min(diffs))} to {_points(max(diffs))} points"
+    lo, hi = _points(min(diffs)), _points(max(diffs))
+    span = f"all {lo} points" if lo == hi else f"differences {lo} to {hi} points"
 
     def where(rs):
         return ", ".join(f"{r['bench']} ({_points(r['test']['acc_a'] - r['test']['acc_b'])})" for r in rs)
@@ -287,10 +288,13 @@ def verdict_summary(rows: list[dict]) -> list[str]:
     under = [r for r in rows if r["word"] == "underpowered"]
     if under:
         ds = [r["mde"] for r in under if r["mde"] is not None]
+        lo, hi = (f"{100 * min(ds):.1f}", f"{100 * max(ds):.1f}") if ds else ("", "")
         size = (
-            f"smallest detectable differences {100 * min(ds):.1f} to {100 * max(ds):.1f} points"
-            if ds
-            else "no difference detectable at this size"
+            "no difference detectable at this size"
+            if not ds
+            else f"smallest detectable difference {lo} points"
+            if lo == hi
+            else f"smallest detectable differences {lo} to {hi} points"
         )
         out.append(
             f"{len(under)} of the {len(rows)} comparisons are underpowered ({size}): there a non-significant result "
