@@ -54,10 +54,14 @@ def test_sections_from_summaries():
     assert "pass@2 %" in h and "maj@1 %" in h and len(rows) == 1 and rows[0][3].startswith("25.0")
     h, rows = no_answer_table({"g": greedy})
     assert (
-        rows == [["g", "2", rows[0][2], "1", rows[0][4]]]
+        rows == [["g", "2", rows[0][2], "1", rows[0][4], "—"]]
         and rows[0][2].startswith("100.0")
         and rows[0][4].startswith("0.0")
     )
+    # outputs that answered and abstained at once (grading's `conflicted`) are counted apart, in their own column
+    mixed = [_row(0, True, "a", False), _row(1, False, "b", True) | {"conflicted": True}, _row(2, False, "a", False)]
+    h, rows = no_answer_table({"c": summarize(mixed, "t", "m", {"template": "t", "decoding": "greedy"})})
+    assert h[-1] == "answered and abstained (graded neither)" and rows[0][-1] == "1"
     h, rows = length_table({"g": greedy, "s": sampled})
     assert rows[0][1] == "self-doubt-v1" and rows[0][4] == "11.0" and rows[1][4] == "5.0"
     assert group_table({"s": sampled}) is None and no_answer_table({"s": sampled}) is None

@@ -63,6 +63,7 @@ def no_answer_table(summaries: dict[str, dict]) -> tuple[list[str], list[list[st
                     _ci(s["answerable"][p]),
                     str(s["no_answer"][p]["n"]),
                     _ci(s["no_answer"][p]),
+                    str(s.get("conflicted", "—")),
                 ]
             )
     header = [
@@ -71,6 +72,7 @@ def no_answer_table(summaries: dict[str, dict]) -> tuple[list[str], list[list[st
         "answerable acc %",
         "no-answer n",
         "no-answer graded correct % (says unanswerable)",
+        "answered and abstained (graded neither)",
     ]
     return (header, rows) if rows else None
 
