@@ -28,6 +28,7 @@ from yfpo.data.problems import Problem, benchmark_kind, benchmark_provenance, lo
 from yfpo.engine.common import sample_seed
 from yfpo.engine.generate import generate
 from yfpo.engine.prompts import build_prompt, get_protocol
+from yfpo.eval import lmeval
 from yfpo.eval.config import EvalConfig
 from yfpo.eval.sampled import item_metrics, summarize_sampled
 from yfpo.eval.stats import accuracy, mcnemar_exact, paired_bootstrap, paired_diff_ci, sign_flip_exact
@@ -249,19 +250,26 @@ class _EvalJob:
             from yfpo.eval.taskspec import load_task
             from yfpo.utils import sha256_file
 
-            probs = problems if problems is not None else load_task(spec, limit=limit)
+            probs = problems if problems is not None else load_task(spec)
             kind, none_ok, bench = spec.grade_kind, spec.answer_kind == "none-allowed", spec.name
             data = [{"path": str(Path(spec.file).resolve()), "sha256": sha256_file(Path(spec.file))}]
         else:
             probs = (
                 problems
                 if problems is not None
-                else load_benchmark(bench, data_dir=data_dir, limit=limit, path=bench_file, hub=cfg.hub)
+                else load_benchmark(bench, data_dir=data_dir, path=bench_file, hub=cfg.hub)
             )
             kind, none_ok = benchmark_kind(bench), False
             data = benchmark_provenance(bench, data_dir, bench_file)
         if problems is not None:
             data = [{"path": None, "passed_in": len(probs)}]
+        self.n_original = len(probs)  # the benchmark's items; the first `limit` are evaluated
+        probs = probs[:limit] if limit and problems is None else probs
+        mcfg = getattr(m, "config", None)
+        self.model_info = {
+            "num_parameters": sum(p.numel() for p in m.parameters()) if hasattr(m, "parameters") else None,
+            "max_length": getattr(mcfg, "max_position_embeddings", None),
+        }
         if not probs:
             raise ValueError(
                 f"{(spec.file if spec is not None else bench_file) or bench}: no problems to evaluate "
@@ -339,6 +347,16 @@ class _EvalJob:
         )
         if self.out:
             atomic_write_json(self.out / "summary.json", summary)
+            lmeval.write(
+                self.out,
+                self.rows,
+                summary,
+                cfg=self.cfg,
+                tok=self.tok,
+                model_info=self.model_info,
+                n_original=self.n_original,
+                elapsed=elapsed,
+            )
         return summary
 
 
