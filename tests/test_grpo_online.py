@@ -252,3 +252,29 @@ def test_method_config_validation():
     ):
         with pytest.raises(ValueError, match=msg):
             GRPORunConfig(**ok, **bad).validate()
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        dict(loss_type="pacs", num_iterations=2),
+        dict(loss_type="oreal", oreal_token_weights="probe"),
+        dict(loss_type="oreal", oreal_token_weights="neuron", neuron_loss_weight=0.5),
+    ],
+    ids=["pacs", "oreal_probe", "oreal_neuron"],
+)
+def test_method_loss_types_run_end_to_end(files, tmp_path, keys):
+    """A 2-step run of each loss type: PACS's second update reuses the batch, so pi_old != pi and psi != 0 there."""
+    from yfpo.train.grpo import grpo
+
+    d, q, ns = files
+    model, tok = tiny_model("llama", seed=0)
+    cfg = cfg_for(tmp_path, q, neurons=str(ns), max_steps=2, max_new_tokens=6, **keys)
+    out = grpo(cfg, model=model, tokenizer=tok)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert [r["step"] for r in rows] == [1, 2]
+    if keys["loss_type"] == "pacs":
+        assert rows[0]["pacs/psi_abs"] == 0.0 and rows[1]["pacs/psi_abs"] > 0.0
+    else:
+        assert "oreal/pos_weight" in rows[0] and "oreal/neg_loss" in rows[0]
+        assert ("oreal/probe_loss" in rows[0]) == (keys["oreal_token_weights"] == "probe")

@@ -88,14 +88,15 @@ class NeuronCapture:
 
     @contextlib.contextmanager
     def window(self, tag: str):
-        """Record the down-projection inputs of forwards run inside the block under `tag` ('policy' / 'ref')."""
+        """Record the down-projection inputs of forwards run inside the block under `tag` ('policy' / 'ref'); a window
+        opened inside another records under its own tag and hands recording back to the outer one when it closes."""
         self._acts.pop(tag, None)
         self._layout.pop(tag, None)
-        self._recording = tag
+        outer, self._recording = self._recording, tag
         try:
             yield
         finally:
-            self._recording = None
+            self._recording = outer
 
     def acts(self, tag: str) -> torch.Tensor:
         """(B, T, K) activations of the last `tag` forward, neurons in the capture's layer order."""
@@ -111,9 +112,14 @@ class NeuronCapture:
         dev = a.device
         return phi_from_acts(a, mask.to(dev), self.mean.to(dev), self.std.to(dev), self.signs.to(dev))
 
-    def clear(self) -> None:
-        self._acts.clear()
-        self._layout.clear()
+    def clear(self, tag: str | None = None) -> None:
+        """Drop the captured activations (of one `tag` only, when given)."""
+        if tag is None:
+            self._acts.clear()
+            self._layout.clear()
+        else:
+            self._acts.pop(tag, None)
+            self._layout.pop(tag, None)
 
     def remove(self) -> None:
         for h in self._handles:

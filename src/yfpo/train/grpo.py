@@ -302,6 +302,7 @@ def make_grpo_args(cfg: GRPORunConfig, out: Path) -> GRPOConfig:
         beta=cfg.beta,
         loss_type="grpo" if cfg.loss_type in METHOD_LOSS_TYPES else cfg.loss_type,  # (TRL's loss is not used then)
         epsilon=cfg.epsilon,
+        num_iterations=cfg.num_iterations,
         scale_rewards=cfg.scale_rewards,
         mask_truncated_completions=cfg.mask_truncated_completions,
         reward_weights=weights,

@@ -49,6 +49,9 @@ class GRPORunConfig:
     scale_rewards: str = "group"  # group | batch | none
     mask_truncated_completions: bool = False
     epsilon: float = 0.2
+    num_iterations: int = (
+        1  # updates per generation batch (TRL's mu); > 1 makes pi_old differ from pi (PACS's psi != 0)
+    )
     use_vllm: bool = False
     # rollouts: engine = yfpo.engine.generate (fast-attn on CPU), seeded per generation batch; trl = TRL's
     # model.generate. With use_vllm TRL's vLLM path generates either way.
@@ -181,6 +184,8 @@ class GRPORunConfig:
             )
         if self.intrinsic == "merci" and not self.merci_weight:
             raise ValueError("intrinsic: merci needs merci_weight != 0 (its weight beside accuracy_weight)")
+        if self.num_iterations < 1:
+            raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
         for key in ("merci_coins", "merci_hidden", "merci_updates", "merci_batch", "merci_buffer", "rlpt_texts"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")

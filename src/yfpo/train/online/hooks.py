@@ -104,7 +104,7 @@ class OnlineMethods:
                 h = model(**kw, output_hidden_states=True).hidden_states[-1]
         if neurons:
             a = cap.acts("state").float()
-            cap.clear()
+            cap.clear("state")  # (a 'policy' capture of the same step stays)
             h = (a - cap.mean.to(a.device)) / cap.std.to(a.device) * cap.signs.to(a.device)
         return h[:, -(keep + 1) :].float()
 
