@@ -555,3 +555,30 @@ def test_report_html_renders_markdown_and_folds_the_stage_list(tmp_path):
     assert "<details><summary>all 30 stages</summary>" in md and "<details><summary>all 30 stages</summary>" in html
     assert html.count("<details>") == 2  # the stage list and the config
     assert "<table>" in html and "| --- |" not in html  # tables rendered, not shown as Markdown
+
+
+def test_rebuild_report_from_collected_data(tmp_path):
+    """scripts/rebuild_report.py lays a collect_run_data.py folder out as a run directory and reports it: items with
+    or without their summary, a training's metrics, the stage times; stages whose outputs were not kept are named
+    at the top, not shown as unfinished."""
+    from conftest import load_script
+
+    rebuild = load_script("rebuild_report")
+    data = tmp_path / "data"
+    data.mkdir()
+    for tag, k in (("base", 4), ("dpo-s0", 10), ("yfpo-s0", 25)):
+        rows = [{"id": f"g{i}", "correct": {"flexible": i < k}, "truncated": i == 39} for i in range(40)]
+        (data / f"{tag}.gsm8k.items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "dpo-s0.gsm8k.summary.json").write_text(json.dumps({"bench": "gsm8k", "n": 40, "primary": "flexible"}))
+    (data / "yfpo-s0.metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.7}) + "\n")
+    times = [{"name": "neurons", "kind": "neurons", "time_s": 120.0}, {"name": "eval/dpo-s0/gsm8k", "time_s": 30.0}]
+    (data / "stage_times.json").write_text(json.dumps(times))
+    config = {"name": "kept", "model": "default", "seeds": [0], "methods": {"dpo": {"gamma": 0}, "yfpo": {"gamma": 1}}}
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(json.dumps(config))  # JSON is YAML
+    assert rebuild.main([str(data), str(cfg), str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "not kept there, so missing below: neurons." in md and "Unfinished stages" not in md
+    assert "| gsm8k | YFPO vs DPO | 62.5 vs 25.0 |" in md  # dpo from its summary + items, yfpo counted from items
+    assert "| neurons | 1 | 1 | 120 | 120 |" in md  # finished, outputs not kept, with its time
+    assert "| YFPO | 2.5% cut; 62.5 → 62.5 |" in md
