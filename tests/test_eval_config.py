@@ -97,7 +97,7 @@ def test_run_eval_and_run_evals_check_before_loading(monkeypatch):
 @pytest.mark.parametrize(
     "argv, msg",
     [
-        (["--bench", "gsm8k,svmap"], "--benches: unknown benchmark 'svmap' (did you mean 'svamp'?)"),
+        (["--bench", "gsm8k,svmap"], "--bench: unknown benchmark 'svmap' (did you mean 'svamp'?)"),
         (["--limit", "0"], "--limit must be an integer >= 1"),
         (["--samples", "4"], "--samples is 4 at temperature 0"),
         (["--shots-file", "/nonexistent/s.jsonl"], "--shots-file: /nonexistent/s.jsonl does not exist"),

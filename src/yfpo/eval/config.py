@@ -62,7 +62,9 @@ class EvalConfig:
         from yfpo.engine.prompts import get_protocol
 
         def key(k: str) -> str:
-            return prefix + (k.replace("_", "-") if prefix == "--" else k)
+            if prefix == "--":  # the command line's flags: --bench, --task, --max-new-tokens
+                return prefix + {"benches": "bench", "tasks": "task"}.get(k, k.replace("_", "-"))
+            return prefix + k
 
         for k in ("max_new_tokens", "batch_size", "limit"):
             v = getattr(self, k)

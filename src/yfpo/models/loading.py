@@ -211,6 +211,64 @@ def merged_copy(model, adapter_dir: str | Path) -> Path:
     return out
 
 
+class ModelNotLoadable(ValueError):
+    """A model that cannot be loaded, said in one line: which model, why, and what to do."""
+
+
+def check_loadable(name_or_path: str) -> None:
+    """Raise ModelNotLoadable (one line) for a model that cannot be loaded, before any weights are read: a folder that
+    is not a model folder, a hub id that is neither in the local Hugging Face cache nor reachable (offline, or
+    HF_HUB_OFFLINE set), does not exist, or is gated. An alias or a cached hub id passes without the network; an
+    uncached hub id costs one metadata request (it fails within seconds when the hub cannot be reached)."""
+    if name_or_path in ALIASES:
+        return
+    p = Path(name_or_path).expanduser()
+    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if p.exists() or looks_like_path:
+        if not p.exists():
+            raise ModelNotLoadable(
+                f"model folder {name_or_path!r} does not exist (and it does not look like a hub id owner/name)"
+            )
+        if not p.is_dir() or not ((p / "config.json").exists() or (p / "adapter_config.json").exists()):
+            raise ModelNotLoadable(
+                f"model {name_or_path!r}: not a model folder (no config.json or adapter_config.json in it); give the "
+                "folder a training run's final/ or save_pretrained() wrote, a hub id owner/name, or 'default'"
+            )
+        return
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    cached = huggingface_hub.try_to_load_from_cache(name_or_path, "config.json")
+    if isinstance(cached, str):
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise ModelNotLoadable(
+            f"model {name_or_path!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: download it "
+            f"where the hub is reachable (hf download {name_or_path}) into this cache ({constants.HF_HUB_CACHE}), "
+            "or pass a local model folder"
+        )
+    try:
+        huggingface_hub.auth_check(name_or_path)
+    except GatedRepoError:
+        raise ModelNotLoadable(
+            f"model {name_or_path!r} is gated: accept its terms on its Hugging Face page and log in "
+            "(hf auth login, or set HF_TOKEN), or pass a local model folder"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelNotLoadable(
+            f"model {name_or_path!r} was not found on the Hugging Face Hub (or it is private: log in with hf auth "
+            "login or HF_TOKEN); check the spelling, or pass a local model folder"
+        ) from None
+    except Exception as e:  # no network, DNS, proxy, timeout, hub down: whatever the transport raises
+        raise ModelNotLoadable(
+            f"model {name_or_path!r} is not in the local Hugging Face cache and the hub cannot be reached "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'no detail'}): download it where the "
+            f"hub is reachable (hf download {name_or_path}) and copy the cache ({constants.HF_HUB_CACHE}), or pass "
+            "a local model folder"
+        ) from None
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     dtype: str | torch.dtype = "float32",
@@ -224,6 +282,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
+    check_loadable(name_or_path)
     path = resolve_model_path(name_or_path)
     device = resolve_device(device)
     p = Path(path)
@@ -236,11 +295,10 @@ def load_model(
         model.name_or_path = model.config.name_or_path = str(p)  # not the base's: backends that read the folder
         tok_src = str(p) if (p / "tokenizer_config.json").exists() else resolve_model_path(base_name)
     else:
-        if not p.exists() and (path.startswith((".", "/")) or os.sep in path and not path.count("/") == 1):
-            raise FileNotFoundError(
-                f"model folder {path!r} does not exist (and it does not look like a hub id owner/name)"
-            )
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+        except OSError as e:  # e.g. a model folder without its weights: transformers' first line says which file
+            raise ModelNotLoadable(f"model {name_or_path!r} cannot be loaded: {str(e).splitlines()[0]}") from None
         tok_src = path
     model.to(device)
     model.eval()
