@@ -81,7 +81,7 @@ def test_wrong_folder(no_weights, tmp_path):
     with pytest.raises(ModelNotLoadable, match="not a model folder") as e:
         load_model(str(tmp_path))
     assert str(tmp_path) in _one_line(e)
-    with pytest.raises(ModelNotLoadable, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(str(tmp_path / "missing" / "final"))
     check_loadable("default")  # an alias needs no check
 

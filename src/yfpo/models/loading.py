@@ -226,7 +226,7 @@ def check_loadable(name_or_path: str) -> None:
     looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if p.exists() or looks_like_path:
         if not p.exists():
-            raise ModelNotLoadable(
+            raise FileNotFoundError(
                 f"model folder {name_or_path!r} does not exist (and it does not look like a hub id owner/name)"
             )
         if not p.is_dir() or not ((p / "config.json").exists() or (p / "adapter_config.json").exists()):
