@@ -59,9 +59,12 @@ def browser() -> str | None:
     return None
 
 
-def _chromium(exe: str, args: list[str], timeout: int = 120) -> str:
+def _chromium(exe: str, args: list[str], timeout: int = 300) -> str:
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000"]
-    r = subprocess.run(cmd + args, capture_output=True, text=True, timeout=timeout)
+    try:
+        r = subprocess.run(cmd + args, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"check_report: Chromium took over {timeout} s ({' '.join(args)})") from None
     return r.stdout
 
 
@@ -171,6 +174,9 @@ def main(argv: list[str]) -> int:
     except FileNotFoundError as e:
         print(e, file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
     for p in found:
         print(f"check_report: {args.page}: {p}")
     if not found:

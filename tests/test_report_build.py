@@ -582,3 +582,16 @@ def test_rebuild_report_from_collected_data(tmp_path):
     assert "| gsm8k | YFPO vs DPO | 62.5 vs 25.0 |" in md  # dpo from its summary + items, yfpo counted from items
     assert "| neurons | 1 | 1 | 120 | 120 |" in md  # finished, outputs not kept, with its time
     assert "| YFPO | 2.5% cut; 62.5 → 62.5 |" in md
+
+
+def test_angle_brackets_in_text_show_in_html_and_markdown(tmp_path):
+    """A protocol's "The answer is <number>." is text: neither the HTML nor GitHub's Markdown may take it for a tag."""
+    from yfpo.report.render import Doc
+
+    doc = Doc()
+    doc.p("End with: The answer is <number>. Code: `a<b>`; p < 0.05.")
+    doc.table(["setting", "value"], [["instruction", "The answer is <number>."]])
+    md, html = doc.markdown(tmp_path), doc.html("t")
+    assert "The answer is &lt;number>." in md and "`a<b>`" in md
+    assert html.count("The answer is &lt;number&gt;.") == 2 and "<code>a&lt;b&gt;</code>" in html
+    assert "p &lt; 0.05" in html

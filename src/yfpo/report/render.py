@@ -23,7 +23,14 @@ CSS = (
     "details{margin:.8em 0}summary{cursor:pointer;color:#333}"
 )
 
-_MD = MarkdownIt("commonmark", {"html": True}).enable("table")
+_MD = MarkdownIt("commonmark", {"html": False}).enable("table")  # text's "<number>" is text, not a tag
+_TAG = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def _text(s: str) -> str:
+    """Markdown text whose '<' never opens an HTML tag (a protocol's "The answer is <number>." must show)."""
+    parts = re.split(r"(`[^`]*`)", s)  # code spans show their text as it is: left alone
+    return "".join(p if i % 2 else _TAG.sub("&lt;", p) for i, p in enumerate(parts))
 
 
 def pct(x: float) -> str:
@@ -49,7 +56,7 @@ def _is_num(s: str) -> bool:
 
 def _cell(s: str) -> str:
     """A table cell's text, safe inside a Markdown table row."""
-    return str(s).replace("|", "\\|").replace("\n", " ")
+    return _text(str(s)).replace("|", "\\|").replace("\n", " ")
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -108,9 +115,9 @@ class Doc:
         if kind == "h":
             return "#" * b[1] + " " + b[2]
         if kind == "p":
-            return b[1]
+            return _text(b[1])
         if kind == "ul":
-            return "\n".join(f"- {x}" for x in b[1])
+            return "\n".join(f"- {_text(x)}" for x in b[1])
         if kind == "pre":
             return "```\n" + b[1].rstrip() + "\n```"
         if kind == "table":
