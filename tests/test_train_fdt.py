@@ -105,6 +105,29 @@ def test_fdt_tied_embeddings(tmp_path):
     torch.testing.assert_close(g_f[emb] - g_p[emb], dW_fdt - dW_plain, rtol=1e-4, atol=1e-5 * scale)
 
 
+def test_fdt_keeps_tied_embeddings_tied(tmp_path):
+    """The decision for tied input/output embeddings (docs/scale.md, "FDT with tied embeddings"): the matrix stays
+    one matrix. FDT replaces only its output-layer gradient (the test above); training does not untie it, and the
+    saved final/ is a tied model again (one matrix on disk, tie_word_embeddings: true)."""
+    from safetensors.torch import load_file
+
+    from yfpo.models import load_model
+    from yfpo.models.tiny import save_tiny
+    from yfpo.train.trainer import train
+
+    model_dir = save_tiny(tmp_path / "tiny", family="qwen2", seed=0, tie_word_embeddings=True)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(2))
+    out = train(cfg_for(tmp_path, pairs, model=str(model_dir), fdt=True, max_steps=1, lr=1e-2))
+    saved = load_file(str(out / "final" / "model.safetensors"))
+    assert not any(k.endswith("lm_head.weight") for k in saved)  # one matrix written
+    before = load_file(str(model_dir / "model.safetensors"))
+    emb = next(k for k in saved if k.endswith("embed_tokens.weight"))
+    assert not torch.equal(saved[emb], before[emb])  # trained (by the head's FDT gradient and the embedding's)
+    trained, _ = load_model(str(out / "final"))
+    assert trained.config.tie_word_embeddings
+    assert trained.get_output_embeddings().weight is trained.get_input_embeddings().weight
+
+
 def test_fdt_refuses_lora_and_composes_with_yfpo(tmp_path):
     """LoRA freezes the head, so FDT would change nothing: refused. With full fine-tuning FDT composes with YFPO:
     same loss, a different head gradient, the neuron metrics logged."""

@@ -130,6 +130,11 @@ class RunConfig:
     # to every method and seed (TrainConfig.ref_logps); off: each training computes its own
     ref_logps: bool = True
     report: bool = True
+    # every training stage through `accelerate launch` (DDP, FSDP, ...): {config_file: configs/accelerate/ddp.yaml,
+    # num_processes: 2}; null = in this process. The global batch stays the config's (each process gets
+    # batch_size / num_processes pairs), so the stage hashes, the cache and the results do not depend on it.
+    # CLI: --launch.config_file F --launch.num_processes N
+    launch: dict[str, Any] | None = None
 
 
 class StageFailed(RuntimeError):
@@ -417,6 +422,79 @@ def _run_train(cfg) -> Path:
     return train(cfg)
 
 
+LAUNCH_KEYS = ("config_file", "num_processes", "main_process_port")
+
+
+def check_launch(launch: dict | None) -> None:
+    """Refuse a bad `launch:` section before any stage runs."""
+    if launch is None:
+        return
+    unknown = sorted(set(launch) - set(LAUNCH_KEYS))
+    if unknown:
+        raise ValueError(f"run config: launch: unknown key(s) {', '.join(unknown)}; expected {', '.join(LAUNCH_KEYS)}")
+    try:
+        n = int(launch.get("num_processes", 0))
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ValueError(
+            f"run config: launch.num_processes: expected an integer >= 1, got {launch.get('num_processes')!r}"
+        )
+    cf = launch.get("config_file")
+    if not cf or not Path(cf).is_file():
+        raise ValueError(f"run config: launch.config_file: {cf!r} is not a file (an accelerate config YAML)")
+
+
+def launch_training(cfg, launch: dict, command: str = "train") -> Path:
+    """One training (`yfpo train` / `yfpo grpo`) on launch.num_processes processes through `accelerate launch
+    --config_file launch.config_file`; each process gets batch_size / num_processes examples a step, so the global
+    batch (and with it every logged loss, up to float rounding) is the one-process run's. Returns the run dir."""
+    import socket
+    import subprocess
+    import sys
+
+    from yfpo.config import save_config
+
+    n = int(launch["num_processes"])
+    if cfg.batch_size % n:
+        raise ValueError(
+            f"launch.num_processes {n}: the training's batch_size {cfg.batch_size} does not split into {n} equal "
+            "per-process batches (the global batch must stay the configured one)"
+        )
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    per_process = dataclasses.replace(cfg, batch_size=cfg.batch_size // n)
+    save_config(per_process, out / "launch_config.yaml")
+    port = launch.get("main_process_port")
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(launch["config_file"]),
+        "--num_processes",
+        str(n),
+        "--main_process_port",
+        str(port),
+        "-m",
+        "yfpo.cli",
+        command,
+        str(out / "launch_config.yaml"),
+        "--out",
+        str(out),
+    ]
+    with open(out / "launch.log", "a") as log:
+        r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        tail = (out / "launch.log").read_text()[-1500:]
+        raise RuntimeError(f"accelerate launch of {out} exited {r.returncode} (log: {out / 'launch.log'}): ...{tail}")
+    return out
+
+
 def _run_evals(model_path: str, jobs: list[dict], **kw) -> list[dict]:
     from yfpo.eval.bench import run_evals
 
@@ -538,6 +616,7 @@ def make_plan(rc: RunConfig) -> Plan:
     )  # benchmarks (did-you-mean), their data, limits, sampling, protocol, task specs
     check_mmlu(rc.eval)
     check_grpo_overlap(train, rc.eval)
+    check_launch(rc.launch)
     return Plan(methods, ncfg, selections, controls, ccfg, pcfg, train, ref)
 
 
@@ -1027,7 +1106,11 @@ class Pipeline:
 
         def run_train(folder: Path, method=method, seed=seed, keys=keys, npath=npath, ref=ref) -> dict:
             tcfg = train_config(self.rc, method, keys, seed, pairs[0], npath, folder, ref[0] if ref else None)
-            out = Path(self.runners["grpo" if grpo else "train"](tcfg))
+            kind = "grpo" if grpo else "train"
+            if self.rc.launch and self.runners[kind] is RUNNERS[kind]:  # (a test's own runner runs in-process)
+                out = launch_training(tcfg, self.rc.launch, kind)
+            else:
+                out = Path(self.runners[kind](tcfg))
             final = out / "final"
             if not final.exists():
                 raise StageFailed(f"stage train/{method}-s{seed}: {final} was not written; see {out}")

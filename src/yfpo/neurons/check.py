@@ -56,6 +56,11 @@ def ablate(
             h.remove()
 
 
+NLL_CHUNK = 512  # response positions whose full-vocabulary logits exist at once in response_nll
+# config keys of models whose logits are not plain head(h): response_nll runs the model's own forward for them
+_HEAD_SCALERS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
 @torch.no_grad()
 def response_nll(
     model: nn.Module,
@@ -75,13 +80,25 @@ def response_nll(
     enc = [encode_record(tokenizer, r.prompt, r.response, max_length, r.id) for r in records]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = [0.0] * len(enc)
+    head = model.get_output_embeddings()
+    plain = head is not None and not any(getattr(model.config, k, None) for k in _HEAD_SCALERS)
     for bidx in pbar(_batches(enc, batch_size), desc=desc, unit="batch", disable=None if progress else True):
         b = collate([enc[i] for i in bidx], pad)
-        logits = model(
-            input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device), use_cache=False
-        ).logits.float()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), b["gold"].to(device), reduction="none")
-        m = b["target_mask"].to(device)
+        ids, am = b["input_ids"].to(device), b["attention_mask"].to(device)
+        gold, m = b["gold"].to(device), b["target_mask"].to(device)
+        if (
+            plain
+        ):  # the LM head at the response positions only, NLL_CHUNK of them at a time (not batch x length x vocab)
+            h = model.get_decoder()(input_ids=ids, attention_mask=am, use_cache=False).last_hidden_state
+            rows, cols = m.bool().nonzero(as_tuple=True)
+            nll = torch.zeros(m.shape, dtype=torch.float32, device=h.device)
+            for s in range(0, len(rows), NLL_CHUNK):
+                r, c = rows[s : s + NLL_CHUNK], cols[s : s + NLL_CHUNK]
+                z = head(h[r, c]).float()
+                nll[r, c] = torch.nn.functional.cross_entropy(z, gold[r, c], reduction="none")
+        else:
+            logits = model(input_ids=ids, attention_mask=am, use_cache=False).logits.float()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), gold, reduction="none")
         per = (nll * m).sum(1) / m.sum(1)
         for j, i in enumerate(bidx):
             out[i] = float(per[j])
