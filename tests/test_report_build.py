@@ -290,6 +290,18 @@ def test_neuron_comparisons_from_config():
         ("yfpo_g10", "dpo"),
         ("yfpo_fdt_g5", "dpo_fdt"),
     ]  # ipo_g1 has no gamma-0 twin
+    online = {  # the online-RL methods (configs/online_rl.yaml): every neuron-aware variant against its plain twin
+        "grpo": {"trainer": "grpo"},
+        "oreal_probe": {"trainer": "grpo", "loss_type": "oreal", "oreal_token_weights": "probe"},  # not a twin
+        "pacs": {"trainer": "grpo", "loss_type": "pacs"},
+        "pacs_nloss": {"trainer": "grpo", "loss_type": "pacs", "neuron_loss_weight": 0.5},
+        "oreal": {"trainer": "grpo", "loss_type": "oreal"},
+        "oreal_nweights": {"trainer": "grpo", "loss_type": "oreal", "oreal_token_weights": "neuron"},
+        "merci": {"trainer": "grpo", "intrinsic": "merci"},
+        "merci_nfeatures": {"trainer": "grpo", "intrinsic": "merci", "merci_features": "neurons"},
+    }
+    got = [c for c in neuron_comparisons(online) if c[0] in online]
+    assert got == [("pacs_nloss", "pacs"), ("oreal_nweights", "oreal"), ("merci_nfeatures", "merci")]
 
 
 def test_report_verdict_for_an_extra_gamma(tmp_path):

@@ -22,18 +22,25 @@ MATH_NEURONS = (None, "attnlrp")  # `neurons:` values meaning the run's own (mat
 
 
 GRPO_WEIGHTS = ("neuron_reward_weight", "neuron_loss_weight")  # a `trainer: grpo` method's neuron signal
+# the other ways a `trainer: grpo` method reads the NeuronSet (yfpo.train.online): key -> (the value that does, the
+# default it is compared against)
+GRPO_NEURON_CHOICES = {"oreal_token_weights": ("neuron", "none"), "merci_features": ("neurons", "hidden")}
 
 
 def _gamma(c: dict) -> float:
-    """The strength of a method's neuron signal: gamma, or for GRPO methods the sum of the neuron weights."""
+    """The strength of a method's neuron signal: gamma, or for GRPO methods the sum of the neuron weights (plus 1 for
+    each online-RL component that reads the NeuronSet: OREAL's token weights, MERCI's state features)."""
     if c.get("trainer") == "grpo":
-        return sum(abs(float(c.get(k, 0) or 0)) for k in GRPO_WEIGHTS)
+        on = sum(1.0 for k, (v, _) in GRPO_NEURON_CHOICES.items() if c.get(k) == v)
+        return sum(abs(float(c.get(k, 0) or 0)) for k in GRPO_WEIGHTS) + on
     return float(c.get("gamma", 0) or 0)
 
 
 def _without(c: dict, *keys: str) -> dict:
-    """c without `keys` (for GRPO methods "gamma" stands for the neuron weights: both go)."""
-    drop = set(keys) | (set(GRPO_WEIGHTS) if "gamma" in keys and c.get("trainer") == "grpo" else set())
+    """c without `keys` (for GRPO methods "gamma" stands for every neuron signal: the weights and the choices go)."""
+    drop = set(keys)
+    if "gamma" in keys and c.get("trainer") == "grpo":  # a choice goes only when it is the neuron one or the default
+        drop |= set(GRPO_WEIGHTS) | {k for k, (on, off) in GRPO_NEURON_CHOICES.items() if c.get(k) in (on, off)}
     return {k: v for k, v in c.items() if k not in drop}
 
 
