@@ -285,7 +285,7 @@ def verdict_summary(rows: list[dict]) -> list[str]:
         return []
     out = []
     for kind, what in (
-        ("reward", "With the neuron reward against without it"),
+        ("reward", "With vs without the neuron reward"),
         ("control", "Against the controls"),
         ("base", "Against the untrained base model"),
     ):
