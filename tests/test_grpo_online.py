@@ -278,3 +278,14 @@ def test_method_loss_types_run_end_to_end(files, tmp_path, keys):
     else:
         assert "oreal/pos_weight" in rows[0] and "oreal/neg_loss" in rows[0]
         assert ("oreal/probe_loss" in rows[0]) == (keys["oreal_token_weights"] == "probe")
+
+
+def test_neuron_token_scores_are_standardised_over_completion_tokens():
+    from yfpo.train.online.hooks import neuron_token_scores
+
+    m = torch.tensor([[0.01, 0.03, 9.0], [0.02, 0.00, 0.04]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    v = torch.tensor([0.01, 0.03, 0.02, 0.00, 0.04])
+    z = neuron_token_scores(m, mask)
+    torch.testing.assert_close(z[mask.bool()], (v - v.mean()) / (v.std() + 1e-6))
+    assert neuron_token_scores(m, torch.zeros_like(mask)).abs().sum() == 0

@@ -47,6 +47,16 @@ def pad_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad:
     return ids, att, cmask
 
 
+def neuron_token_scores(margin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """OREAL token scores from the NeuronSet's per-token activation margin (B, T), standardised over the batch's
+    completion tokens: the raw margin is a mean of signed z-scores over hundreds of neurons, so it sits near 0 and
+    sigmoid(cumulative mean) would stay at ~0.5, i.e. every token weight at ~0 after threshold_rescale."""
+    v = margin[mask.bool()]
+    if v.numel() < 2:
+        return torch.zeros_like(margin)
+    return (margin - v.mean()) / (v.std() + 1e-6)
+
+
 class OnlineMethods:
     """Method state and logic for one NeuronGRPOTrainer (built by it; `trainer` is read for model, metrics, step)."""
 
@@ -148,7 +158,7 @@ class OnlineMethods:
         if cfg.oreal_token_weights != "none":
             neurons = cfg.oreal_token_weights == "neuron"
             s = self.states(ids, att, keep, neurons=neurons)[:, :-1]  # the state before each completion token
-            scores = s.mean(-1) if neurons else self.probe(s).detach()  # neuron: the per-token activation margin
+            scores = neuron_token_scores(s.mean(-1), mask) if neurons else self.probe(s).detach()
             wp, wn = oreal.token_weights(scores, mask, cfg.oreal_threshold)
             if self.probe is not None and tr.model.training:
                 self._metric("oreal/probe_loss", self.probe.update(s, mask, labels))

@@ -23,7 +23,8 @@ the substitutes (`oreal_token_weights`) are named as what they are:
   - probe:  `TokenProbe`, a linear head on the frozen base model's hidden states trained online with OREAL's exact
             BCE loss: the closest substitute (same objective, a far smaller model).
   - neuron: s_t = the NeuronSet's per-token activation margin mean_k sign_k (u_tk - mu_k) / sigma_k (the summand of
-            phi, SPEC section 3), not trained: the neuron signal in place of the token RM.
+            phi, SPEC section 3), standardised over the batch's completion tokens, not trained: the neuron signal
+            in place of the token RM (hooks.neuron_token_scores).
 """
 
 from __future__ import annotations
