@@ -447,6 +447,9 @@ def _check_section(doc: Doc, rd: RunData, out: Path) -> None:
         doc.img(local, "ablation of the selected neurons vs random neurons of the same per-layer counts")
 
 
+FOLD_ROWS = 20  # longer detail tables sit behind a <details>
+
+
 def _eval_details_section(doc: Doc, rd: RunData) -> None:
     """Per-group accuracy (task specs with a group field), sampled metrics, no-answer items and answer length
     beside the protocol: the tables of report/eval_sections.py, for every evaluated model x benchmark."""
@@ -489,7 +492,10 @@ def _eval_details_section(doc: Doc, rd: RunData) -> None:
     for title, text, table in tables:
         doc.h(3, title)
         doc.p(text)
-        doc.table(*table)
+        if len(table[1]) > FOLD_ROWS:  # one row per model x benchmark: a long table is there to look things up
+            doc.details(f"the table ({len(table[1])} rows)", lambda d, t=table: d.table(*t))
+        else:
+            doc.table(*table)
 
 
 def _stage_kind(s: dict) -> str:
