@@ -9,10 +9,10 @@ import pytest
 
 import yfpo.eval.bench as bench_mod
 from yfpo.data.problems import DataFormatError
+from yfpo.data.taskspec import SpecError, TaskSpec, load_spec, load_task, spec_from_flags
 from yfpo.engine.common import Generation
 from yfpo.engine.prompts import PROTOCOLS, build_prompt
 from yfpo.eval.bench import run_eval
-from yfpo.eval.taskspec import SpecError, TaskSpec, load_spec, load_task, spec_from_flags
 from yfpo.grading import grade_item
 
 ROWS = [

@@ -7,7 +7,7 @@ its config (yfpo.resume): a rerun with another model, benchmark file, protocol o
 not mixed in. `compare_items` pairs two runs item by item.
 
 Beyond greedy: `samples`/`temperature` keep every sample per item with pass@k, maj@k and avg@n
-(eval/sampled.py); a TaskSpec (eval/taskspec.py) evaluates any benchmark file, with per-group accuracy
+(eval/sampled.py); a TaskSpec (data/taskspec.py) evaluates any benchmark file, with per-group accuracy
 and "no answer" golds graded as such; `protocol` picks a named prompting protocol (engine/prompts.py),
 whose text is saved in the summary's protocol. Mean answer length (tokens) sits beside accuracy.
 
@@ -19,7 +19,6 @@ counted apart in the summary.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -247,7 +246,7 @@ class _EvalJob:
         self.tok, self.model_name, self.cfg = tok, model_name, cfg
         limit, data_dir = cfg.limit, cfg.data_dir
         if spec is not None:
-            from yfpo.eval.taskspec import load_task
+            from yfpo.data.taskspec import load_task
             from yfpo.utils import sha256_file
 
             probs = problems if problems is not None else load_task(spec)
@@ -290,7 +289,7 @@ class _EvalJob:
                     "bench": bench,
                     "data": [d.get("sha256") for d in data],
                     **{k: getattr(cfg, k) for k in _CLAIM_KEYS},
-                    "spec": dataclasses.asdict(spec) if spec is not None else None,
+                    "spec": spec.to_dict() if spec is not None else None,
                 },
                 overwrite=cfg.overwrite,
             )

@@ -284,7 +284,7 @@ def eval_config(args, benches: list[str]):
 
 
 def _spec(args):
-    from yfpo.eval.taskspec import load_spec, spec_from_flags
+    from yfpo.data.taskspec import load_spec, spec_from_flags
 
     flags = {
         k: getattr(args, k)
@@ -339,8 +339,8 @@ def _print_extras(console, bench: str, s: dict) -> None:
 
 def _robustness(args) -> int:
     from yfpo.data.problems import benchmark_kind, load_benchmark
+    from yfpo.data.taskspec import load_spec, load_task, spec_from_flags
     from yfpo.eval.robustness import run_robustness
-    from yfpo.eval.taskspec import load_spec, load_task, spec_from_flags
     from yfpo.models import load_model
     from yfpo.resume import model_identity
 

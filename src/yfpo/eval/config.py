@@ -115,7 +115,7 @@ class EvalConfig:
 
     def task_specs(self, where: str = "tasks") -> dict:
         """{name: TaskSpec} of `tasks`, each parsed (a bad spec names its file:line) and its data file present."""
-        from yfpo.eval.taskspec import load_spec
+        from yfpo.data.taskspec import load_spec
 
         out = {}
         for path in self.tasks:
@@ -154,8 +154,8 @@ def check_bench(
         return
     for sub in GROUPS.get(bench, [bench]):
         b = BENCHMARKS[sub]
-        if find_data_file(b.relpath, data_dir) is None and not (b.hub is not None and hub_allowed(hub)):
-            looked = ", ".join(str(d / b.relpath) for d in candidate_data_dirs(data_dir))
+        if find_data_file(b.file, data_dir) is None and not (b.hub is not None and hub_allowed(hub)):
+            looked = ", ".join(str(d / b.file) for d in candidate_data_dirs(data_dir))
             raise FileNotFoundError(
                 f"{where}: benchmark {sub!r} has no data file (looked in {looked}); "
                 "set the data folder (--data-dir / eval.data_dir) or YFPO_DATA_DIR"

@@ -15,6 +15,10 @@ A spec (YAML mapping; CLI: --task-file / --question-field / ...):
 Items whose gold is a no-answer value carry meta["no_answer"] = True; the eval grades them as correct
 when the output says the question cannot be answered (and gives no final answer), and reports them
 apart from the answerable items. Errors name the spec file and line, or the data file, row and field.
+
+The built-in benchmarks (gsm8k, math500, svamp, asdiv, mawps, ...) are TaskSpecs too (yfpo.data.problems.BENCHMARKS),
+loaded by the same load_task: their `file` is relative to the data folder, and a Python-only `prepare` turns one row
+of their format into the item (question, answer, solution, id, meta), or skips it, naming the row in its errors.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import json
 import string
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
-from yfpo.data.problems import DataFormatError, Problem, _num_str
+from yfpo.data.records import DataFormatError, Problem, num_str, read_jsonl
 
 ANSWER_KINDS = ("number", "math", "none-allowed")
 FORMATS = (".jsonl", ".json", ".csv", ".parquet")
@@ -46,6 +51,12 @@ class TaskSpec:
     id_field: str | None = None
     name: str | None = None
     no_answer_values: list[str] = field(default_factory=lambda: ["None", "none", "N/A", "", "null"])
+    # Python-only (the built-in benchmarks): not YAML keys, not in to_dict. prepare(location, row) -> {question,
+    # answer, solution?, id?, meta?} or None to skip the row; loader(file, name) -> the items of a derived set
+    # (a split built from other benchmarks); hub: (dataset id, config, split) to fetch it when asked for.
+    prepare: Callable[[str, dict], dict | None] | None = field(default=None, repr=False, compare=False)
+    loader: Callable[[Path, str], list[Problem]] | None = field(default=None, repr=False, compare=False)
+    hub: tuple[str, str | None, str] | None = None
 
     def __post_init__(self):
         if not self.question_field and not self.question_template:
@@ -58,7 +69,10 @@ class TaskSpec:
         return "math" if self.answer_kind == "math" else "number"
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in PYTHON_ONLY}
+
+
+PYTHON_ONLY = ("prepare", "loader", "hub")  # TaskSpec fields a YAML spec cannot set
 
 
 def _check(spec: TaskSpec, where) -> TaskSpec:
@@ -101,7 +115,7 @@ def load_spec(path: str | Path) -> TaskSpec:
         raise SpecError(
             f"{path}{line}: a task spec must be a mapping of keys (file, question_field, answer_field, ...)"
         )
-    known = {f.name for f in fields(TaskSpec)}
+    known = {f.name for f in fields(TaskSpec)} - set(PYTHON_ONLY)
     lines: dict[str, int] = {}
     for k, v in node.value:
         lines[k.value] = k.start_mark.line + 1
@@ -135,8 +149,6 @@ def spec_from_flags(file: str, **kw) -> TaskSpec:
 
 def read_rows(path: Path) -> list[tuple[str, dict]]:
     """(location, row) pairs of a data file; location is 'file:line' (JSONL) or 'file row N'."""
-    from yfpo.data.problems import read_jsonl
-
     suf = path.suffix.lower()
     if not path.exists():
         raise DataFormatError(f"{path}: benchmark file does not exist")
@@ -176,13 +188,27 @@ def _field(loc: str, row: dict, key: str) -> object:
 
 
 def load_task(spec: TaskSpec, limit: int | None = None) -> list[Problem]:
-    """The spec's file as Problems (meta: group, no_answer, row location)."""
+    """The spec's file as Problems (meta: group, no_answer, row location; a built-in format's meta from its
+    prepare). Ids: id_field, else <name>-<n> (n: the items before it)."""
     path = Path(spec.file)
+    name = spec.name or path.stem
+    if spec.loader is not None:
+        probs = spec.loader(path, name)
+        return probs[:limit] if limit else probs
     out: list[Problem] = []
     no_ans = {str(v).strip() for v in spec.no_answer_values}
     for i, (loc, row) in enumerate(read_rows(path)):
         if limit and len(out) >= limit:
             break
+        if spec.prepare is not None:
+            item = spec.prepare(loc, row)
+            if item is not None:
+                pid = item.get("id")
+                pid = f"{name}-{len(out)}" if pid is None else str(pid)
+                out.append(
+                    Problem(pid, item["question"], item["answer"], item.get("solution"), name, item.get("meta", {}))
+                )
+            continue
         if spec.question_template:
             try:
                 q = spec.question_template.format(**row)
@@ -195,7 +221,7 @@ def load_task(spec: TaskSpec, limit: int | None = None) -> list[Problem]:
                 f"{loc}: field {spec.question_field or 'question_template'!r}: expected a non-empty string"
             )
         a = _field(loc, row, spec.answer_field)
-        a_str = "None" if a is None else (_num_str(a) if isinstance(a, (int, float, str)) else str(a))
+        a_str = "None" if a is None else (num_str(a) if isinstance(a, (int, float, str)) else str(a))
         is_none = a is None or a_str in no_ans
         if is_none and spec.answer_kind != "none-allowed":
             raise DataFormatError(
@@ -206,8 +232,8 @@ def load_task(spec: TaskSpec, limit: int | None = None) -> list[Problem]:
         if spec.group_field:
             meta["group"] = str(_field(loc, row, spec.group_field))
         sol = str(_field(loc, row, spec.solution_field)) if spec.solution_field else None
-        pid = str(_field(loc, row, spec.id_field)) if spec.id_field else f"{spec.name}-{i}"
-        out.append(Problem(pid, q.strip(), "None" if is_none else a_str, sol, spec.name or path.stem, meta))
+        pid = str(_field(loc, row, spec.id_field)) if spec.id_field else f"{name}-{i}"
+        out.append(Problem(pid, q.strip(), "None" if is_none else a_str, sol, name, meta))
     ids = [p.id for p in out]
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)
