@@ -4,7 +4,7 @@
 Each variant is a list of `yfpo run` overrides (e.g. the generation backend), run in its own fresh run folder
 under --out-root, one after the other (the machine is shared: run variants in the same invocation, so the load
 they see is comparable). The per-stage wall times come from the run's own records: run.json lists every stage
-and each stage folder's done.json holds its `time_s` (written by yfpo.run.Pipeline.stage). Printed: total wall
+and each stage folder's done.json holds its `time_s` (written by yfpo.pipeline.store.StageStore). Printed: total wall
 time, time per stage kind (neurons, check, pairs, train, eval, discrimination) and per stage, plus the machine.
 
     .venv/bin/python benchmarks/bench_pipeline.py configs/quick.yaml \

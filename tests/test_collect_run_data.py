@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import load_script
-from test_run_pipeline import Fakes, _rc
-
-from yfpo.run import run_pipeline
+from test_run_pipeline import Fakes, _rc, run_pipeline
 
 
 def _mod():

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from yfpo.run import load_run_config, make_plan
+from yfpo.pipeline import load_run_config, make_plan
 
 CFG = Path(__file__).parents[1] / "configs" / "experiment.yaml"
 

@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 from conftest import load_script
-from test_run_pipeline import Fakes, _rc
-
-from yfpo.run import run_pipeline
+from test_run_pipeline import Fakes, _rc, run_pipeline
 
 
 def _script():

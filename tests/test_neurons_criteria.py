@@ -88,7 +88,7 @@ def test_find_config_default_is_diff_and_the_criterion_enters_the_stage_hash():
     # (NeuronSet v2 changed stage 1's statistics anyway, so old cached neuron stages rerun; no hash carve-out)
     from yfpo.config import to_dict
     from yfpo.neurons.config import NeuronsConfig
-    from yfpo.run import stage_hash
+    from yfpo.pipeline import stage_hash
 
     d = to_dict(NeuronsConfig())
     assert d["criterion"] == "diff"

@@ -9,10 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
+from test_run_pipeline import run_pipeline
 from test_train_common import pair_rows, write_jsonl, write_neuronset
 
 from yfpo.models.tiny import save_tiny, tiny_model
-from yfpo.run import check_launch, load_run_config, run_pipeline
+from yfpo.pipeline import load_run_config
+from yfpo.pipeline.launch import check_launch
 
 ROOT = Path(__file__).resolve().parents[1]
 DDP = ROOT / "configs" / "accelerate" / "ddp.yaml"

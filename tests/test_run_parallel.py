@@ -7,10 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_run_pipeline import Fakes, _rc
+from test_run_pipeline import Fakes, _rc, run_pipeline
 from trl import DPOConfig  # noqa: F401  (TRL's lazy imports race in threads; real workers are processes)
-
-from yfpo.run import run_pipeline
 
 
 class SlowFakes(Fakes):
@@ -101,8 +99,8 @@ def test_workers_flag_starts_helpers_on_the_same_config_and_reports_their_failur
     import torch
     from test_run_pipeline import _write
 
-    import yfpo.run as run_mod
-    import yfpo.run_cli as run_cli
+    import yfpo.pipeline as run_mod
+    import yfpo.pipeline.cli as run_cli
     from yfpo.cli import main
 
     started, calls = [], []
@@ -125,7 +123,7 @@ def test_workers_flag_starts_helpers_on_the_same_config_and_reports_their_failur
     monkeypatch.setattr(run_cli, "_cores", lambda: 2)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("threads", n)))
 
-    def fake_pipeline(rc, write_report=True):
+    def fake_pipeline(rc, write_report=True, **kw):
         calls.append(("pipeline", write_report))
         return tmp_path / "report.html"
 
@@ -141,7 +139,7 @@ def test_workers_flag_starts_helpers_on_the_same_config_and_reports_their_failur
     calls.clear()
     assert main(["run", str(cfg), "--worker"]) == 0 and calls == [("pipeline", False)]  # a helper: no report
 
-    def failing(rc, write_report=True):
+    def failing(rc, write_report=True, **kw):
         raise ValueError("stage failed")
 
     monkeypatch.setattr(run_mod, "run_pipeline", failing)

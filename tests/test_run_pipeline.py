@@ -4,16 +4,95 @@ real pipeline end to end on a tiny model."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 
+import yfpo.pipeline
+import yfpo.pipeline.stages.check as st_check
+import yfpo.pipeline.stages.evaluate as st_eval
+import yfpo.pipeline.stages.neurons as st_neurons
+import yfpo.pipeline.stages.pairs as st_pairs
+import yfpo.pipeline.stages.reference as st_ref
+import yfpo.pipeline.stages.train as st_train
 from yfpo.neurons.find import work_dir_for
 from yfpo.neurons.neuronset import NeuronSet
-from yfpo.run import EvalSection, RunConfig, load_run_config, run_pipeline, stage_hash
+from yfpo.pipeline import EvalSection, RunConfig, load_run_config, stage_hash
+
+
+def _one_by_one(run_eval):
+    """A run_evals stand-in made of a one-benchmark runner (run_eval's signature)."""
+
+    def run(model_path, jobs, **kw):
+        return [run_eval(model_path, j["bench"], **kw, **{k: v for k, v in j.items() if k != "bench"}) for j in jobs]
+
+    return run
+
+
+# stage kind -> (stage module, the library function it calls, fake runner -> stand-in with that function's signature)
+STAGE_FUNCTIONS = {
+    "neurons": (st_neurons, "find_neurons", lambda r: r),
+    "control": (st_neurons, "derive_control", lambda r: lambda kind, source, out, seed: r(kind, source, out, seed)),
+    "check": (st_check, "causal_check", lambda r: r),
+    "pairs": (st_pairs, "build_pairs", lambda r: r),
+    "reference": (st_ref, "compute_reference", lambda r: lambda cfg, neuron_sets, out: r(cfg, neuron_sets, out.parent)),
+    "train": (st_train, "train", lambda r: r),
+    "grpo": (st_train, "grpo", lambda r: r),
+    "evals": (st_eval, "run_evals", lambda r: r),
+    "eval": (st_eval, "run_evals", _one_by_one),
+    "discrimination": (st_eval, "run_discrimination", lambda r: lambda model, tok, **kw: r(model, **kw)),
+    "mmlu": (st_eval, "run_mmlu", lambda r: lambda model, tok, **kw: r(model, **kw)),
+}
+_ACTIVE: dict[int, dict] = {}  # thread -> its fake runners by stage kind (two pipelines may run in two threads)
+_ORIGINALS: dict[tuple, object] = {}
+_PATCH_LOCK = threading.Lock()
+
+
+def _dispatch(module, attr):
+    def call(*a, **kw):
+        runners = _ACTIVE.get(threading.get_ident(), {})
+        for kind, (m, name, adapt) in STAGE_FUNCTIONS.items():
+            if m is module and name == attr and kind in runners:
+                return adapt(runners[kind])(*a, **kw)
+        if attr == "load_model" and {"discrimination", "mmlu"} & set(runners):
+            return a[0], None  # the fake discrimination / MMLU runners take the model path
+        return _ORIGINALS[(module, attr)](*a, **kw)
+
+    return call
+
+
+@contextlib.contextmanager
+def fake_stages(runners: dict):
+    """The stage modules call `runners[kind]` (signatures as in Fakes) instead of the library functions, in this
+    thread only (each thread may have its own); kinds not given run the real functions."""
+    targets = {(m, a) for m, a, _ in STAGE_FUNCTIONS.values()} | {(st_eval, "load_model")}
+    with _PATCH_LOCK:
+        if not _ACTIVE:
+            for m, a in targets:
+                _ORIGINALS[(m, a)] = getattr(m, a)
+                setattr(m, a, _dispatch(m, a))
+        _ACTIVE[threading.get_ident()] = runners
+    try:
+        yield
+    finally:
+        with _PATCH_LOCK:
+            del _ACTIVE[threading.get_ident()]
+            if not _ACTIVE:
+                for (m, a), f in _ORIGINALS.items():
+                    setattr(m, a, f)
+
+
+def run_pipeline(rc, *, runners: dict | None = None, **kw):
+    """yfpo.pipeline.run_pipeline with the stage functions of `runners` faked (fake_stages)."""
+    with fake_stages(runners or {}):
+        return yfpo.pipeline.run_pipeline(rc, **kw)
+
 
 METHODS = ("dpo", "yfpo", "yfpo_random", "dpo_fdt", "yfpo_fdt")  # the defaults
 
@@ -240,7 +319,7 @@ def test_run_config_file_and_overrides(tmp_path):
 
 def test_every_shipped_config_validates():
     """Every stage config of every shipped run config is built and validated (nothing runs)."""
-    from yfpo.run import make_plan
+    from yfpo.pipeline import make_plan
 
     root = Path(__file__).resolve().parents[1] / "configs"
     names = sorted(p.name for p in root.glob("*.yaml"))
@@ -337,7 +416,7 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
 
 
 def test_failing_stage_is_one_line_naming_its_folder(tmp_path):
-    from yfpo.run import StageFailed
+    from yfpo.pipeline import StageFailed
 
     f = Fakes()
 
@@ -358,7 +437,7 @@ def test_a_models_benchmarks_run_in_one_call_and_each_keeps_its_own_stage(tmp_pa
     """The pending benchmarks of a model go to one `evals` call (one generation pass); each still has its own
     folder and done.json, so a rerun redoes only the one whose record is missing, and a failing pass names
     every benchmark it held."""
-    from yfpo.run import StageFailed
+    from yfpo.pipeline import StageFailed
 
     f = Fakes()
     calls: list[tuple[str, list[str]]] = []
@@ -446,8 +525,11 @@ def test_neuron_controls_and_gamma_sweep(tmp_path):
 def test_no_hash_names_only_real_fields():
     from yfpo.neurons.config import CheckConfig, NeuronsConfig
     from yfpo.pairs.config import PairsConfig
-    from yfpo.run import _NO_HASH, _fields
+    from yfpo.pipeline.node import NO_HASH as _NO_HASH
     from yfpo.train.config import TrainConfig
+
+    def _fields(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
 
     classes = {
         "neurons": NeuronsConfig,
@@ -529,19 +611,6 @@ eval: {{benches: [gsm8k], limit: 3, max_new_tokens: 8, batch_size: 4, discrimina
 def test_reference_stage_once_for_every_method_and_seed(tmp_path, monkeypatch):
     """With a trainer that takes precomputed reference log-probs (TrainConfig.ref_logps), the run computes them
     once per tokenization setting and hands the same file to every method and seed."""
-    import dataclasses
-
-    import yfpo.run as run_mod
-    import yfpo.train.config as tc
-
-    if "ref_logps" not in {f.name for f in dataclasses.fields(tc.TrainConfig)}:
-
-        @dataclasses.dataclass
-        class WithRef(tc.TrainConfig):  # the field train/ adds (issue 10 item 3)
-            ref_logps: str | None = None
-
-        monkeypatch.setattr(tc, "TrainConfig", WithRef)
-    monkeypatch.setattr(run_mod, "reference_supported", lambda: True)
     f = Fakes()
     refs = []
 
@@ -610,14 +679,14 @@ def test_eval_sampling_and_task_specs_flow_to_eval_and_report(tmp_path):
     assert "### Sampled metrics" in md and "maj@4 %" in md and "### Accuracy per group" in md and "digit" in md
 
     from yfpo.config import to_dict
-    from yfpo.run import _EVAL_KEY_DEFAULTS
+    from yfpo.pipeline.config import _EVAL_KEY_DEFAULTS
 
     assert set(_EVAL_KEY_DEFAULTS) <= set(to_dict(EvalSection()))  # every new key, at its default...
     plain = Fakes()
     run_pipeline(_rc(tmp_path / "b"), runners=plain.runners(), log=lambda m: None)
     dirs = {s["dir"] for s in json.loads((tmp_path / "b" / "runs" / "t" / "run.json").read_text())["stages"]}
     # ...is left out of the hash: the folder is the one the code before these keys named (its formula, here)
-    from yfpo.run import model_identity
+    from yfpo.pipeline import model_identity
     from yfpo.utils import stable_hash
 
     ev = to_dict(_rc(tmp_path / "b").eval)
@@ -640,7 +709,7 @@ def test_eval_sampling_and_task_specs_flow_to_eval_and_report(tmp_path):
     ],
 )
 def test_bad_eval_sampling_keys_fail_before_any_stage(tmp_path, key, value, msg):
-    from yfpo.run import make_plan
+    from yfpo.pipeline import make_plan
 
     rc = _rc(tmp_path)
     setattr(rc.eval, key, value)
@@ -698,7 +767,7 @@ def test_grpo_methods_run_in_the_pipeline_and_the_report_compares_them(tmp_path)
     ],
 )
 def test_bad_grpo_methods_fail_at_planning(tmp_path, methods, msg):
-    from yfpo.run import make_plan
+    from yfpo.pipeline import make_plan
 
     rc = _rc(tmp_path)
     rc.methods = methods
@@ -709,7 +778,7 @@ def test_bad_grpo_methods_fail_at_planning(tmp_path, methods, msg):
 @pytest.mark.parametrize("skip,ok", [(0, False), (5, False), (6, True)])
 def test_grpo_questions_must_not_overlap_the_eval_slice(tmp_path, skip, ok):
     """GRPO on an eval benchmark's questions: the first skip_questions must cover the eval.limit items."""
-    from yfpo.run import make_plan
+    from yfpo.pipeline import make_plan
 
     rc = _rc(tmp_path)  # eval: gsm8k and svamp, limit 6
     rc.grpo = {"questions": "svamp", "skip_questions": skip, "num_generations": 2, "batch_size": 2}

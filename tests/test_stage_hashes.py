@@ -5,19 +5,17 @@ fingerprint) would make every existing run redo that stage and everything downst
 main at 3d58b93 (before the pipeline became a graph). A deliberate change of a hash needs a stated one-time
 migration, and then these values are updated in the same commit.
 
-The plan is built by the real code path (load_run_config -> the pipeline) with the stage functions replaced by
-fakes that write the files each stage's successors read; hashes do not depend on what the stages produce."""
+The stage graph is built by the real code path (load_run_config -> make_plan -> build_graph, as `yfpo run` does);
+hashes do not depend on what the stages produce, so nothing runs. (Until the pipeline became a graph, this test ran
+the pipeline with fake stage functions and read run.json; the expected values are the ones that run produced.)"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import torch
-
-from yfpo.neurons.find import work_dir_for
-from yfpo.neurons.neuronset import NeuronSet
-from yfpo.run import load_run_config, run_pipeline
+from yfpo.pipeline import load_run_config
+from yfpo.pipeline.graph import build_graph
+from yfpo.pipeline.plan import make_plan
 
 QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
 
@@ -54,51 +52,12 @@ EXPECTED = {
 }
 
 
-class _Fakes:
-    def neurons(self, cfg):
-        NeuronSet([0, 1], [1, 2], [0.3, 0.1], [0, 0], [1, 1], {"num_layers": 2, "intermediate_size": 8}).save(cfg.out)
-        wd = work_dir_for(cfg.out)  # the random control reads the find run's activation statistics
-        wd.mkdir(exist_ok=True)
-        torch.save({"act_mean_math": torch.zeros(2, 8), "act_std_math": torch.ones(2, 8)}, wd / "grids.pt")
-        return Path(cfg.out)
-
-    def check(self, cfg):
-        return {"paths": {}, "verdict_text": "fake"}
-
-    def pairs(self, cfg):
-        out = Path(cfg.out_dir)
-        (out / "pairs.jsonl").write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
-        summary = {"questions": 1, "samples": 1, "sample_accuracy": 0.0, "pairs": 1, "pairs_by_source": {"gold": 1}}
-        (out / "summary.json").write_text(json.dumps(summary))
-        return out / "pairs.jsonl"
-
-    def reference(self, cfg, neurons, out_dir):
-        p = Path(out_dir) / "reference.json"
-        p.write_text("{}")
-        return p
-
-    def train(self, cfg):
-        out = Path(cfg.output_dir)
-        (out / "final").mkdir(parents=True, exist_ok=True)
-        return out
-
-    def evals(self, model_path, jobs, **kw):
-        return [{"n": 1, "primary": "flexible", "accuracy": {"flexible": {"acc": 0.0}}, "time_s": 1.0} for _ in jobs]
-
-    def discrimination(self, model_path, **kw):
-        return {"accuracy": 0.5, "n": 1}
-
-    def runners(self):
-        names = ("neurons", "check", "pairs", "reference", "train", "evals", "discrimination")
-        return {n: getattr(self, n) for n in names}
-
-
 def quick_stage_folders(tmp_path: Path) -> dict[str, tuple[str, str]]:
-    """{stage name: (kind, folder)} of quick.yaml's plan, as the pipeline names them."""
+    """{stage name: (kind, folder)} of quick.yaml's stage graph (nothing runs)."""
     rc = load_run_config(QUICK, {"out_root": str(tmp_path), "report": False})
-    run_pipeline(rc, runners=_Fakes().runners(), log=lambda m: None)
-    idx = json.loads((tmp_path / "quick" / "run.json").read_text())
-    return {s["name"]: (s["kind"], s["dir"]) for s in idx["stages"]}
+    plan = make_plan(rc)
+    rc.methods = plan.methods
+    return {n.name: (n.kind, n.rel.format(hash=n.hash)) for n in build_graph(rc, plan)}
 
 
 def test_quick_yaml_stage_hashes_are_unchanged(tmp_path, monkeypatch):

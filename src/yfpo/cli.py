@@ -21,7 +21,7 @@ STAGE_CLIS = [
     "yfpo.train.cli",
     "yfpo.train.grpo_cli",
     "yfpo.report.cli",
-    "yfpo.run_cli",
+    "yfpo.pipeline.cli",
 ]
 
 

@@ -169,6 +169,22 @@ def find_data_file(relpath: str, data_dir: str | os.PathLike | None = None) -> P
     return None
 
 
+def check_benchmark_files(benches: list[str], data_dir: str | os.PathLike | None, where: str) -> None:
+    """Every benchmark named is known and its data file is on disk (the Hub is not a silent fallback); the error
+    names `where` (the config field) and the folders looked in."""
+    for bench in benches:
+        if bench not in BENCHMARKS and bench not in GROUPS:
+            known = ", ".join(list(BENCHMARKS) + list(GROUPS))
+            raise ValueError(f"{where}: unknown benchmark {bench!r}; known: {known}")
+        for sub in GROUPS.get(bench, [bench]):
+            rel = BENCHMARKS[sub].file
+            if find_data_file(rel, data_dir) is None:
+                looked = ", ".join(str(d / rel) for d in candidate_data_dirs(data_dir))
+                raise FileNotFoundError(
+                    f"{where}: benchmark {sub!r} has no data file (looked in {looked}); set eval.data_dir or YFPO_DATA_DIR"
+                )
+
+
 def _from_hub(b: TaskSpec, name: str) -> list[Problem]:
     import datasets  # noqa: F401  (optional, only for online users)
 

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from yfpo.data.corpora import CONTRAST_SOURCES
+
+METHODS = ("attnlrp", "actgrad", "lape", "random")  # how `yfpo neurons find` scores neurons
 
 
 @dataclass
@@ -31,6 +36,19 @@ class NeuronsConfig:
     dtype: str = "float32"
     device: str = "cpu"
     progress: bool = True
+
+    def validate(self) -> "NeuronsConfig":
+        """A known method, known contrast corpora, and the `match` file (if any) on disk; returns self."""
+        if self.method not in METHODS:
+            raise ValueError(f"neurons.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for src in (x.strip() for x in self.contrast_sources.split(",") if x.strip()):
+            if src not in CONTRAST_SOURCES:
+                raise ValueError(
+                    f"neurons.contrast_sources: unknown source {src!r}; known: {', '.join(CONTRAST_SOURCES)}"
+                )
+        if self.match and not Path(self.match).exists():
+            raise FileNotFoundError(f"neurons.match {self.match} does not exist")
+        return self
 
 
 @dataclass

@@ -17,9 +17,8 @@ from typing import Any
 
 import torch
 
-from yfpo.neurons.config import NeuronsConfig
+from yfpo.neurons.config import METHODS, NeuronsConfig
 
-METHODS = ("attnlrp", "actgrad", "lape", "random")
 TARGET = "sum over response positions of the gold next-token logit (teacher-forced)"
 
 

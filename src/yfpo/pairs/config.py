@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from yfpo.data.problems import check_benchmark_files
 
 PAIR_MODES = ("default", "onpolicy")
 
@@ -42,8 +45,13 @@ class PairsConfig:
     device: str = "cpu"
     progress: bool = True
 
-    def validate(self) -> "PairsConfig":
-        """Refuse settings that cannot work, before any file is written; returns self."""
+    def validate(self, check_files: bool = False) -> "PairsConfig":
+        """Refuse settings that cannot work, before any file is written; returns self. check_files: also the
+        question file (bench_file, or the benchmark's data file) is on disk (`yfpo run` plans with it on)."""
+        if check_files and self.bench_file and not Path(self.bench_file).exists():
+            raise FileNotFoundError(f"pairs.bench_file {self.bench_file} does not exist")
+        if check_files and not self.bench_file:
+            check_benchmark_files([self.bench], self.data_dir, "pairs.bench")
         for name in ("k", "batch_size", "max_new_tokens", "step_rollouts", "step_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"pairs: {name} must be >= 1, got {getattr(self, name)}")

@@ -191,3 +191,15 @@ class GRPORunConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.rlpt_context < 1 or self.rlpt_judge_tokens < 1:
             raise ValueError("rlpt_context and rlpt_judge_tokens must be >= 1")
+
+    def check_eval_overlap(self, benches: list[str], limit: int | None) -> None:
+        """Training questions drawn from a benchmark that is also evaluated (no questions_file) must skip the
+        evaluated slice (its first `limit` items): skip_questions >= limit. (mode rlpt trains on rlpt_corpus texts.)"""
+        if self.questions_file or self.questions not in benches or self.mode == "rlpt":
+            return
+        if limit is None or self.skip_questions < limit:
+            raise ValueError(
+                f"trains on {self.questions} questions from #{self.skip_questions}, which overlap the evaluation's "
+                f"first {limit or 'all'} items; set grpo.skip_questions >= eval.limit ({limit}) or train on another "
+                "benchmark"
+            )

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from yfpo.pipeline.executors import EXECUTORS
 
 
 def register(sub) -> None:
@@ -30,13 +36,24 @@ def register(sub) -> None:
         "cores/N torch threads; small models scale poorly over threads, so on a 2-core CPU --workers 2 runs "
         "independent trainings and evaluations side by side. Helper logs: RUN/workers/worker-K.log (default 1)",
     )
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: this process (and --workers helpers); ray: every stage a Ray task with its stage's resources, "
+        "the run dir on a folder every Ray node sees (docs/cluster.md). Default local",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="with --executor ray: the cluster to join ('auto': the one this machine belongs to); none: a local "
+        "Ray instance",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a helper started by --workers
     p.set_defaults(func=_run, accepts_overrides=True)
 
 
 def _cores() -> int:
-    import os
-
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -45,11 +62,6 @@ def _cores() -> int:
 
 def _start_workers(args, run_dir, n: int, threads: int) -> list:
     """n helper `yfpo run` processes on the same config (same overrides), `threads` torch threads each."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     logs = Path(run_dir) / "workers"
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
@@ -63,9 +75,11 @@ def _start_workers(args, run_dir, n: int, threads: int) -> list:
 
 
 def _run(args) -> int:
-    import sys
+    # lazy: yfpo.cli imports every command's cli module to build its parser; the pipeline pulls in torch,
+    # transformers and TRL, which `yfpo --help` and the other commands should not wait for
+    import torch
 
-    from yfpo.run import StageFailed, load_run_config, make_plan, run_pipeline
+    from yfpo.pipeline import StageFailed, load_run_config, make_plan, run_pipeline
 
     try:
         rc = load_run_config(args.config, args.overrides)
@@ -85,9 +99,9 @@ def _run(args) -> int:
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         procs = []
+        if args.workers > 1 and args.executor != "local":
+            raise ValueError("--workers shares stages between local processes; with --executor ray, Ray does")
         if args.workers > 1 and not args.worker:
-            import torch
-
             make_plan(rc)  # a config error stops here, before any helper starts
             threads = max(1, _cores() // args.workers)
             torch.set_num_threads(threads)
@@ -98,7 +112,7 @@ def _run(args) -> int:
             )
         ok = False
         try:
-            path = run_pipeline(rc, write_report=not args.worker)
+            path = run_pipeline(rc, executor=args.executor, address=args.address, write_report=not args.worker)
             ok = True
         finally:
             for proc, log in procs:
