@@ -117,7 +117,7 @@ def test_eval_cli_refuses_before_the_model_loads(argv, msg, monkeypatch, capsys)
 
 
 def test_pipeline_eval_section_is_an_eval_config():
-    from yfpo.run import EvalSection
+    from yfpo.pipeline import EvalSection
 
     assert issubclass(EvalSection, EvalConfig)
     assert set(field_names(EvalConfig)) <= {f.name for f in dataclasses.fields(EvalSection)}
@@ -125,7 +125,7 @@ def test_pipeline_eval_section_is_an_eval_config():
 
 
 def test_pipeline_plan_validates_the_eval_section(tmp_path):
-    from yfpo.run import EvalSection, RunConfig, make_plan
+    from yfpo.pipeline import EvalSection, RunConfig, make_plan
 
     with pytest.raises(ValueError, match=r"eval\.dtype is set by the run"):
         make_plan(RunConfig(out_root=str(tmp_path), eval=EvalSection(dtype="bfloat16")))

@@ -14,7 +14,7 @@ from yfpo.engine.common import model_dir as _model_dir
 from yfpo.models import load_model
 from yfpo.models.loading import is_adapter_dir
 from yfpo.models.tiny import save_tiny
-from yfpo.run import stage_hash
+from yfpo.pipeline import stage_hash
 from yfpo.train.trainer import train
 
 
