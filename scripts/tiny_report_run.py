@@ -15,7 +15,7 @@ from pathlib import Path
 from yfpo.data.pairs import load_solution_pairs, write_pairs
 from yfpo.engine.prompts import format_user_message
 from yfpo.models.tiny import save_tiny
-from yfpo.run import load_run_config, run_pipeline
+from yfpo.pipeline import load_run_config, run_pipeline
 
 
 def main(argv: list[str]) -> int:
