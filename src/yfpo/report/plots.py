@@ -137,7 +137,7 @@ def training_curves(
     else:
         ncol = min(len(names), 4)
         legend_rows = (len(names) + ncol - 1) // ncol
-        bottom = (0.45 + 0.22 * legend_rows) / fig.get_figheight()  # room below the panels for the legend
+        bottom = (0.12 + (0.2 if note else 0) + 0.22 * legend_rows) / fig.get_figheight()  # room for the legend
         fig.tight_layout(rect=(0, bottom, 1, 1))
         fig.legend(
             handles,
