@@ -18,6 +18,7 @@ FLOORS = {
     "yfpo.grading": 0,
     "yfpo.resume": 0,
     "yfpo.install": 0,
+    "yfpo.log": 0,
     "yfpo.data": 1,
     "yfpo.models": 2,
     "yfpo.engine": 3,
