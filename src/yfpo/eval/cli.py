@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 from yfpo.engine.backends import BACKEND_NAMES
+from yfpo.log import get_logger
+
+logger = get_logger(__name__)
 
 
 def register(sub) -> None:
@@ -254,7 +257,7 @@ def _eval(args) -> int:
     console.print(table)
     for b, s in extra:
         _print_extras(console, b, s)
-    console.print(f"per-item outputs and summaries in {out_root}/")
+    logger.info(f"per-item outputs, summaries and lm-eval-shaped results in {out_root}/")
     return 0
 
 
@@ -410,5 +413,5 @@ def _compare(args) -> int:
         f"unit: {res['unit']}; exact p: {next(iter(res['by_extractor'].values()))['test'] if res['by_extractor'] else '-'}"
     )
     if res["only_a"] or res["only_b"]:
-        print(f"note: {res['only_a']} items only in A and {res['only_b']} only in B were left out")
+        print(f"note: {res['only_a']} items only in A and {res['only_b']} only in B were left out")  # (the result's)
     return 0
