@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from yfpo.log import get_logger
+
+logger = get_logger(__name__)
+
 
 def register(sub) -> None:
     p = sub.add_parser("models", help="list or prepare the embedded default model")
@@ -30,5 +34,5 @@ def _prepare(args) -> int:
 
     d = prepare_embedded(args.name, force=args.force)
     verify_prepared(args.name)
-    print(f"{args.name}: ready at {d} (checksums verified)")
+    logger.info(f"{args.name}: ready at {d} (checksums verified)")
     return 0
