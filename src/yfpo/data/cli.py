@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from yfpo.log import get_logger
+
+logger = get_logger(__name__)
+
 
 def register(sub) -> None:
     from yfpo.data import splits
@@ -29,5 +33,5 @@ def _split(args) -> int:
     print(
         f"sizes {rep['sizes']}; dropped {rep['dropped_counts']} (evaluation sets: {rep['dropped_by_evaluation_set']})"
     )
-    print(f"wrote {args.out}/{{train,val,test}}.jsonl and contamination.json")
+    logger.info(f"wrote {args.out}/{{train,val,test}}.jsonl and contamination.json")
     return 0
