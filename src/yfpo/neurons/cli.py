@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from yfpo.log import get_logger
+
+logger = get_logger(__name__)
+
 
 def register(sub) -> None:
     p = sub.add_parser("neurons", help="find math neurons (AttnLRP), check them causally, show a NeuronSet")
@@ -64,7 +68,7 @@ def _find(args) -> int:
     from yfpo.neurons.show import summary_text
 
     print(summary_text(path, top=10))
-    print(f"wrote {path}")
+    logger.info(f"wrote {path}")
     return 0
 
 
@@ -72,7 +76,7 @@ def _control(args) -> int:
     from yfpo.neurons.controls import derive_control
 
     path = derive_control(args.kind, args.source, args.out, seed=args.seed)
-    print(f"wrote {path}")
+    logger.info(f"wrote {path}")
     return 0
 
 
@@ -84,7 +88,7 @@ def _check(args) -> int:
     cfg = load_config(CheckConfig, args.config, args.overrides, section="check" if args.config else None)
     res = causal_check(cfg)
     print(res["verdict_text"])
-    print(f"wrote {res['paths']['json']} and {res['paths']['png']}")
+    logger.info(f"wrote {res['paths']['json']} and {res['paths']['png']}")
     return 0
 
 
@@ -97,5 +101,5 @@ def _show(args) -> int:
     if not args.no_plot:
         png = Path(args.plot) if args.plot else Path(args.neurons).with_suffix(".layers.png")
         plot_layer_counts(args.neurons, png)
-        print(f"plot: {png}")
+        logger.info(f"plot: {png}")
     return 0
