@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from yfpo.log import get_logger
+
+logger = get_logger(__name__)
+
 
 def register(sub) -> None:
     p = sub.add_parser("pairs", help="build preference pairs from the model's own graded samples")
@@ -46,5 +50,5 @@ def _build(args) -> int:
         f"{s['pairs']} pairs by source {s['pairs_by_source']}"
         + (f", {s['step_pairs']} step pairs" if cfg.step_pairs else "")
     )
-    print(f"wrote {path}")
+    logger.info(f"wrote {path}")
     return 0
