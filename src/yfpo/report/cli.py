@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from yfpo.log import get_logger
+
+logger = get_logger(__name__)
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -19,5 +23,5 @@ def _report(args) -> int:
     from yfpo.report.build import build_report
 
     path = build_report(args.run_dir, args.out)
-    print(f"report: {path} (and {path.with_suffix('.md')})")
+    logger.info(f"report: {path} (and {path.with_suffix('.md')})")
     return 0
