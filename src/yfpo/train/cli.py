@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from yfpo.log import get_logger
+
+logger = get_logger(__name__)
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -99,7 +103,7 @@ def _train(args) -> int:
         return 0
     cfg = _load_cfg(args)
     out = train(cfg, resume=not args.no_resume, overwrite=args.overwrite, allow_other_weights=args.allow_other_weights)
-    print(f"run directory: {out}  (final model: {out / 'final'})")
+    logger.info(f"run directory: {out}  (final model: {out / 'final'})")
     return 0
 
 
@@ -117,7 +121,7 @@ def _precompute_ref(args) -> int:
     if not sets and cfg.neurons:
         sets["run"] = NeuronSet.load(cfg.neurons)
     path = compute_reference(cfg, sets, args.ref_out)
-    print(f"wrote {path}")
+    logger.info(f"wrote {path}")
     return 0
 
 
@@ -152,5 +156,5 @@ def _plot(args) -> int:
     from yfpo.report.train_plots import plot_runs
 
     path = plot_runs(args.runs, args.out)
-    print(f"wrote {path}")
+    logger.info(f"wrote {path}")
     return 0

@@ -6,6 +6,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from yfpo.log import get_logger
+
+logger = get_logger(__name__)
+
 _PREFIX = "grpo__"
 
 
@@ -74,5 +78,5 @@ def _grpo(args) -> int:
         overrides += ["--output_dir", args.out]
     cfg = load_config(GRPORunConfig, args.config, overrides, section=section)
     out = grpo(cfg, resume=not args.no_resume, overwrite=args.overwrite)
-    print(f"run directory: {out}  (final model: {out / 'final'})")
+    logger.info(f"run directory: {out}  (final model: {out / 'final'})")
     return 0

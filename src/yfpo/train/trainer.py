@@ -35,12 +35,15 @@ import torch
 from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from yfpo.log import get_logger
 from yfpo.models import arch
 from yfpo.models.packing import PACKABLE_ATTENTION, backbone_of, pack_pairs, run_packed
 from yfpo.neurons.capture import NeuronCapture, neuron_margin
 from yfpo.train.config import TrainConfig
 from yfpo.train.fdt import add_fdt_head, check_fdt_supported
 from yfpo.train.losses import LOSS_TYPES, VARIANTS, aux_neuron_loss, combined_loss, preference_type
+
+logger = get_logger(__name__)
 
 
 class YFPOTrainer(DPOTrainer):
@@ -388,7 +391,7 @@ class YFPOTrainer(DPOTrainer):
         tol = 1e-3 if dtype == torch.float32 else 3e-2
         ok = self._pack_ok[id(bb)] = bool(torch.allclose(got[keep].float(), ref[keep].float(), atol=tol, rtol=tol))
         if not ok:
-            print(
+            logger.warning(
                 "[yfpo train] share_prompt: this model's packed forward differs from its plain one; two rows per pair"
             )
         return pack if ok else None
