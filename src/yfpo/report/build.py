@@ -239,7 +239,9 @@ def _training_section(doc: Doc, rd: RunData, comp: dict, out: Path) -> None:
         metrics, out / "training_curves.png", labels={m: label(m) for m in order}, colours=method_colours(order)
     )
     if png:
-        doc.img(png, "training curves: one colour per method, one thin line per seed")
+        doc.img(
+            png, "training curves: one colour per method (with several seeds: thin lines the seeds, thick their mean)"
+        )
     keys = ["loss", "rewards/margins", "rewards/accuracies", "neuron/margin", "neuron/accuracy"]
     grpo_keys = ["rewards/accuracy/mean", "rewards/neuron/mean", "step_time"]  # GRPO methods (trainer: grpo)
     keys += [k for k in grpo_keys if any(k in r for rows_ in rd.metrics.values() for r in rows_)]
