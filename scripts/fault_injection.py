@@ -61,6 +61,7 @@ IGNORED_KEYS = frozenset(
         "time",
         "train_samples_per_second",
         "train_steps_per_second",
+        "total_evaluation_time_seconds",  # lm-eval's results.json (yfpo.eval.lmeval)
         # throughput of the last invocation (eval summary.json): a resume generates only the missing items
         "tokens_per_s",
         "problems_per_s",
@@ -172,6 +173,8 @@ class Target:
     name: str
     argv: Callable[[dict, Path], list[str]]  # (fixtures, output folder) -> yfpo CLI arguments
     needs_data: bool = False  # reads the shared corpora / benchmarks (/work/shared/data)
+    # the output folder shows work in progress: something written, the final file not yet (fault_inject mid_work)
+    in_progress: Callable[[Path], bool] | None = None
 
 
 def _run_config(fx: dict, out: Path) -> list[str]:
@@ -287,8 +290,14 @@ TARGETS = {
             "--out",
             str(out),
         ],
+        # the folder is claimed (its config recorded), the summary not written: the model loads or generates
+        in_progress=lambda out: any(out.rglob("config.hash.json")) and not any(out.rglob("summary.json")),
     ),
-    "report": Target("report", lambda fx, out: ["report", str(_report_run(fx["root"])), "--out", str(out)]),
+    "report": Target(
+        "report",
+        lambda fx, out: ["report", str(_report_run(fx["root"])), "--out", str(out)],
+        in_progress=lambda out: out.is_dir() and any(out.iterdir()) and not (out / "report.html").exists(),
+    ),
     "run": Target("run", _run_config, True),
 }
 
@@ -441,6 +450,19 @@ def run_to_end(argv: list[str], log: Path, timeout: float = 1200) -> tuple[int, 
     return rc, time.perf_counter() - t0
 
 
+def run_and_kill_in_progress(argv: list[str], log: Path, out: Path, in_progress: Callable[[Path], bool]) -> bool:
+    """Start the command, SIGKILL its process group as soon as `in_progress(out)` holds (work started, not finished);
+    False if it finished first."""
+    p = _start(argv, log)
+    while p.poll() is None:
+        if in_progress(out):
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def run_and_kill(argv: list[str], log: Path, after: float) -> bool:
     """Start the command, SIGKILL its process group after `after` seconds; False if it finished first."""
     p = _start(argv, log)
@@ -473,8 +495,18 @@ class TargetResult:
 
 
 def fault_inject(
-    target: Target, fx: dict, work: Path, trials: int, rng: random.Random, t_start: float, log=print, max_kills: int = 3
+    target: Target,
+    fx: dict,
+    work: Path,
+    trials: int,
+    rng: random.Random,
+    t_start: float,
+    log=print,
+    max_kills: int = 3,
+    mid_work: bool = False,
 ) -> TargetResult:
+    """`trials` times: run the target, SIGKILL it 1..max_kills times (at a random time; with mid_work, as soon as its
+    output shows work in progress, Target.in_progress), resume it, compare with an uninterrupted run."""
     cur, ref = work / "cur" / target.name, work / "ref" / target.name
     for d in (cur, ref):
         shutil.rmtree(d, ignore_errors=True)
@@ -490,7 +522,11 @@ def fault_inject(
         shutil.rmtree(cur, ignore_errors=True)
         res.trials += 1
         for _ in range(rng.randint(1, max_kills)):
-            if run_and_kill(target.argv(fx, cur), logf, rng.uniform(t_start, max(wall, t_start + 0.5))):
+            if mid_work:
+                killed = run_and_kill_in_progress(target.argv(fx, cur), logf, cur, target.in_progress)
+            else:
+                killed = run_and_kill(target.argv(fx, cur), logf, rng.uniform(t_start, max(wall, t_start + 0.5)))
+            if killed:
                 res.kills += 1
             else:
                 res.finished_before_kill += 1

@@ -360,14 +360,11 @@ def _write(tmp_path, text: str) -> Path:
     ],
 )
 def test_bad_config_fails_before_any_work(tmp_path, bad, match):
-    """A typo or an invalid setting anywhere fails while planning: no stage runs, no run folder is made."""
-    import time
-
+    """A typo or an invalid setting anywhere fails while planning: no stage runs, no run folder is made. (How long
+    that takes is measured by benchmarks, not here: benchmarks/RESULTS.md, the typo check.)"""
     f = Fakes()
-    t0 = time.time()
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         run_pipeline(load_run_config(_write(tmp_path, bad)), runners=f.runners(), log=lambda m: None)
-    assert time.time() - t0 < 30
     assert sum(f.calls.values()) == 0 and not (tmp_path / "runs").exists()
 
 
