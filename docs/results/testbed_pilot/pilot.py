@@ -197,14 +197,64 @@ def table() -> str:
     return "\n".join(lines) + f"\n\nextractor: {e}; validation split {VAL} only.\n"
 
 
-def write_table() -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- pilot-table:start -->", "<!-- pilot-table:end -->"
+def power_plan(reps: int = 400) -> str:
+    """Smallest detectable difference (80% power, two-sided 0.05) for YFPO vs the best trained baseline on the test
+    split (1000 items) and on validation (400), with 1 and 3 seeds, from the pilot's numbers: p_A = the baseline's
+    val accuracy, churn = the share of its correct items another model of the pilot gets wrong (the largest such
+    share over the finished trained settings vs the baseline, or vs the base model when only one is trained);
+    rho (how alike an item's seeds are) is not measured here: 0.5 as in yfpo.eval.power, with 0 and 1 beside."""
+    from yfpo.eval.bench import load_items
+    from yfpo.eval.power import mde
+
+    done = []
+    for u in UNITS:
+        d = HERE / u["name"] / "eval" / VAL
+        if u["kind"] != "pairs" and (d / "summary.json").exists():
+            s = json.loads((d / "summary.json").read_text())
+            done.append((u["name"], s["accuracy"][s["primary"]]["acc"], load_items(d), s["primary"]))
+    trained = [x for x in done if x[0] != "base"]
+    if not trained:
+        return "(no trained setting finished yet)\n"
+    best = max(trained, key=lambda x: x[1])
+    e = best[3]
+    others = [x for x in done if x[0] != best[0]]
+
+    def churn(a_rows, b_rows) -> float:
+        b_by = {r["id"]: r for r in b_rows}
+        right = [r for r in a_rows if r["correct"][e] and r["id"] in b_by]
+        return sum(not b_by[r["id"]]["correct"][e] for r in right) / max(1, len(right))
+
+    ch = max(churn(best[2], o[2]) for o in others)
+    lines = [
+        f"baseline {best[0]}: val accuracy p_A = {100 * best[1]:.1f}%; churn (its correct items lost by another "
+        f"pilot model, largest) = {ch:.2f}",
+        "",
+        "| items | seeds | MDE (points), rho 0.5 | rho 0 | rho 1 |",
+        "|---|---|---|---|---|",
+    ]
+    for n in (400, 1000):
+        for seeds in (1, 3):
+            vals = [mde(n, seeds, best[1], ch, rho, reps=reps) for rho in (0.5, 0.0, 1.0)]
+            lines.append(
+                f"| {n} | {seeds} | " + " | ".join("-" if v is None else f"{100 * v:.1f}" for v in vals) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _replace(text: str, tag: str, body: str) -> str:
+    start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
     if start in text and end in text:
         a, b = text.index(start) + len(start), text.index(end)
-        text = text[:a] + "\n" + table() + text[b:]
-        readme.write_text(text)
+        text = text[:a] + "\n" + body + text[b:]
+    return text
+
+
+def write_table(power: bool = False) -> None:
+    readme = HERE / "README.md"
+    text = _replace(readme.read_text(), "pilot-table", table())
+    if power:
+        text = _replace(text, "power-plan", power_plan())
+    readme.write_text(text)
 
 
 def main() -> None:
@@ -212,6 +262,7 @@ def main() -> None:
     ap.add_argument("--run", default="/root/runs/testbed/pilot")
     ap.add_argument("--only", default=None, help="comma-separated unit names")
     ap.add_argument("--table", action="store_true", help="only rewrite the README's pilot table")
+    ap.add_argument("--power", action="store_true", help="with --table: also the power plan (a few minutes)")
     ap.add_argument("--results", default=None, help="where the small outputs and README go (default: beside this file)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (a check of the wiring, minutes)")
     a = ap.parse_args()
@@ -226,7 +277,7 @@ def main() -> None:
                 u["args"].update(limit="8", k="4", max_new_tokens="200")
         TRAIN_BASE.update(max_steps="2")
     if a.table:
-        write_table()
+        write_table(power=a.power)
         return
     run = Path(a.run)
     run.mkdir(parents=True, exist_ok=True)
