@@ -23,6 +23,7 @@ from test_train_common import (
 )
 from torch.utils.data import DataLoader
 
+from yfpo.config import from_dict
 from yfpo.models.tiny import tiny_model
 from yfpo.neurons.neuronset import NeuronSet
 from yfpo.train.config import TrainConfig
@@ -310,10 +311,12 @@ def test_trl_options_pass_through(files, tmp_path):
     tr = make_yfpo(cfg_for(tmp_path, pairs, trl={"truncation_mode": "keep_end", "pad_to_multiple_of": 8}))
     assert tr.args.truncation_mode == "keep_end" and tr.args.pad_to_multiple_of == 8
     assert first_batch(tr)["input_ids"].shape[1] % 8 == 0  # the option reached TRL's collator
-    with pytest.raises(ValueError, match="truncaton_mode"):
-        TrainConfig(pairs="p", trl={"truncaton_mode": "keep_end"}).validate()
-    with pytest.raises(ValueError, match="use lr"):
-        TrainConfig(pairs="p", trl={"learning_rate": 1e-3}).validate()
+    with pytest.raises(ValueError, match="truncaton_mode.*did you mean 'truncation_mode'"):
+        from_dict(TrainConfig, {"pairs": "p", "trl": {"truncaton_mode": "keep_end"}})
+    with pytest.raises(ValueError, match="lr and learning_rate are the same option"):  # an older name and TRL's
+        from_dict(TrainConfig, {"pairs": "p", "lr": 1e-4, "trl": {"learning_rate": 1e-3}})
+    with pytest.raises(ValueError, match="model_init_kwargs is set by yfpo: yfpo loads the model itself"):
+        from_dict(TrainConfig, {"pairs": "p", "model_init_kwargs": {"dtype": "bfloat16"}})
 
 
 def test_held_out_margin_measure_equals_the_trainers_m_ref(files, tmp_path):

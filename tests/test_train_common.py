@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from yfpo.config import from_dict
 from yfpo.models.tiny import tiny_model
 from yfpo.neurons.neuronset import NeuronSet
 from yfpo.train.config import TrainConfig
@@ -117,7 +118,7 @@ def cfg_for(tmp_path: Path, pairs: Path, **kw) -> TrainConfig:
         warmup_ratio=0.0,
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return from_dict(TrainConfig, base)  # older short names (batch_size, lr, device, ...) read as TRL's
 
 
 def perturb_(params, seed: int, scale: float = 0.02) -> None:

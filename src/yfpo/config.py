@@ -109,19 +109,39 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+# a class with more keys than this names none of them in an unknown-key error (its --help lists them)
+_LIST_KEYS_UP_TO = 60
+
+
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """cls from a mapping. A class may rename older keys first with a classmethod `config_aliases(data, prefix)`
+    (and name them in `alias_names()`, for did-you-mean)."""
     hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    if hasattr(cls, "config_aliases"):
+        try:
+            data = cls.config_aliases(data, prefix)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     unknown = [k for k in data if k not in names]
     if unknown:
-        close = {k: difflib.get_close_matches(str(k), sorted(names), n=1) for k in unknown}
+        known = sorted(names | set(getattr(cls, "alias_names", list)()))
+        close = {k: difflib.get_close_matches(str(k), known, n=1) for k in unknown}
         hint = "; ".join(f"{k}: did you mean {m[0]!r}?" for k, m in close.items() if m)
+        listing = (
+            f"{cls.__name__} has: {', '.join(sorted(names))}"
+            if len(names) <= _LIST_KEYS_UP_TO
+            else (f"{cls.__name__} has {len(names)} keys (its command's --help lists them)")
+        )
         raise ConfigError(
             f"unknown config key(s) {', '.join(prefix + str(k) for k in unknown)}"
-            f"{' (' + hint + ')' if hint else ''}; {cls.__name__} has: {', '.join(sorted(names))}"
+            f"{' (' + hint + ')' if hint else ''}; {listing}"
         )
     kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:  # a library's own __post_init__ check (e.g. TRL's): one line
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {str(e).splitlines()[0]}") from None
 
 
 def to_dict(cfg: Any) -> dict:
@@ -208,4 +228,5 @@ def load_config(
 def save_config(cfg: Any, path: str | Path) -> None:
     from yfpo.utils import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    data = cfg.user_dict() if hasattr(cfg, "user_dict") else to_dict(cfg)  # a TRL config: the keys it sets
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

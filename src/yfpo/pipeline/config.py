@@ -102,7 +102,9 @@ class RunConfig:
     neurons: dict[str, Any] = field(default_factory=dict)  # NeuronsConfig keys
     check: dict[str, Any] | None = None  # CheckConfig keys; absent/null = no causal check
     pairs: dict[str, Any] = field(default_factory=dict)  # PairsConfig keys
-    pairs_file: str | None = None  # use this pairs JSONL instead of building pairs
+    # use these pairs instead of building them: any source yfpo.data.pair_sources reads (a JSONL/JSON/Parquet/CSV
+    # file, a datasets save_to_disk folder, a hub id owner/name[:subset][@split])
+    pairs_file: str | None = None
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys shared by every method
     # GRPORunConfig keys shared by the methods with `trainer: grpo` (online RL on benchmark questions)
     grpo: dict[str, Any] = field(default_factory=dict)
@@ -128,8 +130,13 @@ class RunConfig:
             raise ValueError("run config: `seeds` is empty")
         if self.model.startswith(("/", "./", "../", "~")) and not Path(self.model).expanduser().exists():
             raise FileNotFoundError(f"run config: model folder {self.model} does not exist")
-        if self.pairs_file and not Path(self.pairs_file).exists():
-            raise FileNotFoundError(f"run config: pairs_file {self.pairs_file} does not exist")
+        if self.pairs_file:
+            from yfpo.data.pair_sources import HUB_ID
+
+            where = Path(self.pairs_file.rpartition("@")[0] or self.pairs_file)
+            hub = HUB_ID.match(self.pairs_file) and not Path(self.pairs_file).suffix
+            if not (Path(self.pairs_file).exists() or where.is_dir() or hub):
+                raise FileNotFoundError(f"run config: pairs_file {self.pairs_file} does not exist")
         check_launch(self.launch)
         return self
 
@@ -256,3 +263,10 @@ REF_KEYS = (
     "dtype",
     "device",
 )
+
+
+def ref_settings(tcfg) -> dict:
+    """The REF_KEYS of a TrainConfig as its record() (the older flat form) holds them; a TRL option among them
+    enters only when set (as the older `trl:` section had it)."""
+    rec = tcfg.record()
+    return {k: rec[k] if k in rec else rec["trl"][k] for k in REF_KEYS if k in rec or k in rec["trl"]}

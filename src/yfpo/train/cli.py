@@ -20,6 +20,7 @@ def register(sub) -> None:
         "config.yaml, versions.json, metrics.jsonl, checkpoints/ and final/ (loadable by `yfpo eval --model`). "
         "A rerun of the same command resumes from the last checkpoint. `--keys` lists every key and its default.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="yfpo train [CONFIG] [--KEY VALUE ...] [--out OUT] [--no-resume] [--overwrite] [--allow-other-weights]",
     )
     p.add_argument(
         "config", nargs="?", default=None, help="YAML config (optional; every key can be given as --key value)"
@@ -33,7 +34,7 @@ def register(sub) -> None:
         help="use a NeuronSet found on other weights of the same shape (its weight_hash differs)",
     )
     p.add_argument("--keys", action="store_true", help="list the config keys with their defaults and exit")
-    _add_config_keys(p)
+    p.__class__ = _KeysOnParse
     p.set_defaults(func=_train, accepts_overrides=True)
 
     r = sub.add_parser(
@@ -54,7 +55,7 @@ def register(sub) -> None:
         help="a NeuronSet whose reference margin m_ref rides on the pass (repeatable; default: the config's "
         "neurons as 'run')",
     )
-    _add_config_keys(r)
+    r.__class__ = _KeysOnParse
     r.set_defaults(func=_precompute_ref, accepts_overrides=True)
 
     q = sub.add_parser(
@@ -68,38 +69,69 @@ def register(sub) -> None:
 _PREFIX = "cfg__"
 
 
+class _KeysOnParse(argparse.ArgumentParser):
+    """A subcommand whose config keys are added when it is parsed: listing them imports TRL (seconds), which no
+    other yfpo command should pay for."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if not getattr(self, "_keys_added", False):
+            self._keys_added = True
+            _add_config_keys(self)
+        return super().parse_known_args(args, namespace)
+
+
 def _add_config_keys(p) -> None:
-    """Every TrainConfig key as a known option, so `yfpo train --model M --pairs P` (no CONFIG) parses: were they
-    unknown, argparse would take M as the optional positional CONFIG."""
-    import dataclasses
+    """Every TrainConfig key (TRL's DPOConfig options and yfpo's) as an option with its help and default, grouped
+    like TRL's docs, and the older short names; so `yfpo train --learning_rate 1e-5 --pairs P` (no CONFIG) parses:
+    were they unknown, argparse would take a value as the optional positional CONFIG."""
+    from yfpo.train.config import ALIAS_HELP, ALIASES
+    from yfpo.train.keys import key_groups
 
-    from yfpo.train.config import TrainConfig
+    seen: set[str] = set()
+    for title, fields in key_groups():
+        g = p.add_argument_group(title)
+        for f, default in fields:
+            _add_key(g, f.name, f.type, f.metadata.get("help", ""), default, seen)
+    g = p.add_argument_group("older yfpo names (read as the TRL option after the arrow)")
+    for old, new in ALIASES.items():
+        extra = f"; {ALIAS_HELP[old]}" if old in ALIAS_HELP else ""
+        _add_key(g, old, str, f"-> {new}{extra}", argparse.SUPPRESS, seen)
+    _add_key(
+        g, "trl", dict, "a mapping of TRL options (older configs); set them as keys instead", argparse.SUPPRESS, seen
+    )
 
-    g = p.add_argument_group("config keys (any TrainConfig key; overrides CONFIG; `--keys` lists the defaults)")
-    for f in dataclasses.fields(TrainConfig):
-        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        is_bool = f.type in (bool, "bool")
-        g.add_argument(
-            *flags,
-            dest=_PREFIX + f.name,
-            default=argparse.SUPPRESS,
-            metavar="V",
-            nargs="?" if is_bool else None,
-            const="true" if is_bool else None,
-            help=argparse.SUPPRESS,
-        )
+
+def _add_key(group, name: str, tp, help: str, default, seen: set[str]) -> None:
+    flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    flags = [f for f in flags if f not in seen]
+    seen.update(flags)
+    if not flags:
+        return
+    is_bool = tp in (bool, "bool", "bool | None", "Optional[bool]")
+    text = help if default is argparse.SUPPRESS else f"{help} [default: {default!r}]"
+    text = text.replace("%", "%%")  # argparse formats help with %
+    group.add_argument(
+        *flags,
+        dest=_PREFIX + name,
+        default=argparse.SUPPRESS,
+        metavar="V",
+        nargs="?" if is_bool else None,
+        const="true" if is_bool else None,
+        help=text,
+    )
 
 
 def _train(args) -> int:
-    import dataclasses
 
-    from yfpo.train.config import TrainConfig
     from yfpo.train.trainer import train
 
     if args.keys:
-        for f in dataclasses.fields(TrainConfig):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            print(f"{f.name:24s} {default!r}")
+        from yfpo.train.keys import key_groups
+
+        for title, fields in key_groups():
+            print(f"# {title}")
+            for f, default in fields:
+                print(f"{f.name:32s} {default!r}")
         return 0
     cfg = _load_cfg(args)
     out = train(cfg, resume=not args.no_resume, overwrite=args.overwrite, allow_other_weights=args.allow_other_weights)
@@ -131,10 +163,15 @@ def _load_cfg(args):
     from yfpo.train.config import TrainConfig
 
     section = None
+    unknown = [a.split("=")[0] for a in (args.overrides or []) if a.startswith("--")]
+    if unknown:  # before CONFIG: the value after an unknown --key lands in CONFIG's place, and is no file name
+        from yfpo.train.keys import did_you_mean
+
+        raise ValueError(
+            f"unknown config key(s) {', '.join(unknown)}{did_you_mean(unknown)} (`yfpo train --help` lists every key)"
+        )
     if args.config is not None and not Path(args.config).is_file():
-        unknown = [a.split("=")[0] for a in (args.overrides or []) if a.startswith("--")]
-        hint = f"; unknown option(s) {', '.join(unknown)} (`yfpo train --keys` lists the keys)" if unknown else ""
-        raise ValueError(f"CONFIG {args.config!r} is not a YAML file{hint}")
+        raise ValueError(f"CONFIG {args.config!r} is not a YAML file")
     if args.config:
         from yfpo.config import read_yaml
 

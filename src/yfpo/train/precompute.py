@@ -32,7 +32,7 @@ def compute_reference(
         gamma=0.0,
         neurons=None,
         ref_logps=None,
-        precompute_ref=False,
+        precompute_ref_log_probs=False,
         lora=False,
         fdt=False,
         gamma_mode="fixed",
@@ -40,7 +40,7 @@ def compute_reference(
     )
     base.validate()
     if model is None:
-        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
+        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.load_device)
     tok = tokenizer
     model_sha = hash_module(model)
     out = Path(out) if out is not None else Path(cfg.output_dir) / "reference.json"

@@ -26,14 +26,13 @@ import contextlib
 import copy
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from transformers import TrainerCallback
-from trl import DPOConfig, DPOTrainer
+from trl import DPOTrainer
 
 from yfpo.log import get_logger
 from yfpo.models import arch
@@ -41,7 +40,7 @@ from yfpo.models.packing import PACKABLE_ATTENTION, backbone_of, pack_pairs, run
 from yfpo.neurons.capture import NeuronCapture, neuron_margin
 from yfpo.train.config import TrainConfig
 from yfpo.train.fdt import add_fdt_head, check_fdt_supported
-from yfpo.train.losses import LOSS_TYPES, VARIANTS, aux_neuron_loss, combined_loss, preference_type
+from yfpo.train.losses import aux_neuron_loss, combined_loss, preference_type
 
 logger = get_logger(__name__)
 
@@ -53,20 +52,18 @@ class YFPOTrainer(DPOTrainer):
     def __init__(
         self,
         *args,
-        yfpo: TrainConfig,
         neuron_set=None,
         step_dpo: bool = False,
         run_dir=None,
         ref_identity: str | None = None,
         **kwargs,
     ):
-        self.ycfg = yfpo
+        """Like DPOTrainer; `args` is a TrainConfig (trl.DPOConfig + yfpo's keys: gamma, variant, fdt, ...)."""
+        yfpo = kwargs.get("args", args[2] if len(args) > 2 else None)
+        if not isinstance(yfpo, TrainConfig):
+            raise TypeError(f"YFPOTrainer needs args=TrainConfig(...) (a trl.DPOConfig with yfpo's keys), got {yfpo!r}")
+        yfpo.validate()
         self.step_dpo = step_dpo
-        bad = [t for t in yfpo.loss_types() if t not in LOSS_TYPES]
-        if bad:
-            raise ValueError(f"loss_type {bad[0]!r}: supported {', '.join(LOSS_TYPES)}")
-        if yfpo.variant not in VARIANTS:
-            raise ValueError(f"variant {yfpo.variant!r}: expected one of {', '.join(VARIANTS)}")
         if yfpo.gamma != 0 and neuron_set is None:
             raise ValueError("gamma != 0 needs a NeuronSet (--neurons PATH from `yfpo neurons find`)")
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -133,6 +130,11 @@ class YFPOTrainer(DPOTrainer):
 
             ds = ds.map(strip, desc="Step-DPO: no EOS on step completions")
         return ds
+
+    @property
+    def ycfg(self) -> TrainConfig:
+        """The run's TrainConfig (TRL's args with yfpo's keys)."""
+        return self.args
 
     def _metric(self, mode: str, key: str, value: torch.Tensor) -> None:
         self._metrics[mode][key].append(
@@ -713,7 +715,7 @@ def make_trainer(
     cfg.validate()
     out = Path(out or cfg.output_dir)
     if model is None:
-        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="cpu" if cfg.device == "cpu" else "auto")
+        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.load_device)
     dataset, step = build_dataset(cfg, tokenizer)
     eval_dataset = None
     if cfg.eval_pairs:
@@ -738,45 +740,26 @@ def make_trainer(
             target_modules=list(cfg.lora_targets),
             task_type="CAUSAL_LM",
         )
-    elif not (cfg.precompute_ref or cfg.ref_logps):
+    elif not (cfg.precompute_ref_log_probs or cfg.ref_logps):
         ref_model = copy.deepcopy(model).eval()  # TRL would otherwise reload the policy by name
         for p in ref_model.parameters():
             p.requires_grad_(False)
-    use_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-    args = DPOConfig(
+    eval_steps = cfg.eval_steps
+    if eval_dataset is not None and eval_steps is None:
+        eval_steps = cfg.save_steps  # yfpo's default: evaluate where it saves
+    ckpt = cfg.activation_checkpointing
+    args = dataclasses.replace(  # the config is TRL's args; the checkpoints go below the run directory
+        cfg,
         output_dir=str(out / "checkpoints"),
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
-        weight_decay=cfg.weight_decay,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        beta=cfg.beta,
-        loss_type=cfg.loss_types(),
-        label_smoothing=cfg.label_smoothing,
-        max_length=cfg.max_length,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-        precompute_ref_log_probs=bool(cfg.precompute_ref or cfg.ref_logps),
-        eval_strategy="steps" if eval_dataset is not None else "no",
-        eval_steps=(cfg.eval_steps or cfg.save_steps) if eval_dataset is not None else None,
-        per_device_eval_batch_size=cfg.batch_size,
-        prediction_loss_only=True,
-        report_to=[],
-        use_cpu=use_cpu,
-        bf16=cfg.dtype in ("bfloat16", "bf16"),
-        dataloader_num_workers=cfg.num_workers,
-        disable_tqdm=os.environ.get("YFPO_NO_PROGRESS") == "1",
-        save_only_model=False,
-        **cfg.trl,  # every other DPOConfig option, unchanged (TrainConfig.validate refused unknown / mapped ones)
+        precompute_ref_log_probs=bool(cfg.precompute_ref_log_probs or cfg.ref_logps),
+        eval_steps=eval_steps,
+        data_seed=cfg.seed if cfg.data_seed is None else cfg.data_seed,
+        activation_checkpointing_kwargs=(
+            {"use_reentrant": False}
+            if ckpt and cfg.activation_checkpointing_kwargs is None
+            else cfg.activation_checkpointing_kwargs
+        ),
+        gradient_checkpointing_kwargs=None,
     )
     trainer = YFPOTrainer(
         model=model,
@@ -787,7 +770,6 @@ def make_trainer(
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[MetricsJsonl(out / "metrics.jsonl"), *(callbacks or [])],
-        yfpo=cfg,
         neuron_set=neuron_set,
         step_dpo=step,
         run_dir=out,
@@ -901,11 +883,10 @@ def train(
     """Run (or resume) one training run; returns the run directory (its final/ loads with load_model).
     A run directory made by another config is refused (yfpo.resume) unless overwrite (which empties it)."""
     from yfpo import resume as strict
-    from yfpo.config import to_dict
 
     cfg.validate()
     record = {
-        **to_dict(cfg),
+        **cfg.record(),
         "model": strict.model_identity(cfg.model),
         "pairs": strict.file_identity(cfg.pairs),
         "neurons": strict.file_identity(cfg.neurons),

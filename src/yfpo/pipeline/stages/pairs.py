@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from yfpo.config import to_dict
+from yfpo.data.pair_sources import source_identity
 from yfpo.pairs.build import build_pairs
 from yfpo.pipeline.config import RunConfig
 from yfpo.pipeline.node import Graph, Node, StageFailed, output_path, relative, resources
 from yfpo.pipeline.plan import Plan
-from yfpo.utils import sha256_file
+from yfpo.utils import sha256_file, stable_hash
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ def add(g: Graph, rc: RunConfig, plan: Plan, mid: dict) -> PairsInput:
     if not any(k.get("trainer", "dpo") == "dpo" for k in plan.methods.values()):
         return PairsInput(hash="")  # only GRPO methods: they sample their own completions, no pairs
     if plan.pairs is None:
-        return PairsInput(hash=sha256_file(rc.pairs_file)[:10], file=str(rc.pairs_file))
+        src = Path(rc.pairs_file)  # a file by its bytes (as always); a datasets folder or hub id by source_identity
+        h = sha256_file(src)[:10] if src.is_file() else stable_hash(source_identity(rc.pairs_file), n=10)
+        return PairsInput(hash=h, file=str(rc.pairs_file))
     cfg = plan.pairs
     node = g.add(Node("pairs", "pairs", "stages/pairs-{hash}", to_dict(cfg), {"model": mid}, run_pairs,
                       args={"cfg": cfg}, resources=resources(cfg.device)))  # fmt: skip

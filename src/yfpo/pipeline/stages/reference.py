@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from yfpo.neurons.neuronset import NeuronSet
-from yfpo.pipeline.config import REF_KEYS, RunConfig, neuron_key
+from yfpo.pipeline.config import RunConfig, neuron_key, ref_settings
 from yfpo.pipeline.node import Graph, Node, output_path, relative, resources
 from yfpo.pipeline.plan import Plan
 from yfpo.pipeline.stages.pairs import PairsInput
@@ -39,13 +39,13 @@ def add(
     groups: dict[str, list[tuple[str, int]]] = {}
     for key, tcfg in plan.train.items():
         if needs_reference(plan, key):
-            settings = {k: getattr(tcfg, k) for k in REF_KEYS if hasattr(tcfg, k)}
+            settings = ref_settings(tcfg)
             groups.setdefault(stable_hash(settings, n=10), []).append(key)
     out = {}
     for gkey, members in groups.items():
         labels = sorted({neuron_key(plan.methods[m]["neurons"], seed) for m, seed in members})
         tcfg = plan.train[members[0]]
-        settings = {k: getattr(tcfg, k) for k in REF_KEYS if hasattr(tcfg, k)}
+        settings = ref_settings(tcfg)
         inputs = {"model": mid, "pairs": pairs.hash, "neurons": {k: g[sets[k]].hash for k in labels}}
         node = Node(
             "reference" if len(groups) == 1 else f"reference/{gkey}",

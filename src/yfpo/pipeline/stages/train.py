@@ -63,7 +63,7 @@ def add(
             f"train/{method}-s{seed}",
             "train",
             f"train/{method}-s{seed}-{{hash}}",
-            to_dict(probe),
+            probe.record() if hasattr(probe, "record") else to_dict(probe),  # TrainConfig: its older flat form
             inputs,
             run_train,
             args={
