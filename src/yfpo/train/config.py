@@ -211,6 +211,8 @@ class TrainConfig(DPOConfig):
 
     def __post_init__(self):
         _defaults()
+        if self.report_to is None:  # `report_to: none` reads as None in YAML and on the command line
+            self.report_to = "none"
         if self.bf16 is None:
             self.bf16 = self.dtype in ("bfloat16", "bf16")
         if self.disable_tqdm is None and os.environ.get("YFPO_NO_PROGRESS") == "1":
@@ -221,14 +223,16 @@ class TrainConfig(DPOConfig):
             self.eval_steps = None
         if self.eval_pairs and str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
             self.eval_strategy = "steps"
-        auto = self.use_cpu is None
-        if auto:  # transformers needs a bool: the CPU where there is no GPU (bf16 is refused otherwise)
-            import torch
+        import torch
 
+        declared = self.use_cpu
+        # transformers checks the precision against this machine: on one without a GPU (planning a GPU config on a
+        # laptop, or device auto) it is checked as the CPU run it would be; the declared value is kept (None =
+        # auto), because the stage hash reads it, and make_trainer refuses use_cpu false without a GPU
+        if declared is None or not torch.cuda.is_available():
             self.use_cpu = not torch.cuda.is_available()
         super().__post_init__()
-        if auto:  # kept None: the config says "auto", not this machine's answer (the stage hash reads it)
-            self.use_cpu = None
+        self.use_cpu = declared
 
     # ---------------------------------------------------------------- older configs and the stage hash
 

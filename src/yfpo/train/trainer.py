@@ -26,6 +26,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -713,6 +714,8 @@ def make_trainer(
     from yfpo.neurons.neuronset import NeuronSet
 
     cfg.validate()
+    if cfg.use_cpu is False and not torch.cuda.is_available():
+        raise ValueError("device cuda (use_cpu false): this machine has no CUDA device; use device auto or cpu")
     out = Path(out or cfg.output_dir)
     if model is None:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.load_device)
@@ -775,7 +778,25 @@ def make_trainer(
         run_dir=out,
         ref_identity=ref_identity,
     )
+    _trackers_into(trainer, out)
     return trainer, out
+
+
+def _trackers_into(trainer, out: Path) -> None:
+    """Experiment trackers (report_to) write below the run directory unless told otherwise: TensorBoard's event
+    files to OUT/tensorboard (not ./runs or the checkpoints folder), wandb's run folder to OUT/wandb."""
+    from transformers.integrations import TensorBoardCallback
+
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TensorBoardCallback) and cb.logging_dir is None:  # TENSORBOARD_LOGGING_DIR wins
+            cb.logging_dir = str(out / "tensorboard")
+    if "wandb" in (trainer.args.report_to or []):
+        if os.environ.get("WANDB_DIR") in (None, _WANDB_DIR_SET[0]):  # the user's own setting wins
+            os.environ["WANDB_DIR"] = _WANDB_DIR_SET[0] = str(out)
+        os.environ.setdefault("WANDB_PROJECT", "yfpo")
+
+
+_WANDB_DIR_SET: list[str | None] = [None]  # the WANDB_DIR this process set last (a later run moves it)
 
 
 DONE = "train_done.json"  # not done.json: that name is the pipeline's stage record in the same folder
