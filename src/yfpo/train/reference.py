@@ -50,13 +50,14 @@ def tokens_digest(dataset) -> str:
 
 
 def key_inputs(cfg, model_sha256: str, dataset, args) -> dict:
+    from yfpo.data.pair_sources import source_identity
     from yfpo.utils import sha256_file
 
     return {
         "model": str(cfg.model),
         "model_sha256": model_sha256,
         "pairs": str(cfg.pairs),
-        "pairs_sha256": sha256_file(cfg.pairs),
+        "pairs_sha256": sha256_file(cfg.pairs) if Path(cfg.pairs).is_file() else source_identity(cfg.pairs),
         "limit_pairs": cfg.limit_pairs,
         "step_dpo": cfg.step_dpo,
         "max_length": args.max_length,

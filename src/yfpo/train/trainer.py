@@ -677,27 +677,31 @@ def _last_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def build_dataset(cfg: TrainConfig, tokenizer, path: str | None = None, limit: int | None = -1):
-    """pairs JSONL -> datasets.Dataset of (templated prompt, chosen, rejected); returns (dataset, is_step).
-    path/limit default to cfg.pairs / cfg.limit_pairs (the held-out slice passes cfg.eval_pairs, no limit)."""
+    """pairs (any source of yfpo.data.pair_sources) -> datasets.Dataset of TRL rows (prompt, chosen, rejected);
+    returns (dataset, is_step). An explicit plain-string prompt is the raw question: it gets the chat template as a
+    user turn here; conversational rows are templated by TRL from their messages; an implicit plain-text prompt is
+    kept as it was. path/limit default to cfg.pairs / cfg.limit_pairs (the held-out slice: cfg.eval_pairs, no limit)."""
     from datasets import Dataset
 
-    from yfpo.data.pairs import load_pairs
+    from yfpo.data.pair_sources import read_pairs
 
     path = path or cfg.pairs
     if not path:
-        raise ValueError("TrainConfig.pairs is empty: pass --pairs PATH (a pairs JSONL)")
-    pairs = load_pairs(path, limit=cfg.limit_pairs if limit == -1 else limit)
-    step = pairs[0].is_step if cfg.step_dpo is None else cfg.step_dpo
+        raise ValueError("TrainConfig.pairs is empty: pass --pairs PATH (a pairs file, datasets folder or hub id)")
+    pairs, fmt = read_pairs(path, limit=cfg.limit_pairs if limit == -1 else limit)
+    step = fmt == "step" if cfg.step_dpo is None else cfg.step_dpo
+    if step and fmt != "step":
+        raise ValueError(f"{path}: step_dpo is on but the pairs have no 'initial_reason_steps' (Step-DPO format)")
     rows = []
     for p in pairs:
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": p.prompt}], tokenize=False, add_generation_prompt=True
-        )
+        prompt = p["prompt"]
+        if isinstance(prompt, str) and not p.get("implicit_prompt"):
+            prompt = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
         if step:
-            if p.initial_reason_steps is None:
-                raise ValueError(f"{cfg.pairs}: step_dpo is on but a pair has no 'initial_reason_steps'")
-            prompt = prompt + p.initial_reason_steps
-        rows.append({"prompt": prompt, "chosen": p.chosen, "rejected": p.rejected})
+            prompt = prompt + p["initial_reason_steps"]
+        rows.append({"prompt": prompt, "chosen": p["chosen"], "rejected": p["rejected"]})
     return Dataset.from_list(rows), step
 
 
@@ -904,12 +908,13 @@ def train(
     """Run (or resume) one training run; returns the run directory (its final/ loads with load_model).
     A run directory made by another config is refused (yfpo.resume) unless overwrite (which empties it)."""
     from yfpo import resume as strict
+    from yfpo.data.pair_sources import source_identity
 
     cfg.validate()
     record = {
         **cfg.record(),
         "model": strict.model_identity(cfg.model),
-        "pairs": strict.file_identity(cfg.pairs),
+        "pairs": source_identity(cfg.pairs),  # a file as resume.file_identity; a folder by its files
         "neurons": strict.file_identity(cfg.neurons),
     }  # by content: a moved run folder still resumes
 
