@@ -17,6 +17,7 @@ from test_train_common import (
 )
 from test_train_trl_equivalence import _trl_twin
 
+from yfpo.config import from_dict
 from yfpo.train.config import TrainConfig
 from yfpo.train.losses import combined_loss, preference_type
 
@@ -50,14 +51,16 @@ def test_rpo_equals_direct_computation_and_the_neuron_term_skips_the_nll():
 
 def test_config_loss_type_lists():
     base = dict(pairs="p.jsonl", device="cpu")
-    assert TrainConfig(**base).loss_types() == ["sigmoid"]
-    assert TrainConfig(loss_type="sigmoid,sft", **base).validate().loss_types() == ["sigmoid", "sft"]
-    cfg = TrainConfig(loss_type=["sigmoid", "sft"], trl={"loss_weights": [1.0, 0.5]}, **base).validate()
-    assert cfg.loss_types() == ["sigmoid", "sft"]
-    with pytest.raises(ValueError, match="expected a list of 2 numbers"):
-        TrainConfig(loss_type=["sigmoid", "sft"], trl={"loss_weights": [1.0]}, **base).validate()
+    assert from_dict(TrainConfig, base).loss_types() == ["sigmoid"]
+    assert from_dict(TrainConfig, dict(loss_type="sigmoid,sft", **base)).validate().loss_types() == ["sigmoid", "sft"]
+    cfg = from_dict(TrainConfig, dict(loss_type=["sigmoid", "sft"], trl={"loss_weights": [1.0, 0.5]}, **base))
+    assert cfg.validate().loss_types() == ["sigmoid", "sft"]
+    with pytest.raises(ValueError, match="`loss_weights` must have the same length as `loss_type`"):  # TRL's check
+        from_dict(TrainConfig, dict(loss_type=["sigmoid", "sft"], trl={"loss_weights": [1.0]}, **base))
     with pytest.raises(ValueError, match="'sigmod' is not supported"):
-        TrainConfig(loss_type=["sigmod", "sft"], **base).validate()
+        from_dict(TrainConfig, dict(loss_type=["sigmod", "sft"], **base)).validate()
+    with pytest.raises(ValueError, match="listed twice"):
+        from_dict(TrainConfig, dict(loss_type=["sft", "sft"], **base)).validate()
 
 
 @pytest.mark.parametrize("types,weights", [(["sigmoid", "sft"], [1.0, 1.0]), (["ipo", "sft"], [1.0, 0.5])])
