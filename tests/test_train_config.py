@@ -10,13 +10,14 @@ from trl import DPOConfig
 
 from yfpo.cli import build_parser, main
 from yfpo.config import ConfigError, from_dict, load_config
+from yfpo.run import stage_hash
 from yfpo.train.config import TrainConfig
 from yfpo.utils import stable_hash
 
-# configs in the older flat form, and the hash their to_dict() had before TrainConfig became a DPOConfig (computed
-# by main at 3d58b93: stable_hash(to_dict(from_dict(TrainConfig, case)), n=10)); record() must reproduce them
+# configs in the older flat form, and the train stage hash they had before TrainConfig became a DPOConfig (computed
+# by main at 3d58b93: stage_hash("train", to_dict(from_dict(TrainConfig, case)), {})); record() must reproduce them
 OLD_CASES = {
-    "defaults": ({}, "ba1b3e8811"),
+    "defaults": ({}, "0f3f2d2e42"),
     "quick_dpo": (
         {
             "lora": True,
@@ -33,7 +34,7 @@ OLD_CASES = {
             "gamma": 0.0,
             "seed": 0,
         },
-        "6a391efa83",
+        "31b5d27600",
     ),
     "fdt_full": (
         {
@@ -50,7 +51,7 @@ OLD_CASES = {
             "eval_pairs": "e.jsonl",
             "eval_steps": 3,
         },
-        "794a1a5ffb",
+        "1c7a44b836",
     ),
     "trl_extra": (
         {
@@ -64,7 +65,7 @@ OLD_CASES = {
             "weight_decay": 0.01,
             "dtype": "bfloat16",
         },
-        "f5c0817864",
+        "433e50bffe",
     ),
 }
 
@@ -73,7 +74,7 @@ OLD_CASES = {
 def test_older_configs_keep_their_stage_hash(name):
     data, want = OLD_CASES[name]
     cfg = from_dict(TrainConfig, data)
-    assert stable_hash(cfg.record(), n=10) == want
+    assert stage_hash("train", cfg.record(), {}) == want
 
 
 def test_trl_names_and_older_names_are_one_config():

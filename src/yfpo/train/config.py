@@ -95,7 +95,7 @@ _RECORD_KEYS = (
     "gamma_mode grad_ratio_rho grad_ratio_batches grad_share grad_share_steps ref_logps eval_pairs eval_steps fdt "
     "step_dpo lora lora_r lora_alpha lora_dropout lora_targets merge_final dtype device lr epochs max_steps "
     "batch_size grad_accum max_length warmup_ratio weight_decay lr_scheduler gradient_checkpointing share_prompt "
-    "precompute_ref seed limit_pairs logging_steps save_steps save_total_limit num_workers trl"
+    "precompute_ref seed limit_pairs logging_steps save_steps save_total_limit keep_checkpoints num_workers trl"
 ).split()
 
 
@@ -176,7 +176,15 @@ class TrainConfig(DPOConfig):
     lora_targets: list[str] = _f(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "LoRA target modules", G_MODEL
     )
-    merge_final: bool = _f(True, "final/ holds a merged full model (loadable anywhere) instead of an adapter", G_MODEL)
+    merge_final: bool = _f(
+        False,
+        "final/ of a LoRA run: the adapter (a few MB; load_model and every stage load it on its base model) or, with "
+        "merge_final, the merged full model (loadable by tools that take only a full folder)",
+        G_MODEL,
+    )
+    keep_checkpoints: bool = _f(
+        False, "keep checkpoints/ (weights + optimizer state) once final/ is written (False: deleted)", G_MODEL
+    )
     dtype: str = _f("float32", "weights dtype: float32 | bfloat16 | float16 (bfloat16 also sets bf16)", G_MODEL)
     share_prompt: bool = _f(
         True,
