@@ -155,4 +155,4 @@ def test_yfpo_train_trains_on(kind, tiny_dir, capsys):
     args += ["--per_device_train_batch_size", "2", "--max_steps", "2", "--max_length", "96", "--use_cpu", "true"]
     assert main(args) == 0, capsys.readouterr().err
     done = json.loads((out / "train_done.json").read_text())
-    assert done["steps"] == 2 and done["pairs_used"] == 4 and (out / "final" / "config.json").exists()
+    assert done["steps"] == 2 and done["pairs_used"] == 4 and (out / "final" / "adapter_config.json").exists()

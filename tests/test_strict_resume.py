@@ -72,7 +72,7 @@ def test_read_metrics_applies_resume_marker_and_cuts_torn_tail(tmp_path):
 
 
 def test_resume_from_a_checkpoint_of_another_config_is_refused(tmp_path):
-    from yfpo.train.trainer import StopAfter
+    from test_train_common import StopAfter
 
     model_dir = save_tiny(tmp_path / "tiny", family="llama", seed=0)
     pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(8))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import TrainerCallback
 
 from yfpo.config import from_dict
 from yfpo.models.tiny import tiny_model
@@ -300,3 +301,28 @@ def test_manual_forward_matches_model():
         ref = model(ids[None]).logits[0]
     torch.testing.assert_close(logits.detach(), ref, rtol=1e-5, atol=1e-5)
     assert set(us) == {0, 1} and us[0].shape == (ids.numel(), 128)
+
+
+def spy(obj, name: str) -> list:
+    """Wrap obj.name (on the instance) so each call appends its arguments to the returned list."""
+    calls, orig = [], getattr(obj, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append((args, kwargs))
+        return orig(*args, **kwargs)
+
+    setattr(obj, name, wrapper)
+    return calls
+
+
+class StopAfter(TrainerCallback):
+    """Stop training after `n` optimizer steps and save (a kill after that step's checkpoint)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.n:
+            control.should_training_stop = True
+            control.should_save = True
+        return control

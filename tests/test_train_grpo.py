@@ -335,8 +335,9 @@ def test_skip_and_limit_questions_pick_the_slice(files, tmp_path):
 
 
 def test_tiny_run_finishes_logs_and_resumes(files, tmp_path):
+    from test_train_common import StopAfter
+
     from yfpo.train.grpo import grpo
-    from yfpo.train.trainer import StopAfter
 
     d, q, ns = files
     mdir = save_tiny(tmp_path / "tiny", "llama", seed=0)

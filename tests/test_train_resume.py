@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_common import cfg_for, pair_rows, write_jsonl, write_neuronset
+from test_train_common import StopAfter, cfg_for, pair_rows, write_jsonl, write_neuronset
 
 from yfpo.models.tiny import save_tiny, tiny_model
-from yfpo.train.trainer import StopAfter, train
+from yfpo.train.trainer import train
 from yfpo.utils import read_metrics
 
 

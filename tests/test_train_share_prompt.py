@@ -17,7 +17,7 @@ from test_train_common import (
     write_neuronset,
 )
 
-import yfpo.train.trainer as trainer_mod
+import yfpo.train.share_prompt as share_prompt_mod
 from yfpo.models.packing import pack_pairs
 from yfpo.models.tiny import tiny_model
 
@@ -91,10 +91,11 @@ def test_the_reference_pass_runs_packed_and_gives_the_two_row_reference(tmp_path
     values; and the per-step reference forward of a LoRA model (adapters off) does too."""
     on, off = _twins(tmp_path, lora=True, gamma=1.0, precompute_ref=True)
     assert on.share_prompt_batches >= 1  # the reference pass (and the calibration forwards) ran packed
-    a, b = on._train_reference, off._train_reference
+    a, b = on.train_dataset, off.train_dataset  # the reference columns the pass wrote (what training reads)
     for k in ("ref_chosen_logps", "ref_rejected_logps"):
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(a["m_ref"]["run"]["m_ref"], b["m_ref"]["run"]["m_ref"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.tensor(a[k]), torch.tensor(b[k]), rtol=1e-5, atol=1e-4)
+    m_a, m_b = torch.tensor(a["ref_neuron_margin"]), torch.tensor(b["ref_neuron_margin"])
+    torch.testing.assert_close(m_a, m_b, rtol=1e-4, atol=1e-5)
     (tmp_path / "live").mkdir()
     on2, off2 = _twins(tmp_path / "live", lora=True, gamma=1.0, variant="yoked_ref")
     batch = first_batch(on2)
@@ -129,11 +130,11 @@ def test_a_backbone_that_mishandles_packed_rows_is_detected_and_trains_unpacked(
             p.position_ids = torch.arange(p.position_ids.shape[1]).expand_as(p.position_ids).contiguous()
         return p
 
-    monkeypatch.setattr(trainer_mod, "pack_pairs", wrong_positions)
+    monkeypatch.setattr(share_prompt_mod, "pack_pairs", wrong_positions)
     on, off = _twins(tmp_path, lora=False)
     batch = first_batch(on)
     got, want = loss_and_grads(on, batch), loss_and_grads(off, batch)
-    assert on.share_prompt_batches == 0 and on._pack_ok and not any(on._pack_ok.values())
+    assert on.share_prompt_batches == 0 and on.sharing.checked and not any(on.sharing.checked.values())
     assert got[0] == want[0]
     for n in want[1]:
         assert torch.equal(got[1][n], want[1][n]), n

@@ -322,7 +322,7 @@ def make_grpo_trainer(cfg: GRPORunConfig, model=None, tokenizer=None, callbacks=
     """Everything `grpo` does before `.train()`: returns (trainer, run_dir)."""
     from yfpo.models import load_model
     from yfpo.neurons.neuronset import NeuronSet
-    from yfpo.train.trainer import MetricsJsonl
+    from yfpo.train.run_dir import MetricsJsonl
 
     cfg.validate()
     out = Path(out or cfg.output_dir)
@@ -383,7 +383,7 @@ def grpo(
     load_model), with the same strict resume: a folder made by another config is refused unless overwrite."""
     from yfpo import resume as strict
     from yfpo.config import to_dict
-    from yfpo.train.trainer import run_training
+    from yfpo.train.run_dir import run_training
 
     cfg.validate()
     record = {

@@ -127,3 +127,41 @@ def reference_pass(trainer, dataset, captures: dict | None = None, batch_size: i
         w, l = torch.cat(w), torch.cat(l)
         res["m_ref"][name] = {"phi_chosen": w, "phi_rejected": l, "m_ref": w - l}
     return res
+
+
+def reference_for(trainer, dataset, name: str, batch_size: int) -> dict:
+    """Per-pair reference log-probs of `dataset` (and m_ref when the trainer has a NeuronSet): read from the
+    config's `ref_logps` file for the training set (refused unless its key matches), else one reference_pass."""
+    cfg = trainer.args
+    if cfg.ref_logps and name == "train":
+        data = load_reference(cfg.ref_logps, _key_inputs_of(trainer, dataset))
+        res = {
+            "ref_chosen_logps": torch.tensor(data["ref_chosen_logps"]),
+            "ref_rejected_logps": torch.tensor(data["ref_rejected_logps"]),
+            "m_ref": {},
+            "source": cfg.ref_logps,
+        }
+        if trainer.neuron_set is not None:
+            want = neuronset_digest(trainer.neuron_set)
+            for entry in data.get("m_ref", {}).values():
+                if entry.get("neurons_sha256") == want:
+                    res["m_ref"]["run"] = {k: torch.tensor(entry[k]) for k in ("phi_chosen", "phi_rejected", "m_ref")}
+                    break
+        return res
+    caps = {"run": trainer.ref_capture} if trainer.ref_capture is not None else None
+    res = reference_pass(trainer, dataset, caps, batch_size)
+    res["source"] = "pass"
+    return res
+
+
+def _key_inputs_of(trainer, dataset) -> dict:
+    from trl.trainer.utils import hash_module
+
+    ident = trainer.ref_identity
+    if ident is None:
+        if trainer.ref_model is None and hasattr(trainer.model, "peft_config"):
+            raise RuntimeError("ref_logps with LoRA: pass ref_identity (hash of the base model) to YFPOTrainer")
+        ident = trainer.ref_identity = hash_module(
+            trainer.ref_model if trainer.ref_model is not None else trainer.model
+        )
+    return key_inputs(trainer.args, ident, dataset, trainer.args)
