@@ -10,7 +10,7 @@ from trl import DPOConfig
 
 from yfpo.cli import build_parser, main
 from yfpo.config import ConfigError, from_dict, load_config
-from yfpo.run import stage_hash
+from yfpo.pipeline import stage_hash
 from yfpo.train.config import TrainConfig
 from yfpo.utils import stable_hash
 
