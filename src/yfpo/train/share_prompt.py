@@ -47,7 +47,7 @@ class PromptSharing:
             return pack
         ok = self.checked[id(bb)] = self._reproduces(inputs, bb, dtype)
         if not ok:
-            print(
+            logger.warning(
                 "[yfpo train] share_prompt: this model's packed forward differs from its plain one; two rows per pair"
             )
         return pack if ok else None
