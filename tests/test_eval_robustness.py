@@ -206,3 +206,32 @@ def test_candidates_never_repeat_a_word_of_the_question_or_inflect_the_word():
     toks = split_words("A cook served 4 pies during lunch and 9 during dinner. Ned washed 3 shirts.")
     got = {toks[i].strip(".,"): [w for w, _, _ in cands.for_position(toks, i)] for i in substitutable(toks)}
     assert got["lunch"] == ["supper"] and got["washed"] == ["cleaned"]
+
+
+def test_wordnet_number_words_never_become_candidates(tmp_path):
+    """WordNet files number concepts as synsets of a numeral and words for it ("two, 2, II, deuce"; "one, 1, I, ace,
+    single, unity"; "twelve, 12, XII, dozen"): none of them may replace a word, and a number word in the question is
+    never replaced by them either. The lines are WordNet 3.0's data.noun format; the lemmas are the real synsets'."""
+    from yfpo.models.tiny import tiny_model
+
+    for pos in ("noun", "verb", "adj", "adv"):
+        (tmp_path / f"data.{pos}").write_text("  1 licence line\n")
+    (tmp_path / "data.noun").write_text(
+        "  1 licence\n"
+        "13743269 23 n 04 two 0 2 0 II 0 deuce 0 000 | the cardinal number that is the sum of one and one\n"
+        "13742358 23 n 06 one 0 1 0 I 0 ace 0 single 0 unity 0 000 | the smallest whole number\n"
+        "13746512 23 n 04 twelve 0 12 0 XII 0 dozen 0 000 | the cardinal number that is the sum of eleven and one\n"
+        "03000000 06 n 02 coin 0 mint 0 000 | x\n"
+        "04000000 06 n 02 card 0 ace 0 000 | a playing card\n"
+    )
+    wn = read_wordnet(tmp_path)
+    numbers = {"two", "2", "ii", "deuce", "one", "1", "i", "single", "unity", "twelve", "12", "xii", "dozen"}
+    assert not numbers & {w for syns in wn.values() for w in syns}  # no number synset contributes a synonym
+    assert wn["ace"] == {"card"} and wn["coin"] == {"mint"}  # (the playing-card sense of ace stays)
+    model, tok = tiny_model()
+    cands = Candidates(model, tok, sim_threshold=-1.0, top_k=10, wordnet=wn, sources=("wordnet",))
+    toks = split_words("He drew an ace and a coin, then rolled a deuce twice for a dozen rounds.")
+    got = {toks[i].strip(".,"): [w for w, _, _ in cands.for_position(toks, i)] for i in substitutable(toks)}
+    assert got["ace"] == ["card"] and got["coin"] == ["mint"] and got.get("deuce", []) == []
+    assert "dozen" not in got and "twice" not in got  # number words are never substituted themselves
+    assert not numbers & {w.lower() for ws in got.values() for w in ws}

@@ -99,7 +99,9 @@ def replace_word(tokens: list[str], i: int, new: str) -> str:
 
 
 def read_wordnet(folder: str | Path) -> dict[str, set[str]]:
-    """word -> its single-word synonyms, from a Princeton WordNet dict folder (data.noun/verb/adj/adv)."""
+    """word -> its single-word synonyms, from a Princeton WordNet dict folder (data.noun/verb/adj/adv). A number's
+    synset (one with a numeral or a number word among its lemmas: "two 2 II deuce", "one 1 I ace single unity")
+    gives no synonyms: each of its lemmas names the number (Roman numerals, "ace"), which no substitution may change."""
     folder = Path(folder)
     syn: dict[str, set[str]] = {}
     files = [folder / f"data.{p}" for p in ("noun", "verb", "adj", "adv")]
@@ -114,6 +116,8 @@ def read_wordnet(folder: str | Path) -> dict[str, set[str]]:
                 parts = line.split(" ")
                 n = int(parts[3], 16)
                 words = [parts[4 + 2 * j].lower() for j in range(n)]
+                if any(any(c.isdigit() for c in w) or w in NUMBER_WORDS for w in words):
+                    continue  # a number's synset
                 words = [re.sub(r"\(.*\)$", "", w) for w in words if "_" not in w and w.isascii()]
                 for w in words:
                     syn.setdefault(w, set()).update(x for x in words if x != w)
@@ -216,7 +220,10 @@ class Candidates:
 
 _INFLECTIONS = ("ing", "ed", "es", "er", "ly", "s", "d")
 # what the candidate filter does; part of a robustness run's key, so a folder made by another filter is not resumed
-CANDIDATE_FILTER = "v2: no number/operation/function words, no word already in the question, no inflection of itself"
+CANDIDATE_FILTER = (
+    "v3: no number/operation/function words, no WordNet synonym from a number's synset, no word already in the "
+    "question, no inflection of itself"
+)
 
 
 def _stem(w: str) -> str:
