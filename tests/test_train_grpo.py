@@ -390,3 +390,32 @@ def test_cli_grpo_keys_and_errors(capsys):
     assert main(["grpo", "--neuron_reward_weight", "0.5", "--max_steps", "1"]) == 1
     assert "needs a NeuronSet" in capsys.readouterr().err
     assert main(["grpo", "/nonexistent.yaml"]) == 1
+
+
+def test_neuron_reward_hand_off_from_generation_equals_direct_phi(files, tmp_path, monkeypatch):
+    """The hand-off inside a real generation step: the ids the trainer generated reach NeuronReward (its prompt ids
+    recorded by the trainer, the completions TRL passes), and the reward it returns equals the group-standardised phi
+    of a hook-free forward over exactly the sequences the step returns (prompt + completion up to its mask)."""
+    from yfpo.neurons.neuronset import NeuronSet
+
+    d, q, ns_path = files
+    tr = make(cfg_for(tmp_path, q, neurons=str(ns_path), neuron_reward_weight=0.5))
+    seen = []
+    real_call = NeuronReward.__call__
+
+    def spy(self, *a, **kw):  # what the reward function returned to TRL
+        seen.append(real_call(self, *a, **kw))
+        return seen[-1]
+
+    monkeypatch.setattr(NeuronReward, "__call__", spy)
+    tr.model.train()
+    torch.manual_seed(3)
+    out = tr._generate_and_score_completions([dict(tr.train_dataset[i // G]) for i in range(2 * G)])
+    assert len(seen) == 1 and len(seen[0]) == 2 * G
+    with torch.no_grad():
+        phi = direct_phi(tr.model, out, NeuronSet.load(ns_path))
+    got = torch.tensor([float("nan") if v is None else v for v in seen[0]])
+    for k in range(2):
+        x = phi[k * G : (k + 1) * G]
+        assert x.std() > 1e-6  # the completions differ in phi (a constant phi would standardise to 0 either way)
+        torch.testing.assert_close(got[k * G : (k + 1) * G], (x - x.mean()) / (x.std() + 1e-4), rtol=1e-4, atol=1e-4)
