@@ -166,3 +166,20 @@ def test_the_rule_catches_an_upward_import_and_a_cycle(tmp_path, monkeypatch):
         assert "yfpo.config -> yfpo.utils -> yfpo.config" in str(e)
     else:
         raise AssertionError("the cycle was not caught")
+
+
+MAX_LINES = 80
+
+
+def test_long_functions_say_why():
+    """A function of src/yfpo over MAX_LINES lines says why in its docstring ("Long: ..."), or is split."""
+    bad = []
+    for mod, path in sorted(modules().items()):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_LINES and "Long:" not in (ast.get_docstring(node) or ""):
+                    bad.append(f"{path.relative_to(SRC.parent)}:{node.lineno} {node.name} ({n} lines)")
+    assert not bad, f"functions over {MAX_LINES} lines without a reason (Long: ...) in their docstring:\n" + "\n".join(
+        bad
+    )

@@ -318,7 +318,9 @@ def decode_batch(
     (eos: ended by an end-of-turn token, included; stop: a stop string was completed; length). Runs with the
     garbage collector paused (`_gc_paused`). attn_kernel: decode steps attend through yfpo.engine.attn_kernel's
     compiled kernel (when it is built and serves this model; the prefill stays SDPA). streams: per-row random
-    streams (RowStreams, rows prompt-major as returned) used instead of `gen` when sampling."""
+    streams (RowStreams, rows prompt-major as returned) used instead of `gen` when sampling.
+    Long: the decode hot loop: per-step work on tensors kept in locals (a call per step per helper costs measurable
+    time at 256 rows)."""
     cache = reserved_cache(model.config, input_ids.shape[1] + max_new_tokens)
     pos = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     logits, attention_mask = _prefill(model, input_ids, attention_mask, pos, cache)

@@ -13,6 +13,7 @@ logger = get_logger(__name__)
 
 
 def register(sub) -> None:
+    """Long: one argparse option per setting: a list of declarations, no logic."""
     p = sub.add_parser(
         "eval",
         help="evaluate a model on math benchmarks (all extractors, Wilson CIs), pair discrimination, MMLU retention",
@@ -167,6 +168,8 @@ def _benches(args) -> list[str]:
 
 
 def _eval(args) -> int:
+    """`yfpo eval`. Long: the command in order (check the arguments, load once, run every benchmark, print the
+    table); no model I/O before every argument is checked."""
     from rich.console import Console
     from rich.table import Table
 

@@ -93,7 +93,8 @@ def write(
     out_dir, rows: list[dict], summary: dict, *, cfg, tok, model_info: dict, n_original: int, elapsed: float
 ) -> None:
     """results.json and samples_<task>.jsonl of one benchmark's evaluation into out_dir. model_info: the model's
-    num_parameters and max_length (its context length)."""
+    num_parameters and max_length (its context length).
+    Long: lm-eval's results.json document written field by field (a literal of its schema), not logic."""
     from pathlib import Path
 
     out = Path(out_dir)

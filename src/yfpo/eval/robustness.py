@@ -301,7 +301,9 @@ def run_robustness(
     others is refused, never mixed (`overwrite` empties it first). The kept pool answers must be the first items of `problems` (id, question and answer checked), so a
     longer pool of the same benchmark continues a shorter one. With `stop_when_found` the pool is evaluated chunk
     by chunk only until `n_items` stable correct items are attacked (pool_accuracy is then over the items
-    evaluated; `pool` says how many)."""
+    evaluated; `pool` says how many).
+    Long: the attack run in order (claim the folder, candidates, the clean pass, the attack loop with its resume, the
+    summary); its steps share the model, the folder and the running tallies."""
     import json
 
     import torch

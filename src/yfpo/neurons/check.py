@@ -146,7 +146,9 @@ def _mean_ci(xs: Sequence[float]) -> tuple[float, float, float]:
 
 
 def causal_check(cfg: CheckConfig) -> dict:
-    """Run the ablation check; returns the result dict (also written to <out_dir>/check.json)."""
+    """Run the ablation check; returns the result dict (also written to <out_dir>/check.json).
+    Long: one ablation experiment in order (load, corpora, conditions, NLL per condition, accuracy, verdict, record);
+    the conditions share the model, hooks and corpora. Next to split (docs/ARCHITECTURE.md)."""
     from yfpo.config import to_dict
     from yfpo.data.corpora import contrast_corpus, math_corpus
     from yfpo.data.problems import load_benchmark

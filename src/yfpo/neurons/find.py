@@ -29,7 +29,9 @@ def work_dir_for(out: str | Path) -> Path:
 
 def find_neurons(cfg: NeuronsConfig, overwrite: bool = False) -> Path:
     """Run the find stage; returns the path of the NeuronSet file (cfg.out). Resumable; a work folder made by
-    another config is refused (yfpo.resume) unless overwrite, which empties it."""
+    another config is refused (yfpo.resume) unless overwrite, which empties it.
+    Long: the stage in order (validate, claim the work folder, load, relevance on both corpora, scores, selection,
+    record), with its resume checks between the steps. Next to split (docs/ARCHITECTURE.md)."""
     from yfpo.config import save_config, to_dict
     from yfpo.data.corpora import contrast_corpus, math_corpus
     from yfpo.models import arch

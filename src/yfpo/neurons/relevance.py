@@ -261,7 +261,8 @@ def corpus_relevance(
     desc: str = "",
 ) -> CorpusStats:
     """Relevance (and activation statistics) of every neuron over `records` (objects with id, prompt,
-    response). With `work_dir`, each finished batch is saved there and skipped on a rerun."""
+    response). With `work_dir`, each finished batch is saved there and skipped on a rerun.
+    Long: the batch loop keeps the running sums of every statistic it returns in locals, with its resume per batch."""
     from yfpo.utils import atomic_write_json, stable_hash
     from yfpo.utils import progress as pbar
 

@@ -201,7 +201,8 @@ def build_pairs(
     is message_fn(question) inside it) and
     grade_fn(output, gold) -> bool and message_fn(question) -> user message default to yfpo.eval
     (generate / build_prompt / is_correct / format_user_message) with cfg.model loaded; tests inject fakes. `problems` overrides the benchmark questions.
-    """
+    Long: the stage in order (claim, questions, chunked sampling with resume, grading, pairing, step pairs, summary);
+    the chunks share the resume state. Next to split (docs/ARCHITECTURE.md)."""
     from yfpo.config import save_config, to_dict
     from yfpo.data.problems import benchmark_kind, load_benchmark
     from yfpo.pairs.steps import step_pair

@@ -75,7 +75,8 @@ def training_curves(
     thin line of its method's colour and the mean over seeds a thick one; integer steps; the legend (methods)
     in an empty panel or below the panels, never on a curve. runs: 'method-s<seed>' -> metrics rows. labels:
     method -> legend name; colours: method -> colour (default: method_colours in the order of `runs`).
-    Metrics missing from every run are left out; None when nothing can be drawn."""
+    Metrics missing from every run are left out; None when nothing can be drawn.
+    Long: matplotlib layout: panels, per-seed and mean lines, legend placement, one figure."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
