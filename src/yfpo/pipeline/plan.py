@@ -29,19 +29,19 @@ class Plan:
     ref_logps: bool  # the shared reference stage runs
 
 
-def _validated(cfg, section: str):
+def _validated(cfg):
     try:
         return cfg.validate(check_files=True) if isinstance(cfg, PairsConfig) else cfg.validate()
     except (ValueError, FileNotFoundError) as e:
         msg = str(e)
-        raise type(e)(msg if msg.startswith("run config:") else f"run config: {section}: {msg}") from None
+        raise type(e)(msg if msg.startswith("run config:") else f"run config: {msg}") from None
 
 
 def make_plan(rc: RunConfig) -> Plan:
     """Build every stage's config from the run config and have each validate itself."""
     rc.validate()
     base = {"dtype": rc.dtype, "device": rc.device, "model": rc.model}
-    ncfg = _validated(from_dict(NeuronsConfig, {**base, **rc.neurons, "model": rc.model}, prefix="neurons."), "neurons")
+    ncfg = _validated(from_dict(NeuronsConfig, {**base, **rc.neurons, "model": rc.model}, prefix="neurons."))
     if ncfg.method not in SELECTIONS.values():
         raise ValueError(
             f"run config: neurons.method {ncfg.method!r} is not a selection; for a random-neuron "
@@ -54,7 +54,7 @@ def make_plan(rc: RunConfig) -> Plan:
         ccfg = from_dict(CheckConfig, {**base, **rc.check, "model": rc.model}, prefix="check.")
     pcfg = None
     if not rc.pairs_file:
-        pcfg = _validated(from_dict(PairsConfig, {**base, **rc.pairs, "model": rc.model}, prefix="pairs."), "pairs")
+        pcfg = _validated(from_dict(PairsConfig, {**base, **rc.pairs, "model": rc.model}, prefix="pairs."))
     placeholder = Path("<planned>")
     train = {
         (m, seed): train_config(
