@@ -243,6 +243,8 @@ def one(name: str, dtype: str, work: Path, fdt_full: bool, device: str = "cpu") 
                 out = _out_of(kind, args, kw)
                 records.append(
                     {
+                        "model": name,
+                        "dtype": dtype,
                         "kind": kind,
                         "out": out,
                         "time_s": round(time.time() - t0, 2),
@@ -252,6 +254,8 @@ def one(name: str, dtype: str, work: Path, fdt_full: bool, device: str = "cpu") 
                         **({"error": err} if err else {}),
                     }
                 )
+                with open(work / "stages.jsonl", "a") as f:  # as it goes: a stage killed later keeps these
+                    f.write(json.dumps(records[-1]) + "\n")
 
         return timed
 
