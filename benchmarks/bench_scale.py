@@ -216,14 +216,33 @@ def one(name: str, dtype: str, work: Path, fdt_full: bool, device: str = "cpu") 
     import torch
     from safetensors.torch import load_file
 
-    from yfpo import run as yrun
+    from yfpo.pipeline import load_run_config, run_pipeline
+    from yfpo.pipeline.stages import check as st_check
+    from yfpo.pipeline.stages import evaluate as st_eval
+    from yfpo.pipeline.stages import neurons as st_neurons
+    from yfpo.pipeline.stages import pairs as st_pairs
+    from yfpo.pipeline.stages import reference as st_ref
+    from yfpo.pipeline.stages import train as st_train
+
+    # the library function each stage node calls, by stage kind (wrapped below to measure it)
+    targets = {
+        "neurons": (st_neurons, "find_neurons"),
+        "check": (st_check, "causal_check"),
+        "pairs": (st_pairs, "build_pairs"),
+        "reference": (st_ref, "compute_reference"),
+        "train": (st_train, "train"),
+        "grpo": (st_train, "grpo"),
+        "evals": (st_eval, "run_evals"),
+        "discrimination": (st_eval, "run_discrimination"),
+        "mmlu": (st_eval, "run_mmlu"),
+    }
 
     torch.manual_seed(0)
     t_build = time.time()
     model_dir = build_model(name, work)
     build_s = time.time() - t_build
     data_dir = trimmed_data_dir(work)
-    rc = yrun.load_run_config(None, run_config(name, model_dir, dtype, work, data_dir, fdt_full, device))
+    rc = load_run_config(None, run_config(name, model_dir, dtype, work, data_dir, fdt_full, device))
     cuda = device == "cuda"
     records: list[dict] = []
 
@@ -259,7 +278,10 @@ def one(name: str, dtype: str, work: Path, fdt_full: bool, device: str = "cpu") 
 
         return timed
 
-    runners = {k: wrap(k, f) for k, f in yrun.RUNNERS.items()}
+    runners = {}
+    for kind, (module, attr) in targets.items():
+        runners[kind] = wrap(kind, getattr(module, attr))
+        setattr(module, attr, runners[kind])
     _reset_peak()
     t0 = time.time()
     error = None
@@ -273,7 +295,7 @@ def one(name: str, dtype: str, work: Path, fdt_full: bool, device: str = "cpu") 
             PairsConfig, {**rc.pairs, "model": rc.model, "dtype": dtype, "device": device, "out_dir": str(pdir)}
         )
         runners["pairs"](pcfg)  # measured on its own: with a random model it makes no pair (see pairs_file)
-        yrun.run_pipeline(rc, runners=runners, log=lambda m: print(m, flush=True))
+        run_pipeline(rc, log=lambda m: print(m, flush=True))
     except BaseException as e:
         error = f"{type(e).__name__}: {e}"[:2000]
     total = time.time() - t0
