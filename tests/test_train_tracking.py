@@ -76,3 +76,15 @@ def test_options_yfpo_once_hard_coded_can_be_set(key, value):
     cfg = from_dict(TrainConfig, {key: value})
     got = getattr(cfg, key)
     assert (getattr(got, "value", got) == value) or (key == "report_to" and got == [])
+
+
+def test_a_tracker_that_is_not_installed_is_one_line():
+    from transformers.integrations.integration_utils import get_available_reporting_integrations
+
+    absent = next(
+        t for t in ("wandb", "mlflow", "comet_ml", "neptune") if t not in get_available_reporting_integrations()
+    )
+    with pytest.raises(
+        ValueError, match=f"report_to {absent}: its package is not installed \\(pip install {absent}\\)"
+    ):
+        from_dict(TrainConfig, {"report_to": absent}).validate()

@@ -381,6 +381,7 @@ class TrainConfig(DPOConfig):
             )
         if self.gamma != 0 or self.fdt:
             self._check_neuron_path()
+        self._check_trackers()
         if self.gamma_mode == "grad_ratio" and not self.grad_ratio_rho > 0:
             raise ValueError(f"grad_ratio_rho must be > 0, got {self.grad_ratio_rho}")
         if self.gamma_mode == "grad_ratio" and self.gamma == 0:
@@ -420,6 +421,19 @@ class TrainConfig(DPOConfig):
         if self.dtype not in ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16"):
             raise ValueError(f"dtype {self.dtype!r}: expected float32, bfloat16 or float16")
         return self
+
+    def _check_trackers(self) -> None:
+        """Every report_to integration is installed (transformers would fail at the first step otherwise)."""
+        from transformers.integrations.integration_utils import get_available_reporting_integrations
+
+        want = [r for r in (self.report_to or []) if r not in ("none", "all")]
+        have = get_available_reporting_integrations()
+        missing = [r for r in want if r not in have]
+        if missing:
+            raise ValueError(
+                f"report_to {missing[0]}: its package is not installed (pip install {missing[0]}); "
+                f"installed trackers: {', '.join(have) or 'none'}"
+            )
 
     def _check_neuron_path(self) -> None:
         """The neuron reward and FDT replace TRL's loss for the standard reverse-KL reward: options that change
