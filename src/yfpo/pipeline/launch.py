@@ -39,14 +39,17 @@ def launch_training(cfg, launch: dict, command: str = "train") -> Path:
     --config_file launch.config_file`; each process gets batch_size / num_processes examples a step, so the global
     batch (and with it every logged loss, up to float rounding) is the one-process run's. Returns the run dir."""
     n = int(launch["num_processes"])
-    if cfg.batch_size % n:
+    # TrainConfig (a DPOConfig) names the per-process batch per_device_train_batch_size; GRPORunConfig batch_size
+    key = "per_device_train_batch_size" if hasattr(cfg, "per_device_train_batch_size") else "batch_size"
+    batch = getattr(cfg, key)
+    if batch % n:
         raise ValueError(
-            f"launch.num_processes {n}: the training's batch_size {cfg.batch_size} does not split into {n} equal "
+            f"launch.num_processes {n}: the training's batch_size {batch} does not split into {n} equal "
             "per-process batches (the global batch must stay the configured one)"
         )
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    per_process = dataclasses.replace(cfg, batch_size=cfg.batch_size // n)
+    per_process = dataclasses.replace(cfg, **{key: batch // n})
     save_config(per_process, out / "launch_config.yaml")
     port = launch.get("main_process_port")
     if not port:
