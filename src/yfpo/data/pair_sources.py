@@ -51,9 +51,14 @@ def read_pairs(source: str | os.PathLike, limit: int | None = None) -> tuple[lis
         if fmt_first is None:
             fmt_first = (where, fmt)
         elif fmt != fmt_first[1]:
+            field = (
+                "field 'initial_reason_steps' on some rows only"
+                if "step" in (fmt, fmt_first[1])
+                else "field 'chosen' a string on some rows, a message list on others"
+            )
             raise DataFormatError(
-                f"{where}: a {fmt} pair in a source whose first row ({fmt_first[0]}) is a {fmt_first[1]} pair; "
-                "one source holds one format: split it"
+                f"{where}: a {fmt} pair in a source whose first row ({fmt_first[0]}) is a {fmt_first[1]} pair "
+                f"({field}); one source holds one format: split it"
             )
         out.append(row)
         if limit and len(out) >= limit:

@@ -367,7 +367,7 @@ class TrainConfig(DPOConfig):
         ):
             raise ValueError(f"grad_share_steps must be an integer >= 1, got {self.grad_share_steps!r}")
         if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise ValueError(f"learning_rate (older name: lr) must be > 0, got {self.learning_rate}")
         if self.neuron_norm not in NEURON_NORMS:
             raise ValueError(
                 f"neuron_norm {self.neuron_norm!r} is not supported; choose one of {', '.join(NEURON_NORMS)}"
