@@ -53,7 +53,38 @@ UNITS: list[dict] = [
             "seed": "0",
         },
     },
+    # the first 320 questions gave few in-zone questions (4 of the first 32: 0 < correct < 8), so the next 680
+    # questions are sampled too (the same per-question seeds: as if one unit of 1000), trained on together below
+    {
+        "name": "pairs-k8-t07-q320-1000",
+        "kind": "pairs",
+        "args": {
+            "mode": "onpolicy",
+            "bench": TRAIN,
+            "offset": "320",
+            "limit": "680",
+            "k": "8",
+            "temperature": "0.7",
+            "top_p": "1.0",
+            "max_new_tokens": "256",
+            "batch_size": "256",
+            "max_pairs_per_question": "2",
+            "seed": "0",
+        },
+    },
     {"name": "rpo-lr1e-4", "kind": "train", "pairs": "pairs-k8-t07-q320", "args": {**RPO, "lr": "1e-4"}},
+    {
+        "name": "rpo-lr1e-4-q1000",
+        "kind": "train",
+        "pairs": ["pairs-k8-t07-q320", "pairs-k8-t07-q320-1000"],
+        "args": {**RPO, "lr": "1e-4"},
+    },
+    {
+        "name": "dpo-lr1e-4-q1000",
+        "kind": "train",
+        "pairs": ["pairs-k8-t07-q320", "pairs-k8-t07-q320-1000"],
+        "args": {**DPO, "lr": "1e-4"},
+    },
     {"name": "dpo-lr1e-4", "kind": "train", "pairs": "pairs-k8-t07-q320", "args": {**DPO, "lr": "1e-4"}},
     {"name": "rpo-lr3e-4", "kind": "train", "pairs": "pairs-k8-t07-q320", "args": {**RPO, "lr": "3e-4"}},
     {"name": "dpo-lr3e-4", "kind": "train", "pairs": "pairs-k8-t07-q320", "args": {**DPO, "lr": "3e-4"}},
@@ -112,7 +143,7 @@ def run_unit(run: Path, u: dict) -> None:
                 shutil.copy2(out / f, dst / f)
     elif kind == "train":
         out = train_dir(run, name)
-        pairs = run / "pairs" / u["pairs"] / "pairs.jsonl"
+        pairs = pairs_file(run, u["pairs"])
         if not (out / "final").exists():
             args = [f"--{k}={v}" for k, v in {**TRAIN_BASE, **u["args"]}.items()]
             sh(run, [*yfpo(), "train", "--out", str(out), "--pairs", str(pairs), *args], f"train-{name}")
@@ -131,6 +162,21 @@ def run_unit(run: Path, u: dict) -> None:
         copy_eval(ev / VAL, HERE / name / "eval" / VAL)
     else:
         raise ValueError(f"unit {name}: unknown kind {kind!r}")
+
+
+def pairs_file(run: Path, names) -> Path:
+    """The pairs JSONL of one pairs unit, or of several concatenated (in the given order) into RUN/pairs/<a+b>.jsonl."""
+    if isinstance(names, str):
+        return run / "pairs" / names / "pairs.jsonl"
+    out = run / "pairs" / ("+".join(names) + ".jsonl")
+    missing = [n for n in names if not (run / "pairs" / n / "summary.json").exists()]
+    if missing:
+        raise SystemExit(f"pairs unit(s) {', '.join(missing)} not finished: run them first")
+    if not out.exists():
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text("".join((run / "pairs" / n / "pairs.jsonl").read_text() for n in names))
+        tmp.rename(out)
+    return out
 
 
 def copy_eval(src: Path, dst: Path) -> None:
@@ -174,8 +220,9 @@ def table() -> str:
             rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.exists() else []
             rt = [r["train_runtime"] for r in rows if "train_runtime" in r]
             train_s = f"{rt[-1]:.0f}" if rt else ""
-            ps = json.loads((HERE / u["pairs"] / "summary.json").read_text())
-            pairs = f"{u['pairs']} ({ps['pairs']})"
+            names = [u["pairs"]] if isinstance(u["pairs"], str) else u["pairs"]
+            n_pairs = sum(json.loads((HERE / n / "summary.json").read_text())["pairs"] for n in names)
+            pairs = f"{' + '.join(names)} ({n_pairs})"
             setting = f"{u['name']} ({', '.join(f'{k}={v}' for k, v in u['args'].items())})"
         else:
             setting = "base model"
