@@ -163,8 +163,9 @@ def test_states_are_the_frozen_base_models(files, tmp_path):
 
 
 def test_merci_resumed_run_equals_uninterrupted(files, tmp_path):
+    from test_train_common import StopAfter
+
     from yfpo.train.grpo import grpo
-    from yfpo.train.trainer import StopAfter
 
     d, q, _ = files
     mdir = save_tiny(tmp_path / "tiny", "llama", seed=0)

@@ -319,6 +319,56 @@ def test_config_validation():
         GRPORunConfig(skip_questions=-1).validate()
 
 
+def test_trl_options_override_defaults_and_yfpo_keys_are_refused(tmp_path):
+    from yfpo.config import ConfigError, from_dict, load_config
+
+    base = GRPORunConfig(output_dir=str(tmp_path / "run"))
+    args = make_grpo_args(base.validate(), tmp_path)
+    assert args.report_to == [] and args.save_strategy.value == "steps" and args.save_only_model is False
+    cfg = from_dict(GRPORunConfig, {"trl": {"save_strategy": "no", "save_only_model": True, "max_grad_norm": 0.5}})
+    args = make_grpo_args(cfg.validate(), tmp_path)
+    assert args.save_strategy.value == "no" and args.save_only_model is True and args.max_grad_norm == 0.5
+    # the stage hash: unchanged by an empty trl or a tracker; changed by an option that decides the weights
+    assert "trl" not in base.record()
+    assert from_dict(GRPORunConfig, {"trl": {"report_to": "tensorboard"}}).record() == GRPORunConfig().record()
+    assert cfg.record()["trl"] == {"max_grad_norm": 0.5}
+    for trl, msg in (
+        ({"learning_rate": 1e-3}, "trl.learning_rate is set by yfpo from its own key: set lr instead"),
+        ({"resume_from_checkpoint": "x"}, "trl.resume_from_checkpoint is set by yfpo: yfpo resumes"),
+        ({"report_too": "tensorboard"}, "trl.report_too is not a trl.GRPOConfig option .did you mean 'report_to'"),
+        ({"report_to": "nosuchtracker"}, "report_to nosuchtracker: its package is not installed"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            from_dict(GRPORunConfig, {"trl": trl}).validate()
+    with pytest.raises(ConfigError, match="trl.*expected a mapping"):
+        from_dict(GRPORunConfig, {"trl": "report_to"})
+    # a command line's `--trl.KEY V` is typed as GRPOConfig declares KEY
+    over = load_config(GRPORunConfig, None, ["--trl.max_grad_norm", "0.5", "--trl.save_only_model", "true"])
+    assert over.trl == {"max_grad_norm": 0.5, "save_only_model": True}
+    with pytest.raises(ConfigError, match="trl.max_grad_norm.*expected a number"):
+        load_config(GRPORunConfig, None, ["--trl.max_grad_norm", "abc"])
+
+
+def test_tiny_run_reports_to_tensorboard_with_trl_options(files, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from yfpo.train.grpo import grpo
+
+    d, q, ns = files
+    mdir = save_tiny(tmp_path / "tiny", "llama", seed=0)
+    trl = {"report_to": "tensorboard", "save_strategy": "no", "disable_tqdm": True, "save_only_model": True}
+    cfg = cfg_for(tmp_path, q, model=str(mdir), max_steps=2, lora=True, lora_r=4, lora_alpha=8, trl=trl)
+    out = grpo(cfg)
+    assert json.loads((out / "train_done.json").read_text())["steps"] == 2
+    assert list((out / "tensorboard").glob("events.out.tfevents.*")), sorted(p.name for p in out.rglob("*"))
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("train/loss", "train/rewards/accuracy/mean", "train/completions/mean_length"):
+        assert tag in tags, (tag, sorted(tags))
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
+
+
 def test_skip_and_limit_questions_pick_the_slice(files, tmp_path):
     from yfpo.models.tiny import tiny_tokenizer
     from yfpo.train.grpo import build_question_dataset
@@ -390,6 +440,10 @@ def test_cli_grpo_keys_and_errors(capsys):
     assert main(["grpo", "--neuron_reward_weight", "0.5", "--max_steps", "1"]) == 1
     assert "needs a NeuronSet" in capsys.readouterr().err
     assert main(["grpo", "/nonexistent.yaml"]) == 1
+    assert main(["grpo", "--trl.learning_rate=1e-5", "--max_steps", "1"]) == 1
+    assert "trl.learning_rate is set by yfpo from its own key: set lr instead" in capsys.readouterr().err
+    assert main(["grpo", "--trl.report_to", "tensorboard", "--max_steps", "1"]) == 1  # the value is no CONFIG
+    assert "give a trl option as --trl.report_to=VALUE" in capsys.readouterr().err
 
 
 def test_neuron_reward_hand_off_from_generation_equals_direct_phi(files, tmp_path, monkeypatch):

@@ -423,17 +423,7 @@ class TrainConfig(DPOConfig):
         return self
 
     def _check_trackers(self) -> None:
-        """Every report_to integration is installed (transformers would fail at the first step otherwise)."""
-        from transformers.integrations.integration_utils import get_available_reporting_integrations
-
-        want = [r for r in (self.report_to or []) if r not in ("none", "all")]
-        have = get_available_reporting_integrations()
-        missing = [r for r in want if r not in have]
-        if missing:
-            raise ValueError(
-                f"report_to {missing[0]}: its package is not installed (pip install {missing[0]}); "
-                f"installed trackers: {', '.join(have) or 'none'}"
-            )
+        check_trackers(self.report_to)
 
     def _check_neuron_path(self) -> None:
         """The neuron reward and FDT replace TRL's loss for the standard reverse-KL reward: options that change
@@ -445,6 +435,22 @@ class TrainConfig(DPOConfig):
             raise ValueError(f"f_divergence_type {self.f_divergence_type!r} is not supported with {what} (reverse_kl)")
         if self.use_weighting:
             raise ValueError(f"use_weighting (WPO) is not supported with {what}")
+
+
+def check_trackers(report_to: None | str | list[str]) -> None:
+    """Every report_to integration is installed (transformers would fail at the first step otherwise); shared with
+    GRPORunConfig's `trl.report_to`."""
+    from transformers.integrations.integration_utils import get_available_reporting_integrations
+
+    want = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    want = [r for r in want if r not in ("none", "all")]
+    have = get_available_reporting_integrations()
+    missing = [r for r in want if r not in have]
+    if missing:
+        raise ValueError(
+            f"report_to {missing[0]}: its package is not installed (pip install {missing[0]}); "
+            f"installed trackers: {', '.join(have) or 'none'}"
+        )
 
 
 def _int_steps(v: Any) -> Any:

@@ -277,10 +277,21 @@ def build_question_dataset(cfg: GRPORunConfig, tokenizer):
 
 
 def make_grpo_args(cfg: GRPORunConfig, out: Path) -> GRPOConfig:
+    """trl.GRPOConfig from cfg: yfpo's keys, yfpo's defaults for the options below `defaults`, then cfg.trl (any
+    other GRPOConfig option, overriding those defaults; the options yfpo sets are refused by cfg.validate())."""
     use_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
     weights = [cfg.accuracy_weight] + ([cfg.neuron_reward_weight] if cfg.neuron_reward_weight else [])
     weights += [cfg.merci_weight] if cfg.intrinsic == "merci" else []
-    return GRPOConfig(
+    defaults = dict(  # yfpo's defaults; cfg.trl overrides them
+        report_to="none",  # metrics.jsonl is always written; trackers on request (trl.report_to)
+        save_strategy="steps",
+        disable_tqdm=os.environ.get("YFPO_NO_PROGRESS") == "1",
+        save_only_model=False,
+        log_completions=False,
+        data_seed=cfg.seed,
+    )
+    trl = {k: ("none" if k == "report_to" and v is None else v) for k, v in cfg.trl.items()}
+    kwargs = dict(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -290,11 +301,9 @@ def make_grpo_args(cfg: GRPORunConfig, out: Path) -> GRPOConfig:
         warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
         logging_steps=cfg.logging_steps,
-        save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         seed=cfg.seed,
-        data_seed=cfg.seed,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_new_tokens,
         temperature=cfg.temperature,
@@ -309,20 +318,21 @@ def make_grpo_args(cfg: GRPORunConfig, out: Path) -> GRPOConfig:
         use_vllm=cfg.use_vllm,
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-        report_to=[],
         use_cpu=use_cpu,
         bf16=cfg.dtype in ("bfloat16", "bf16"),
-        disable_tqdm=os.environ.get("YFPO_NO_PROGRESS") == "1",
-        save_only_model=False,
-        log_completions=False,
+        **{**defaults, **trl},
     )
+    try:
+        return GRPOConfig(**kwargs)
+    except (TypeError, ValueError) as e:  # TRL's / transformers' own check of a trl option: one line
+        raise ValueError(f"grpo trl: {str(e).splitlines()[0]}") from None
 
 
 def make_grpo_trainer(cfg: GRPORunConfig, model=None, tokenizer=None, callbacks=None, out: Path | None = None):
     """Everything `grpo` does before `.train()`: returns (trainer, run_dir)."""
     from yfpo.models import load_model
     from yfpo.neurons.neuronset import NeuronSet
-    from yfpo.train.run_dir import MetricsJsonl
+    from yfpo.train.run_dir import MetricsJsonl, trackers_into
 
     cfg.validate()
     out = Path(out or cfg.output_dir)
@@ -373,6 +383,7 @@ def make_grpo_trainer(cfg: GRPORunConfig, model=None, tokenizer=None, callbacks=
         neuron_set=neuron_set,
         run_dir=out,
     )
+    trackers_into(trainer, out)
     return trainer, out
 
 
@@ -382,12 +393,11 @@ def grpo(
     """Run (or resume) one GRPO run; the run directory is laid out like `yfpo train`'s (final/ loads with
     load_model), with the same strict resume: a folder made by another config is refused unless overwrite."""
     from yfpo import resume as strict
-    from yfpo.config import to_dict
     from yfpo.train.run_dir import run_training
 
     cfg.validate()
     record = {
-        **to_dict(cfg),
+        **cfg.record(),
         "model": strict.model_identity(cfg.model),
         "neurons": strict.file_identity(cfg.neurons),
         "questions_file": strict.file_identity(cfg.questions_file),

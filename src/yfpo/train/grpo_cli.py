@@ -21,7 +21,8 @@ def register(sub) -> None:
         help="online RL: TRL GRPOTrainer + verifiable accuracy reward + neuron reward (a) or neuron loss term (b)",
         description="GRPO on benchmark questions (--questions gsm8k_train | mawps_singleop | ...). CONFIG is a YAML "
         "file (keys of GRPORunConfig, or a `grpo:` section); any key can be overridden: --num_generations 4 "
-        "--max_new_tokens 96 --neurons N.json --neuron_reward_weight 0.5 --neuron_loss_weight 0.1. "
+        "--max_new_tokens 96 --neurons N.json --neuron_reward_weight 0.5 --neuron_loss_weight 0.1. Any other "
+        "trl.GRPOConfig option goes under `trl:` (--trl.report_to=tensorboard --trl.save_strategy=no). "
         "Both neuron weights 0 is plain TRL GRPO. A rerun resumes from the last checkpoint. "
         "`--keys` lists every key and its default.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -64,6 +65,11 @@ def _grpo(args) -> int:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             print(f"{f.name:24s} {default!r}")
         return 0
+    extra = list(args.overrides or [])
+    dangling = [a for i, a in enumerate(extra) if a.startswith("--trl.") and "=" not in a and i + 1 == len(extra)]
+    dangling += [a for a, b in zip(extra, extra[1:]) if a.startswith("--trl.") and "=" not in a and b.startswith("--")]
+    if dangling:  # argparse does not know --trl.KEY, so the value after it would land in CONFIG's place
+        raise ValueError(f"{dangling[0]}: give a trl option as {dangling[0]}=VALUE (one word)")
     if args.config is not None and not Path(args.config).is_file():
         raise ValueError(f"CONFIG {args.config!r} is not a YAML file (`yfpo grpo --keys` lists the keys)")
     section = None

@@ -1,12 +1,26 @@
 """GRPORunConfig: one online-RL run (TRL GRPOTrainer + accuracy reward + the neuron signal as reward or loss term).
 
-Flat like TrainConfig so `load_config` and `--key value` overrides work the same way; the keys map onto
-trl.GRPOConfig in `yfpo.train.grpo.make_grpo_args` (TRL option names kept where they exist).
+Flat so `load_config` and `--key value` overrides work; the keys map onto trl.GRPOConfig in
+`yfpo.train.grpo.make_grpo_args` (TRL option names kept where they exist). Any other GRPOConfig option goes under
+`trl: {...}` by its TRL name and overrides yfpo's default for it (report_to, save_strategy, disable_tqdm, ...),
+except the options yfpo sets from its own keys or must control itself (`TRL_FROM_KEYS`, `TRL_CONTROLLED`:
+refused by validate() with the reason). `record()` is the config as the stage hash reads it: `trl` only when
+set, without the options that change no weight (train.config.NOT_RESULT), so runs made before `trl` existed keep
+their hash.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import typing
 from dataclasses import dataclass, field
+from typing import Any
+
+from trl import GRPOConfig
+
+from yfpo.config import _convert
+from yfpo.train.config import NOT_RESULT, check_trackers
 
 EXTRACTORS = ("math_verify", "strict", "flexible", "boxed")
 NEURON_NORMS = ("ref_std", "raw")
@@ -15,6 +29,56 @@ METHOD_LOSS_TYPES = ("pacs", "oreal")  # yfpo.train.online: these replace TRL's 
 INTRINSICS = ("none", "merci")
 MODES = ("questions", "rlpt")
 ROLLOUTS = ("engine", "trl")
+
+# trl.GRPOConfig options make_grpo_args sets from a GRPORunConfig key: set that key instead
+TRL_FROM_KEYS = {
+    "output_dir": "output_dir (checkpoints go to OUTPUT_DIR/checkpoints)",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "learning_rate": "lr",
+    "max_steps": "max_steps",
+    "lr_scheduler_type": "lr_scheduler",
+    "warmup_steps": "warmup_ratio",
+    "weight_decay": "weight_decay",
+    "logging_steps": "logging_steps",
+    "save_steps": "save_steps",
+    "save_total_limit": "save_total_limit",
+    "seed": "seed",
+    "num_generations": "num_generations",
+    "max_completion_length": "max_new_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "beta": "beta",
+    "loss_type": "loss_type",
+    "epsilon": "epsilon",
+    "num_iterations": "num_iterations",
+    "scale_rewards": "scale_rewards",
+    "mask_truncated_completions": "mask_truncated_completions",
+    "reward_weights": "accuracy_weight / neuron_reward_weight / merci_weight",
+    "use_vllm": "use_vllm",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "activation_checkpointing": "gradient_checkpointing",
+    "gradient_checkpointing_kwargs": "gradient_checkpointing",
+    "use_cpu": "device",
+    "bf16": "dtype",
+}
+# trl.GRPOConfig options yfpo must control, with the reason
+TRL_CONTROLLED = {
+    "model_init_kwargs": "yfpo loads the model itself: set `model` and `dtype`",
+    "resume_from_checkpoint": "yfpo resumes from OUT/checkpoints itself: rerun the same command (--no-resume "
+    "starts over)",
+    "trust_remote_code": "yfpo loads the model itself and does not run a model's own code",
+}
+
+
+_HINTS: dict[str, Any] = {}
+
+
+def _grpo_hints() -> dict[str, Any]:
+    """trl.GRPOConfig's field types (resolved once)."""
+    if not _HINTS:
+        _HINTS.update(typing.get_type_hints(GRPOConfig))
+    return _HINTS
 
 
 @dataclass
@@ -117,6 +181,33 @@ class GRPORunConfig:
     save_total_limit: int = 2
     keep_checkpoints: bool = False  # as TrainConfig
 
+    # any other trl.GRPOConfig option by its TRL name (report_to, save_strategy, disable_tqdm, save_only_model,
+    # log_completions, ...): overrides yfpo's default for it
+    trl: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def config_aliases(cls, data: dict, prefix: str = "") -> dict:
+        """`trl:` values typed as trl.GRPOConfig declares them (a `--trl.max_grad_norm 0.5` override arrives as a
+        string); names it does not know are left for validate() to refuse with a suggestion."""
+        trl = data.get("trl")
+        if isinstance(trl, dict):
+            hints = _grpo_hints()
+            data = {
+                **data,
+                "trl": {k: _convert(v, hints[k], f"{prefix}trl.{k}") if k in hints else v for k, v in trl.items()},
+            }
+        return data
+
+    def record(self) -> dict:
+        """The config as the stage hash and config.hash.json read it: `trl` only when it holds an option that can
+        change the weights (report_to, save_strategy, ... are left out), so a run made before `trl` existed, or
+        one that only adds a tracker, keeps its hash."""
+        out = dataclasses.asdict(self)
+        trl = {k: v for k, v in out.pop("trl").items() if k not in NOT_RESULT}
+        if trl:
+            out["trl"] = trl
+        return out
+
     def validate(self) -> "GRPORunConfig":
         if self.extractor not in EXTRACTORS:
             raise ValueError(f"extractor {self.extractor!r}: expected one of {', '.join(EXTRACTORS)}")
@@ -142,7 +233,25 @@ class GRPORunConfig:
         if self.scale_rewards not in ("group", "batch", "none"):
             raise ValueError(f"scale_rewards {self.scale_rewards!r}: expected group, batch or none")
         self._validate_methods()
+        self._validate_trl()
         return self
+
+    def _validate_trl(self) -> None:
+        if not isinstance(self.trl, dict):
+            raise ValueError(f"trl: expected a mapping of trl.GRPOConfig options, got {self.trl!r}")
+        known = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+        for k in self.trl:
+            if k in TRL_FROM_KEYS:
+                raise ValueError(f"trl.{k} is set by yfpo from its own key: set {TRL_FROM_KEYS[k]} instead")
+            if k in TRL_CONTROLLED:
+                raise ValueError(f"trl.{k} is set by yfpo: {TRL_CONTROLLED[k]}")
+            if k not in known:
+                close = difflib.get_close_matches(str(k), sorted(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"trl.{k} is not a trl.GRPOConfig option{hint}")
+        report_to = self.trl.get("report_to")
+        if report_to is not None:
+            check_trackers(report_to)
 
     def _validate_methods(self) -> None:
         def one_of(key: str, allowed: tuple[str, ...]) -> None:

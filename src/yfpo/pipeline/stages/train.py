@@ -63,7 +63,8 @@ def add(
             f"train/{method}-s{seed}",
             "train",
             f"train/{method}-s{seed}-{{hash}}",
-            probe.record() if hasattr(probe, "record") else to_dict(probe),  # TrainConfig: its older flat form
+            # TrainConfig: its older flat form; GRPORunConfig: without an unset trl (hashes of older runs kept)
+            probe.record() if hasattr(probe, "record") else to_dict(probe),
             inputs,
             run_train,
             args={
