@@ -326,9 +326,19 @@ def test_every_shipped_config_validates():
     assert {"quick.yaml", "cpu_result.yaml", "paper.yaml"} <= set(names)
     for name in names:
         plan = make_plan(load_run_config(root / name))
-        if all(k.get("trainer") == "grpo" for k in plan.methods.values()):  # grpo_cpu.yaml: GRPO with both forms
-            assert {"grpo", "grpo_nreward", "grpo_nloss"} <= set(plan.methods), name
-            assert all(t.neurons for m, t in plan.train.items() if m[0] != "grpo"), name
+        if all(k.get("trainer") == "grpo" for k in plan.methods.values()):  # GRPO-only configs
+            assert "grpo" in plan.methods, name  # the plain method every neuron-aware one is compared with
+            if name == "grpo_cpu.yaml":  # GRPO with both forms of the neuron signal
+                assert {"grpo_nreward", "grpo_nloss"} <= set(plan.methods), name
+                assert all(t.neurons for m, t in plan.train.items() if m[0] != "grpo"), name
+            uses_neurons = lambda t: (
+                t.neuron_reward_weight
+                or t.neuron_loss_weight
+                or t.oreal_token_weights == "neuron"
+                or (t.intrinsic == "merci" and t.merci_features == "neurons")
+            )
+            assert all(t.neurons for t in plan.train.values() if uses_neurons(t)), name
+            assert any(uses_neurons(t) for t in plan.train.values()), name
             continue
         assert {"dpo", "yfpo", "yfpo_random"} <= set(plan.methods), name
         assert plan.methods["yfpo_random"]["neurons"] == "random" and plan.methods["yfpo"]["neurons"] == "attnlrp"
