@@ -123,6 +123,7 @@ def _add_key(group, name: str, tp, help: str, default, seen: set[str]) -> None:
 
 def _train(args) -> int:
 
+    from yfpo.train.run_dir import end_distributed
     from yfpo.train.trainer import train
 
     if args.keys:
@@ -135,6 +136,7 @@ def _train(args) -> int:
         return 0
     cfg = _load_cfg(args)
     out = train(cfg, resume=not args.no_resume, overwrite=args.overwrite, allow_other_weights=args.allow_other_weights)
+    end_distributed()
     logger.info(f"run directory: {out}  (final model: {out / 'final'})")
     return 0
 

@@ -59,6 +59,7 @@ def _grpo(args) -> int:
     from yfpo.config import load_config
     from yfpo.train.grpo import grpo
     from yfpo.train.grpo_config import GRPORunConfig
+    from yfpo.train.run_dir import end_distributed
 
     if args.keys:
         for f in dataclasses.fields(GRPORunConfig):
@@ -84,5 +85,6 @@ def _grpo(args) -> int:
         overrides += ["--output_dir", args.out]
     cfg = load_config(GRPORunConfig, args.config, overrides, section=section)
     out = grpo(cfg, resume=not args.no_resume, overwrite=args.overwrite)
+    end_distributed()
     logger.info(f"run directory: {out}  (final model: {out / 'final'})")
     return 0

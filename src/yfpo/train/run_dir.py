@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch.distributed as dist
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
@@ -148,3 +149,13 @@ def run_training(
         prune_checkpoints(out, cfg)
     acc.wait_for_everyone()
     return out
+
+
+def end_distributed() -> None:
+    """Tear down the process group a launched training (`accelerate launch ... yfpo train`) opened, before the process
+    exits: a gloo group left to interpreter shutdown can abort a rank after the run finished ("terminate called
+    without an active exception", exit -6), failing a finished training. For the CLI processes, which own the group;
+    a caller of train() that made its own group keeps it."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
