@@ -11,8 +11,6 @@ built from SPEC's formula:
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,6 +23,7 @@ from test_train_common import (
     loss_and_grads,
     make_yfpo,
     pair_rows,
+    reference_ctx,
     trainable,
     write_jsonl,
     write_neuronset,
@@ -45,17 +44,10 @@ def files(tmp_path_factory):
     return d, pairs, d / "neurons.json"
 
 
-def _reference_ctx(tr):
-    """(module computing the reference, context) exactly as the trainer defines the reference."""
-    if tr.ref_model is not None:
-        return tr.ref_model, contextlib.nullcontext()
-    return tr.model, tr.model.disable_adapter()
-
-
 def direct_loss(tr, batch, ns, variant: str, gamma: float = GAMMA):
     """SPEC's loss, its margin m and m_ref, by direct autograd on the policy's trainable parameters."""
     logp, phi = direct_logp_phi(tr.model, batch, ns)
-    ref_mod, ctx = _reference_ctx(tr)
+    ref_mod, ctx = reference_ctx(tr)
     with torch.no_grad(), ctx:
         ref_logp, ref_phi = direct_logp_phi(ref_mod, batch, ns)
     lr = logp - ref_logp

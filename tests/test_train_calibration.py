@@ -3,7 +3,6 @@ of gamma*m, and the reference file: each against a direct computation (test_trai
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 
@@ -17,6 +16,7 @@ from test_train_common import (
     loss_and_grads,
     make_yfpo,
     pair_rows,
+    reference_ctx,
     trainable,
     write_jsonl,
     write_neuronset,
@@ -41,16 +41,10 @@ def files(tmp_path_factory):
     return d, pairs, d / "neurons.json"
 
 
-def _ref(tr):
-    if tr.ref_model is not None:
-        return tr.ref_model, contextlib.nullcontext()
-    return tr.model, tr.model.disable_adapter()
-
-
 def direct_m_ref(tr, ns) -> torch.Tensor:
     """m_ref per training pair, dataset order, by the hook-free forward of the reference."""
     ds = tr.train_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
-    mod, ctx = _ref(tr)
+    mod, ctx = reference_ctx(tr)
     out = []
     with torch.no_grad(), ctx:
         for batch in DataLoader(ds, batch_size=2, collate_fn=tr.data_collator, shuffle=False):

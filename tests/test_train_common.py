@@ -3,6 +3,7 @@ hook-free forward pass), plus unit tests of the pure loss functions against thei
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -140,6 +141,14 @@ def make_yfpo(cfg: TrainConfig, family: str = "llama", seed: int = 0, perturb: b
     if perturb:
         perturb_([p for _, p in trainable(tr.model)], seed=99)
     return tr
+
+
+def reference_ctx(tr):
+    """(module computing the reference, context) exactly as the trainer defines the reference: the reference model
+    when it has one, else the policy with its LoRA adapter disabled."""
+    if tr.ref_model is not None:
+        return tr.ref_model, contextlib.nullcontext()
+    return tr.model, tr.model.disable_adapter()
 
 
 def enable_gc(trainer) -> None:
